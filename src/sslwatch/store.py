@@ -1,0 +1,1089 @@
+"""SQLite results store: one schema for offline sweeps and online (training-time) values.
+
+Every value is stored with the :class:`~sslwatch.definitions.MetricDefinition` it was
+computed with, at a *point* (a checkpoint file, or an online logging step) of a *run*.
+
+Schema (version :data:`SCHEMA_VERSION`)::
+
+    schema_info  (id = 1, version, created, sslwatch_version)
+    runs         (id, name UNIQUE, method, architecture, meta JSON, created)
+    points       (id, run_id -> runs, source 'checkpoint'|'online', path, epoch, step,
+                  status 'ok'|'failed'|'pending', error, created, updated)
+                 UNIQUE (run_id, path)                       when path IS NOT NULL
+                 UNIQUE (run_id, source, epoch, step)        when path IS NULL
+    definitions  (digest PRIMARY KEY, metric, n, d, dtype, revision, definition JSON)
+    results      (point_id -> points, representation, digest -> definitions,
+                  value REAL, is_nan 0|1, version, created)
+                 PRIMARY KEY (point_id, representation, digest)
+
+Conventions:
+
+* **Point identity.** A point is identified by its ``path`` when it has one (stored
+  verbatim, ``os.fspath``; pass one canonical form, e.g. absolute, consistently), otherwise
+  by ``(source, epoch, step)``; at least one of path, epoch and step must be given.
+* **NaN.** SQLite stores a bound NaN as NULL, so a NaN value is stored as ``value IS NULL``
+  with ``is_nan = 1`` (a CHECK constraint ties the two; a NULL never means anything else).
+  +-inf are stored as SQLite REALs. Reading back always gives the float that was stored,
+  except that ``-0.0`` comes back as ``0.0`` (SQLite drops the sign of zero).
+* **Idempotence, first value wins.** ``record_results`` uses ``INSERT OR IGNORE``: an
+  already stored (point, representation, definition digest) keeps its first value; the
+  repeat is ignored and not counted. A formula change bumps the metric's ``revision``,
+  which changes the digest, so corrected values are new rows, never silent overwrites.
+* **Definitions.** The digest excludes the sslwatch version (provenance only), so the
+  ``definitions`` row keeps the first writer's JSON; each result row keeps the version that
+  computed it, and :meth:`ResultStore.tidy_rows` rebuilds the exact definition JSON.
+* **Status.** New points are ``pending``; ``record_results`` sets the status it is given
+  (``ok`` clears the error); ``record_failure`` sets ``failed`` and the error and never
+  deletes results.
+* **Concurrency.** WAL journal, foreign keys on, a busy timeout, and every write in one
+  ``BEGIN IMMEDIATE`` transaction: several processes on one machine (``--workers N``) may
+  write the same file. One transaction per checkpoint result: a writer killed (even by
+  SIGKILL) loses only the transaction in flight. WAL needs shared memory, i.e. one host:
+  on a network filesystem (NFS, Lustre) give each SLURM array task its own file and join
+  them with :func:`merge_stores`. Open one :class:`ResultStore` per process (a store
+  refuses to be used from a forked child).
+* **Exports.** :meth:`~ResultStore.export_csv` writes what ``pandas.DataFrame.to_csv
+  (index=False)`` would: NaN and missing as an empty field, +-inf as ``inf``/``-inf``,
+  floats in shortest round-trip form. :meth:`~ResultStore.export_json` writes a list of
+  records using Python's ``json`` tokens ``NaN``, ``Infinity``, ``-Infinity`` (read back
+  exactly by ``json.load`` and ``pandas.read_json``; strict RFC 8259 parsers reject them).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import operator
+import os
+import sqlite3
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Final, SupportsFloat, SupportsIndex
+
+from sslwatch._version import __version__
+from sslwatch.definitions import MetricDefinition
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SOURCES",
+    "STATUSES",
+    "TIDY_COLUMNS",
+    "MergeConflict",
+    "MergeSummary",
+    "ResultStore",
+    "SchemaVersionError",
+    "merge_stores",
+]
+
+SCHEMA_VERSION: Final = 1
+APPLICATION_ID: Final = 0x53534C57  # "SSLW" in the SQLite header
+SOURCES: Final = ("checkpoint", "online")
+STATUSES: Final = ("ok", "failed", "pending")
+TIDY_COLUMNS: Final = (
+    "run",
+    "method",
+    "architecture",
+    "source",
+    "path",
+    "epoch",
+    "step",
+    "representation",
+    "metric",
+    "value",
+    "definition",
+    "digest",
+    "n",
+    "d",
+    "status",
+)
+# Merge precedence of a point's status: the most informative outcome wins.
+_STATUS_RANK: Final = {"pending": 0, "failed": 1, "ok": 2}
+
+_SCHEMA: Final = (
+    """CREATE TABLE schema_info (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL,
+        created TEXT NOT NULL,
+        sslwatch_version TEXT NOT NULL
+    )""",
+    """CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        method TEXT,
+        architecture TEXT,
+        meta TEXT NOT NULL DEFAULT '{}',
+        created TEXT NOT NULL
+    )""",
+    """CREATE TABLE points (
+        id INTEGER PRIMARY KEY,
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        source TEXT NOT NULL CHECK (source IN ('checkpoint', 'online')),
+        path TEXT,
+        epoch INTEGER CHECK (epoch IS NULL OR epoch >= 0),
+        step INTEGER CHECK (step IS NULL OR step >= 0),
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('ok', 'failed', 'pending')),
+        error TEXT,
+        created TEXT NOT NULL,
+        updated TEXT NOT NULL,
+        CHECK (path IS NOT NULL OR epoch IS NOT NULL OR step IS NOT NULL)
+    )""",
+    "CREATE UNIQUE INDEX points_by_path ON points (run_id, path) WHERE path IS NOT NULL",
+    """CREATE UNIQUE INDEX points_by_position
+        ON points (run_id, source, ifnull(epoch, -1), ifnull(step, -1)) WHERE path IS NULL""",
+    """CREATE TABLE definitions (
+        digest TEXT PRIMARY KEY,
+        metric TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        d INTEGER NOT NULL,
+        dtype TEXT NOT NULL,
+        revision INTEGER NOT NULL,
+        definition TEXT NOT NULL
+    )""",
+    "CREATE INDEX definitions_by_metric ON definitions (metric)",
+    """CREATE TABLE results (
+        point_id INTEGER NOT NULL REFERENCES points(id) ON DELETE CASCADE,
+        representation TEXT NOT NULL,
+        digest TEXT NOT NULL REFERENCES definitions(digest),
+        value REAL,
+        is_nan INTEGER NOT NULL DEFAULT 0 CHECK (is_nan IN (0, 1)),
+        version TEXT NOT NULL,
+        created TEXT NOT NULL,
+        PRIMARY KEY (point_id, representation, digest),
+        CHECK ((value IS NULL) = (is_nan = 1))
+    )""",
+    "CREATE INDEX results_by_digest ON results (digest)",
+)
+
+Filter = str | Sequence[str] | None
+
+
+class SchemaVersionError(ValueError):
+    """The database was written by a newer sslwatch whose schema this one cannot read."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _text(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _opt_text(value: object, what: str) -> str | None:
+    return None if value is None else _text(value, what)
+
+
+def _opt_index(value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be a non-negative integer or None, got {value!r}")
+    try:
+        out = operator.index(value)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ValueError(
+            f"{what} must be a non-negative integer or None, got {type(value).__name__}"
+        ) from exc
+    if out < 0:
+        raise ValueError(f"{what} must be >= 0, got {out}")
+    return out
+
+
+def _choice(value: object, allowed: Sequence[str], what: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+    return str(value)
+
+
+def _as_value(value: object, where: str) -> float:
+    if value is None or isinstance(value, bool | str | bytes):
+        raise ValueError(
+            f"value for {where} must be a real number (use float('nan') for an undefined "
+            f"value), got {value!r}"
+        )
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(
+            f"value for {where} must be a real number (float, numpy scalar or one-element "
+            f"tensor), got {type(value).__name__}"
+        ) from exc
+
+
+def _encode(value: float) -> tuple[float | None, int]:
+    """(value column, is_nan column): SQLite would turn NaN into NULL anyway."""
+    return (None, 1) if math.isnan(value) else (value, 0)
+
+
+def _decode(value: float | None, is_nan: int) -> float:
+    return math.nan if is_nan else float(value)  # type: ignore[arg-type]
+
+
+def _same_value(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def _meta_json(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    if meta is None:
+        return {}
+    if not isinstance(meta, Mapping):
+        raise ValueError(f"meta must be a mapping (dict) or None, got {type(meta).__name__}")
+    # Round-trip through JSON so what we compare with is what we store.
+    loaded: dict[str, Any] = json.loads(json.dumps(dict(meta), sort_keys=True, default=str))
+    return loaded
+
+
+def _dump_meta(meta: Mapping[str, Any]) -> str:
+    return json.dumps(dict(meta), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _definition_json(stored: str, version: str) -> str:
+    """The exact ``MetricDefinition.to_json()`` a value was computed with."""
+    data = json.loads(stored)
+    if data.get("version") == version:
+        return stored
+    data["version"] = version
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _describe_point(source: str, path: str | None, epoch: int | None, step: int | None) -> str:
+    if path is not None:
+        return f"{source} {path!r}"
+    return f"{source} epoch={epoch} step={step}"
+
+
+def _as_filter(value: Filter, what: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    values = list(value)
+    for v in values:
+        _text(v, what)
+    return values
+
+
+def _where(clauses: Sequence[tuple[str, list[str] | None]]) -> tuple[str, list[Any]]:
+    parts: list[str] = []
+    args: list[Any] = []
+    for column, values in clauses:
+        if values is None:
+            continue
+        parts.append(f"{column} IN ({', '.join('?' * len(values))})" if values else "0")
+        args.extend(values)
+    return (" WHERE " + " AND ".join(parts)) if parts else "", args
+
+
+def _csv_cell(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    return str(value)
+
+
+def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[str]], None]) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+            write(fh)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _find_point(
+    conn: sqlite3.Connection,
+    run_id: int,
+    source: str,
+    path: str | None,
+    epoch: int | None,
+    step: int | None,
+) -> tuple[int, str, int | None, int | None, str, str | None] | None:
+    cols = "id, source, epoch, step, status, error"
+    if path is not None:
+        row = conn.execute(
+            f"SELECT {cols} FROM points WHERE run_id = ? AND path = ?", (run_id, path)
+        ).fetchone()
+    else:
+        row = conn.execute(
+            f"SELECT {cols} FROM points WHERE run_id = ? AND source = ? AND path IS NULL"
+            " AND epoch IS ? AND step IS ?",
+            (run_id, source, epoch, step),
+        ).fetchone()
+    return None if row is None else tuple(row)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class ResultStore:
+    """A results database (SQLite file); see the module docstring for schema and conventions.
+
+    Args:
+        path: database file; created (with parent folders) when missing.
+        timeout: seconds a writer waits for another process's transaction (busy timeout).
+
+    A store holds one SQLite connection: use it from the thread and process that opened
+    it; other workers open their own ``ResultStore`` on the same file.
+
+    Raises:
+        SchemaVersionError: the file was written by a newer sslwatch.
+        ValueError: the file is not an SQLite database, or is one but not an sslwatch store.
+
+    Example:
+        >>> with ResultStore("results.db") as store:  # doctest: +SKIP
+        ...     run = store.ensure_run("simclr-lr0.3", method="simclr", architecture="cnn1d")
+        ...     point = store.ensure_point(run, path="ckpt/epoch=10.pt", epoch=10)
+        ...     store.record_results(point, [("backbone", definition, 57.3)])
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
+        if timeout < 0:
+            raise ValueError(f"timeout must be >= 0 seconds, got {timeout}")
+        self.path = Path(path)
+        self.timeout = float(timeout)
+        self._pid = os.getpid()
+        self._conn: sqlite3.Connection | None = None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        try:
+            self._setup(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    # -- opening ------------------------------------------------------------------------
+
+    def _retry_locked(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn``, retrying "database is locked" (e.g. racing journal-mode switches)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                text = str(exc).lower()
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _setup(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise ValueError(
+                f"{self.path} is not an SQLite database ({exc}); pass the path of an sslwatch "
+                "results store or of a new file"
+            ) from exc
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":
+            mode = self._retry_locked(
+                lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            )
+            if str(mode).lower() != "wal":
+                raise ValueError(
+                    f"could not switch {self.path} to WAL journal mode (got {mode!r}); put the "
+                    "results store on a local filesystem"
+                )
+        conn.execute("PRAGMA synchronous = NORMAL")
+        version = self._schema_version(conn)
+        if version is None:
+            self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                if self._schema_version(conn) is None:  # nobody created it meanwhile
+                    for statement in _SCHEMA:
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO schema_info (id, version, created, sslwatch_version)"
+                        " VALUES (1, ?, ?, ?)",
+                        (SCHEMA_VERSION, _now(), __version__),
+                    )
+                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            version = self._schema_version(conn)
+        if version is None or version < 1:
+            raise ValueError(f"{self.path} has a damaged schema_info table (version {version!r})")
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{self.path} has results-store schema version {version}, but this sslwatch "
+                f"({__version__}) reads schema version {SCHEMA_VERSION} at most; upgrade sslwatch "
+                "to open it (or write to a new file)"
+            )
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int | None:
+        tables = {
+            row[0]
+            for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not str(row[0]).startswith("sqlite_")
+        }
+        if "schema_info" not in tables:
+            if tables:
+                raise ValueError(
+                    f"{self.path} is an SQLite database but not an sslwatch results store "
+                    f"(tables: {', '.join(sorted(tables))}); pass another path"
+                )
+            return None
+        row = conn.execute("SELECT version FROM schema_info WHERE id = 1").fetchone()
+        return -1 if row is None else int(row[0])
+
+    # -- connection management ------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise ValueError(f"the ResultStore for {self.path} is closed; open a new one")
+        if os.getpid() != self._pid:
+            raise RuntimeError(
+                f"this ResultStore for {self.path} was opened in process {self._pid}; open a "
+                "new ResultStore in each worker process instead of sharing one across fork"
+            )
+        return self._conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; takes the write lock up front (no upgrade deadlocks)."""
+        conn = self._db()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._conn is not None and os.getpid() == self._pid:
+            self._conn.close()
+        self._conn = None
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn is None else "open"
+        return f"ResultStore({str(self.path)!r}, {state})"
+
+    # -- writing --------------------------------------------------------------------------
+
+    def ensure_run(
+        self,
+        name: str,
+        *,
+        method: str | None = None,
+        architecture: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Return the id of run ``name``, creating it when missing.
+
+        A stored method or architecture that is missing is filled in; one that differs
+        raises ``ValueError`` (runs are grouped by method and architecture, so they must not
+        change). ``meta`` is free-form provenance (JSON-able): its keys are merged into the
+        stored meta, the latest call winning per key.
+        """
+        name = _text(name, "run name")
+        method = _opt_text(method, "method")
+        architecture = _opt_text(architecture, "architecture")
+        new_meta = _meta_json(meta)
+        with self._write() as conn:
+            row = conn.execute(
+                "SELECT id, method, architecture, meta FROM runs WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO runs (name, method, architecture, meta, created)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (name, method, architecture, _dump_meta(new_meta), _now()),
+                )
+                return int(cur.lastrowid)  # type: ignore[arg-type]
+            run_id, old_method, old_arch, old_meta = row
+            for what, old, new in (
+                ("method", old_method, method),
+                ("architecture", old_arch, architecture),
+            ):
+                if old is not None and new is not None and old != new:
+                    raise ValueError(
+                        f"run {name!r} is stored with {what} {old!r}, not {new!r}; use another "
+                        f"run name or pass {what}={old!r}"
+                    )
+            merged = {**json.loads(old_meta), **new_meta}
+            conn.execute(
+                "UPDATE runs SET method = coalesce(method, ?),"
+                " architecture = coalesce(architecture, ?), meta = ? WHERE id = ?",
+                (method, architecture, _dump_meta(merged), run_id),
+            )
+            return int(run_id)
+
+    def ensure_point(
+        self,
+        run_id: int,
+        *,
+        source: str = "checkpoint",
+        path: str | os.PathLike[str] | None = None,
+        epoch: SupportsIndex | None = None,
+        step: SupportsIndex | None = None,
+    ) -> int:
+        """Return the id of a checkpoint or online point of run ``run_id``, creating it.
+
+        Identity: ``path`` when given (stored verbatim), else ``(source, epoch, step)``. A
+        new point has status ``pending``. For a point found by path, a missing epoch or
+        step is filled in; a different one (or a different source) raises ``ValueError``.
+        """
+        source = _choice(source, SOURCES, "source")
+        path_text = None if path is None else _text(os.fspath(path), "path")
+        epoch = _opt_index(epoch, "epoch")
+        step = _opt_index(step, "step")
+        if path_text is None and epoch is None and step is None:
+            raise ValueError("a point needs a path, an epoch or a step to identify it; pass one")
+        with self._write() as conn:
+            self._require_run(conn, run_id)
+            found = _find_point(conn, run_id, source, path_text, epoch, step)
+            if found is None:
+                now = _now()
+                cur = conn.execute(
+                    "INSERT INTO points (run_id, source, path, epoch, step, status, created,"
+                    " updated) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?)",
+                    (run_id, source, path_text, epoch, step, now, now),
+                )
+                return int(cur.lastrowid)  # type: ignore[arg-type]
+            point_id, old_source, old_epoch, old_step = found[:4]
+            for what, old, new in (
+                ("source", old_source, source),
+                ("epoch", old_epoch, epoch),
+                ("step", old_step, step),
+            ):
+                if old is not None and new is not None and old != new:
+                    raise ValueError(
+                        f"point {path_text!r} of run {run_id} is stored with {what} {old!r}, "
+                        f"not {new!r}; checkpoint paths must be unique within a run"
+                    )
+            if (old_epoch is None and epoch is not None) or (old_step is None and step is not None):
+                conn.execute(
+                    "UPDATE points SET epoch = coalesce(epoch, ?), step = coalesce(step, ?),"
+                    " updated = ? WHERE id = ?",
+                    (epoch, step, _now(), point_id),
+                )
+            return int(point_id)
+
+    def record_results(
+        self,
+        point_id: int,
+        rows: Iterable[tuple[str, MetricDefinition, SupportsFloat]],
+        *,
+        status: str = "ok",
+    ) -> int:
+        """Store ``(representation, definition, value)`` rows of one point in ONE transaction.
+
+        All rows are stored, together with the point's new ``status`` (``ok`` clears its
+        error), or none are. Rows already stored for the same (point, representation,
+        definition digest) keep their first value (``INSERT OR IGNORE``).
+
+        Returns:
+            The number of rows newly stored.
+
+        Raises:
+            ValueError: unknown point, malformed row, non-numeric value, or two rows of the
+                call with the same key but different values.
+        """
+        status = _choice(status, STATUSES, "status")
+        batch: dict[tuple[str, str], tuple[MetricDefinition, float]] = {}
+        for row in rows:
+            try:
+                representation, definition, raw = row
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"each row must be (representation, MetricDefinition, value), got {row!r}"
+                ) from exc
+            representation = _text(representation, "representation")
+            if not isinstance(definition, MetricDefinition):
+                raise ValueError(
+                    "the second item of each row must be a sslwatch.definitions."
+                    f"MetricDefinition, got {type(definition).__name__}"
+                )
+            value = _as_value(raw, f"{definition.metric!r} on {representation!r}")
+            key = (representation, definition.digest())
+            if key in batch and not _same_value(batch[key][1], value):
+                raise ValueError(
+                    f"two values ({batch[key][1]!r} and {value!r}) for {definition.metric!r} on "
+                    f"{representation!r} with the same definition in one call; pass one"
+                )
+            batch.setdefault(key, (definition, value))
+        now = _now()
+        inserted = 0
+        with self._write() as conn:
+            self._require_point(conn, point_id)
+            for (representation, digest), (definition, value) in batch.items():
+                conn.execute(
+                    "INSERT OR IGNORE INTO definitions"
+                    " (digest, metric, n, d, dtype, revision, definition)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        digest,
+                        definition.metric,
+                        int(definition.n),
+                        int(definition.d),
+                        definition.dtype,
+                        int(definition.revision),
+                        definition.to_json(),
+                    ),
+                )
+                stored, is_nan = _encode(value)
+                cur = conn.execute(
+                    "INSERT OR IGNORE INTO results"
+                    " (point_id, representation, digest, value, is_nan, version, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (point_id, representation, digest, stored, is_nan, definition.version, now),
+                )
+                inserted += cur.rowcount
+            conn.execute(
+                "UPDATE points SET status = ?,"
+                " error = CASE WHEN ? = 'ok' THEN NULL ELSE error END, updated = ? WHERE id = ?",
+                (status, status, now, point_id),
+            )
+        return inserted
+
+    def record_failure(self, point_id: int, error: str) -> None:
+        """Mark a point ``failed`` with ``error`` (e.g. a traceback); stored results stay."""
+        error = _text(error, "error")
+        with self._write() as conn:
+            self._require_point(conn, point_id)
+            conn.execute(
+                "UPDATE points SET status = 'failed', error = ?, updated = ? WHERE id = ?",
+                (error, _now(), point_id),
+            )
+
+    @staticmethod
+    def _require_run(conn: sqlite3.Connection, run_id: int) -> None:
+        if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+            raise ValueError(f"no run with id {run_id!r}; create it with ensure_run()")
+
+    @staticmethod
+    def _require_point(conn: sqlite3.Connection, point_id: int) -> None:
+        if conn.execute("SELECT 1 FROM points WHERE id = ?", (point_id,)).fetchone() is None:
+            raise ValueError(f"no point with id {point_id!r}; create it with ensure_point()")
+
+    # -- reading --------------------------------------------------------------------------
+
+    def stored_digests(
+        self, point_id: int, representation: str | None = None
+    ) -> set[tuple[str, str]]:
+        """The ``(representation, definition digest)`` pairs already stored for a point."""
+        sql = "SELECT representation, digest FROM results WHERE point_id = ?"
+        args: list[Any] = [point_id]
+        if representation is not None:
+            sql += " AND representation = ?"
+            args.append(representation)
+        return {(str(r), str(d)) for r, d in self._db().execute(sql, args)}
+
+    def missing(
+        self, point_id: int, wanted: Iterable[tuple[str, MetricDefinition]]
+    ) -> list[tuple[str, MetricDefinition]]:
+        """The ``(representation, definition)`` pairs of ``wanted`` not yet stored, in order.
+
+        A sweep computes only these and skips everything already in the store.
+        """
+        stored = self.stored_digests(point_id)
+        return [(r, d) for r, d in wanted if (r, d.digest()) not in stored]
+
+    def tidy_rows(
+        self,
+        *,
+        run: Filter = None,
+        metric: Filter = None,
+        representation: Filter = None,
+        source: Filter = None,
+    ) -> list[dict[str, Any]]:
+        """One dict per stored value, keys :data:`TIDY_COLUMNS`, optionally filtered.
+
+        ``value`` is a float (NaN and +-inf included); ``definition`` is the exact
+        ``MetricDefinition.to_json()`` the value was computed with. Rows are ordered by
+        run, source, epoch, step, path, representation, metric, digest.
+        """
+        where, args = _where(
+            [
+                ("r.name", _as_filter(run, "run")),
+                ("d.metric", _as_filter(metric, "metric")),
+                ("res.representation", _as_filter(representation, "representation")),
+                ("p.source", _as_filter(source, "source")),
+            ]
+        )
+        sql = (
+            "SELECT r.name, r.method, r.architecture, p.source, p.path, p.epoch, p.step,"
+            " res.representation, d.metric, res.value, res.is_nan, d.definition, res.version,"
+            " res.digest, d.n, d.d, p.status"
+            " FROM results res JOIN points p ON p.id = res.point_id"
+            " JOIN runs r ON r.id = p.run_id JOIN definitions d ON d.digest = res.digest"
+            f"{where} ORDER BY r.name, p.source, p.epoch IS NULL, p.epoch, p.step IS NULL,"
+            " p.step, p.path, res.representation, d.metric, res.digest"
+        )
+        out = []
+        for row in self._db().execute(sql, args):
+            (name, method, arch, src, path, epoch, step, rep, met) = row[:9]
+            value, is_nan, definition, version, digest, n, d, status = row[9:]
+            out.append(
+                {
+                    "run": name,
+                    "method": method,
+                    "architecture": arch,
+                    "source": src,
+                    "path": path,
+                    "epoch": epoch,
+                    "step": step,
+                    "representation": rep,
+                    "metric": met,
+                    "value": _decode(value, is_nan),
+                    "definition": _definition_json(definition, version),
+                    "digest": digest,
+                    "n": n,
+                    "d": d,
+                    "status": status,
+                }
+            )
+        return out
+
+    def export_csv(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        run: Filter = None,
+        metric: Filter = None,
+        representation: Filter = None,
+        source: Filter = None,
+    ) -> int:
+        """Write :meth:`tidy_rows` as CSV (header :data:`TIDY_COLUMNS`); return the row count.
+
+        Same text as ``pandas.DataFrame.to_csv(index=False)``: NaN and missing values are
+        empty fields, +-inf are ``inf``/``-inf``. The file is replaced atomically.
+        """
+        rows = self.tidy_rows(run=run, metric=metric, representation=representation, source=source)
+
+        def write(fh: IO[str]) -> None:
+            writer = csv.writer(fh, lineterminator="\n")
+            writer.writerow(TIDY_COLUMNS)
+            for row in rows:
+                writer.writerow([_csv_cell(row[c]) for c in TIDY_COLUMNS])
+
+        _atomic_write(path, write)
+        return len(rows)
+
+    def export_json(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        run: Filter = None,
+        metric: Filter = None,
+        representation: Filter = None,
+        source: Filter = None,
+    ) -> int:
+        """Write :meth:`tidy_rows` as a JSON list of records; return the row count.
+
+        NaN and +-inf are written as ``NaN``/``Infinity``/``-Infinity`` (Python ``json``
+        tokens, read by ``json.load`` and ``pandas.read_json``); missing values as ``null``.
+        The file is replaced atomically.
+        """
+        rows = self.tidy_rows(run=run, metric=metric, representation=representation, source=source)
+
+        def write(fh: IO[str]) -> None:
+            fh.write("[\n")
+            fh.write(",\n".join(json.dumps(row) for row in rows))
+            fh.write("\n]\n" if rows else "]\n")
+
+        _atomic_write(path, write)
+        return len(rows)
+
+    def failures(self, *, run: Filter = None) -> list[dict[str, Any]]:
+        """Failed points: run, method, architecture, source, path, epoch, step, error,
+        updated, and n_results (values stored before or despite the failure)."""
+        where, args = _where([("r.name", _as_filter(run, "run"))])
+        where = (where + " AND" if where else " WHERE") + " p.status = 'failed'"
+        sql = (
+            "SELECT r.name, r.method, r.architecture, p.source, p.path, p.epoch, p.step,"
+            " p.error, p.updated,"
+            " (SELECT count(*) FROM results res WHERE res.point_id = p.id)"
+            " FROM points p JOIN runs r ON r.id = p.run_id"
+            f"{where} ORDER BY r.name, p.source, p.epoch IS NULL, p.epoch, p.step IS NULL,"
+            " p.step, p.path"
+        )
+        keys = (
+            "run",
+            "method",
+            "architecture",
+            "source",
+            "path",
+            "epoch",
+            "step",
+            "error",
+            "updated",
+            "n_results",
+        )
+        return [dict(zip(keys, row, strict=True)) for row in self._db().execute(sql, args)]
+
+
+# --------------------------------------------------------------------------- merging
+
+
+@dataclass(frozen=True)
+class MergeConflict:
+    """Two sources disagree on one key; the value already in the output was kept.
+
+    Attributes:
+        kind: ``"run"`` (method/architecture), ``"point"`` (source/epoch/step of a path),
+            or ``"result"`` (a value).
+        source: the file whose item was not taken.
+        key: what the conflict is about, human-readable.
+        kept: the value kept (already in the output).
+        ignored: the value from ``source`` that was dropped.
+    """
+
+    kind: str
+    source: str
+    key: str
+    kept: Any
+    ignored: Any
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind} {self.key}: kept {self.kept!r}, ignored {self.ignored!r}"
+            f" from {self.source}"
+        )
+
+
+@dataclass(frozen=True)
+class MergeSummary:
+    """What :func:`merge_stores` did. Counts are of items newly added to the output."""
+
+    sources: int
+    runs_added: int
+    points_added: int
+    definitions_added: int
+    results_added: int
+    results_identical: int
+    conflicts: tuple[MergeConflict, ...]
+
+    @property
+    def n_conflicts(self) -> int:
+        """Number of conflicts (first value kept each time)."""
+        return len(self.conflicts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary."""
+        out = asdict(self)
+        out["conflicts"] = [str(c) for c in self.conflicts]
+        out["n_conflicts"] = self.n_conflicts
+        return out
+
+
+def merge_stores(
+    sources: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]
+) -> MergeSummary:
+    """Merge result stores (e.g. one per SLURM array task) into ``out`` without duplicates.
+
+    Keys: runs by name; points by (run, path), or (run, source, epoch, step) when they have
+    no path; definitions by digest; results by (point, representation, digest). When a key
+    is already in ``out`` the first value is kept and a differing one (exact comparison,
+    NaN equal to NaN) is reported as a :class:`MergeConflict`. Missing run method,
+    architecture, meta keys and point epoch/step are filled in. A point's status takes
+    the most informative of the two (``ok`` > ``failed`` > ``pending``). Each source is
+    merged in one transaction; merging a source again adds nothing.
+
+    Args:
+        sources: existing result-store files, merged in order (earlier ones win).
+        out: the output store, created when missing (it may already hold results).
+
+    Returns:
+        A :class:`MergeSummary` with counts and the conflicts.
+    """
+    source_paths = [Path(s) for s in sources]
+    for src in source_paths:
+        if not src.is_file():
+            raise ValueError(f"merge source {src} does not exist; pass existing result stores")
+    counts = dict.fromkeys(
+        ("runs_added", "points_added", "definitions_added", "results_added", "results_identical"),
+        0,
+    )
+    conflicts: list[MergeConflict] = []
+    with ResultStore(out) as dst:
+        for src in source_paths:
+            with ResultStore(src, timeout=dst.timeout) as reader:
+                _merge_one(dst, reader, counts, conflicts)
+    return MergeSummary(sources=len(source_paths), conflicts=tuple(conflicts), **counts)
+
+
+def _merge_one(
+    dst: ResultStore,
+    reader: ResultStore,
+    counts: dict[str, int],
+    conflicts: list[MergeConflict],
+) -> None:
+    label = str(reader.path)
+    rconn = reader._db()
+    rconn.execute("BEGIN")  # one read snapshot of the source
+    try:
+        runs = rconn.execute(
+            "SELECT id, name, method, architecture, meta, created FROM runs"
+        ).fetchall()
+        points = rconn.execute(
+            "SELECT id, run_id, source, path, epoch, step, status, error, created, updated"
+            " FROM points ORDER BY id"
+        ).fetchall()
+        definitions = rconn.execute(
+            "SELECT digest, metric, n, d, dtype, revision, definition FROM definitions"
+        ).fetchall()
+        results = rconn.execute(
+            "SELECT point_id, representation, digest, value, is_nan, version, created FROM results"
+        ).fetchall()
+    finally:
+        rconn.execute("COMMIT")
+
+    with dst._write() as conn:
+        run_map: dict[int, int] = {}
+        run_names: dict[int, str] = {}
+        for sid, name, method, arch, meta, created in runs:
+            run_names[sid] = name
+            row = conn.execute(
+                "SELECT id, method, architecture, meta FROM runs WHERE name = ?", (name,)
+            ).fetchone()
+            if row is None:
+                cur = conn.execute(
+                    "INSERT INTO runs (name, method, architecture, meta, created)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (name, method, arch, meta, created),
+                )
+                run_map[sid] = int(cur.lastrowid)  # type: ignore[arg-type]
+                counts["runs_added"] += 1
+                continue
+            did, old_method, old_arch, old_meta = row
+            run_map[sid] = int(did)
+            for what, old, new in (
+                ("method", old_method, method),
+                ("architecture", old_arch, arch),
+            ):
+                if old is not None and new is not None and old != new:
+                    conflicts.append(MergeConflict("run", label, f"{name!r} {what}", old, new))
+            merged_meta = {**json.loads(meta), **json.loads(old_meta)}  # output keys win
+            conn.execute(
+                "UPDATE runs SET method = coalesce(method, ?),"
+                " architecture = coalesce(architecture, ?), meta = ? WHERE id = ?",
+                (method, arch, _dump_meta(merged_meta), did),
+            )
+
+        point_map: dict[int, int] = {}
+        point_names: dict[int, str] = {}
+        for sid, srun, source, path, epoch, step, status, error, created, updated in points:
+            run_id = run_map[srun]
+            point_names[sid] = (
+                f"run {run_names[srun]!r} {_describe_point(source, path, epoch, step)}"
+            )
+            found = _find_point(conn, run_id, source, path, epoch, step)
+            if found is None:
+                cur = conn.execute(
+                    "INSERT INTO points (run_id, source, path, epoch, step, status, error,"
+                    " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, source, path, epoch, step, status, error, created, updated),
+                )
+                point_map[sid] = int(cur.lastrowid)  # type: ignore[arg-type]
+                counts["points_added"] += 1
+                continue
+            did, old_source, old_epoch, old_step, old_status, _old_error = found
+            if old_source != source:
+                # Same path, other source: not the same thing; keep the output's, skip ours.
+                n_skipped = sum(1 for r in results if r[0] == sid)
+                conflicts.append(
+                    MergeConflict(
+                        "point",
+                        label,
+                        f"{point_names[sid]} source ({n_skipped} results not merged)",
+                        old_source,
+                        source,
+                    )
+                )
+                continue
+            point_map[sid] = int(did)
+            for what, old, new in (("epoch", old_epoch, epoch), ("step", old_step, step)):
+                if old is not None and new is not None and old != new:
+                    conflicts.append(
+                        MergeConflict("point", label, f"{point_names[sid]} {what}", old, new)
+                    )
+            conn.execute(
+                "UPDATE points SET epoch = coalesce(epoch, ?), step = coalesce(step, ?)"
+                " WHERE id = ?",
+                (epoch, step, did),
+            )
+            if _STATUS_RANK[status] > _STATUS_RANK[old_status]:
+                conn.execute(
+                    "UPDATE points SET status = ?, error = ?, updated = ? WHERE id = ?",
+                    (status, None if status == "ok" else error, updated, did),
+                )
+
+        for row in definitions:
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO definitions"
+                " (digest, metric, n, d, dtype, revision, definition) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                tuple(row),
+            )
+            counts["definitions_added"] += cur.rowcount
+
+        metric_of = {row[0]: row[1] for row in definitions}
+        for spoint, representation, digest, value, is_nan, version, created in results:
+            if spoint not in point_map:
+                continue  # its point was a conflict, already reported
+            did = point_map[spoint]
+            old = conn.execute(
+                "SELECT value, is_nan FROM results"
+                " WHERE point_id = ? AND representation = ? AND digest = ?",
+                (did, representation, digest),
+            ).fetchone()
+            if old is None:
+                conn.execute(
+                    "INSERT INTO results"
+                    " (point_id, representation, digest, value, is_nan, version, created)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (did, representation, digest, value, is_nan, version, created),
+                )
+                counts["results_added"] += 1
+            elif _same_value(_decode(*old), _decode(value, is_nan)):
+                counts["results_identical"] += 1
+            else:
+                conflicts.append(
+                    MergeConflict(
+                        "result",
+                        label,
+                        f"{point_names[spoint]} {representation!r} {metric_of[digest]!r} "
+                        f"[{digest}]",
+                        _decode(*old),
+                        _decode(value, is_nan),
+                    )
+                )

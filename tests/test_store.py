@@ -1,0 +1,690 @@
+"""Tests for the SQLite results store (sslwatch.store).
+
+Oracles: the values the test itself wrote (kept in plain dicts), raw SQL on the file with
+the standard ``sqlite3`` module, the ``csv``/``json`` modules and pandas reading exports,
+and a single store written directly as the reference for merged shard stores.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sslwatch.definitions import MetricDefinition
+from sslwatch.store import (
+    SCHEMA_VERSION,
+    TIDY_COLUMNS,
+    ResultStore,
+    SchemaVersionError,
+    merge_stores,
+)
+
+SPECIAL_VALUES = [1.5, -2.25, 0.0, math.nan, math.inf, -math.inf, 5e-324, 1.7976931348623157e308]
+
+
+def _defs(k: int, **extra: Any) -> list[MetricDefinition]:
+    """k distinct definitions (distinct metric names and parameters)."""
+    return [
+        MetricDefinition(f"metric{j}", params={"eps": 1e-7 * (j + 1), **extra}, n=256, d=32)
+        for j in range(k)
+    ]
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def _raw(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path)
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> Iterator[ResultStore]:
+    with ResultStore(tmp_path / "results.db") as s:
+        yield s
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def test_new_file_is_wal_with_schema_version(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "new.db"
+    ResultStore(path).close()
+    con = _raw(path)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("SELECT version FROM schema_info").fetchall() == [(SCHEMA_VERSION,)]
+    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"runs", "points", "definitions", "results", "schema_info"} <= tables
+    con.close()
+
+
+def test_foreign_keys_enforced(store: ResultStore) -> None:
+    with pytest.raises(sqlite3.IntegrityError):
+        store._db().execute(
+            "INSERT INTO points (run_id, source, path, status, created, updated)"
+            " VALUES (999, 'checkpoint', 'x', 'pending', '', '')"
+        )
+
+
+def test_round_trip_special_values(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    defs = _defs(len(SPECIAL_VALUES))
+    numpy_value = np.float32(0.1)
+    with ResultStore(path) as s:
+        run = s.ensure_run("run", method="simclr", architecture="cnn1d")
+        point = s.ensure_point(run, path="ckpt/epoch=3.pt", epoch=3)
+        rows: list[tuple[str, MetricDefinition, Any]] = [
+            ("backbone", d, v) for d, v in zip(defs, SPECIAL_VALUES, strict=True)
+        ]
+        rows.append(("projector", defs[0], numpy_value))
+        assert s.record_results(point, rows) == len(rows)
+    with ResultStore(path) as s:  # read back after reopening
+        got = {(r["representation"], r["metric"]): r["value"] for r in s.tidy_rows()}
+    assert len(got) == len(SPECIAL_VALUES) + 1
+    for d, v in zip(defs, SPECIAL_VALUES, strict=True):
+        assert _same(got[("backbone", d.metric)], v), d.metric
+    assert got[("projector", "metric0")] == float(numpy_value)
+    # Documented on-disk convention: NaN is value NULL with is_nan = 1, nothing else is NULL.
+    con = _raw(path)
+    nulls = con.execute("SELECT value, is_nan FROM results WHERE value IS NULL").fetchall()
+    assert nulls == [(None, 1)]
+    assert con.execute("SELECT count(*) FROM results WHERE is_nan = 1").fetchone() == (1,)
+    con.close()
+
+
+def test_definition_json_and_digest_round_trip(store: ResultStore) -> None:
+    run = store.ensure_run("run")
+    point = store.ensure_point(run, source="online", step=100)
+    old = MetricDefinition("rankme", params={"eps": 1e-7}, n=512, d=64, version="0.0.9")
+    new = MetricDefinition("rankme", params={"eps": 1e-7}, n=512, d=64, version="0.1.0")
+    assert old.digest() == new.digest()  # version is provenance only
+    other = MetricDefinition("rankme", params={"eps": 1e-5}, n=512, d=64)
+    store.record_results(point, [("backbone", old, 1.0), ("projector", new, 2.0)])
+    store.record_results(point, [("backbone", other, 3.0)])
+    rows = {(r["representation"], r["value"]): r for r in store.tidy_rows()}
+    assert rows[("backbone", 1.0)]["definition"] == old.to_json()
+    assert rows[("projector", 2.0)]["definition"] == new.to_json()
+    assert rows[("backbone", 3.0)]["definition"] == other.to_json()
+    for r in rows.values():
+        defn = MetricDefinition.from_dict(json.loads(r["definition"]))
+        assert r["digest"] == defn.digest()
+        assert (r["n"], r["d"], r["metric"]) == (512, 64, "rankme")
+        assert (r["source"], r["step"], r["epoch"], r["path"]) == ("online", 100, None, None)
+    assert set(store.tidy_rows()[0]) == set(TIDY_COLUMNS)
+
+
+# --------------------------------------------------------------------------- runs and points
+
+
+def test_ensure_run_idempotent_fills_and_rejects_conflicts(store: ResultStore) -> None:
+    a = store.ensure_run("r", method="simclr", meta={"lr": 0.3})
+    assert store.ensure_run("r") == a
+    assert store.ensure_run("r", architecture="resnet18", meta={"seed": 1}) == a
+    row = store._db().execute("SELECT method, architecture, meta FROM runs").fetchone()
+    assert row[:2] == ("simclr", "resnet18")
+    assert json.loads(row[2]) == {"lr": 0.3, "seed": 1}
+    with pytest.raises(ValueError, match="method 'simclr', not 'simsiam'"):
+        store.ensure_run("r", method="simsiam")
+    assert store.ensure_run("other") != a
+    with pytest.raises(ValueError, match="non-empty string"):
+        store.ensure_run("")
+
+
+def test_ensure_point_identity_and_validation(store: ResultStore) -> None:
+    run = store.ensure_run("r")
+    p = store.ensure_point(run, path="a.pt")
+    assert store.ensure_point(run, path=Path("a.pt"), epoch=4) == p  # fills epoch
+    assert store.ensure_point(run, path="a.pt", epoch=4, step=40) == p
+    assert store._db().execute("SELECT epoch, step FROM points WHERE id=?", (p,)).fetchone() == (
+        4,
+        40,
+    )
+    with pytest.raises(ValueError, match="epoch 4, not 5"):
+        store.ensure_point(run, path="a.pt", epoch=5)
+    with pytest.raises(ValueError, match="source"):
+        store.ensure_point(run, source="online", path="a.pt")
+    online = store.ensure_point(run, source="online", epoch=4, step=40)
+    assert online != p  # no path: identified by (source, epoch, step)
+    assert store.ensure_point(run, source="online", epoch=4, step=40) == online
+    assert store.ensure_point(run, source="online", step=40) not in (p, online)
+    assert store.ensure_point(run, source="checkpoint", epoch=4, step=40) not in (p, online)
+    assert store.ensure_point(run, epoch=np.int64(7)) == store.ensure_point(run, epoch=7)
+    with pytest.raises(ValueError, match="path, an epoch or a step"):
+        store.ensure_point(run)
+    with pytest.raises(ValueError, match=">= 0"):
+        store.ensure_point(run, epoch=-1)
+    with pytest.raises(ValueError, match="integer"):
+        store.ensure_point(run, epoch=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="source must be one of"):
+        store.ensure_point(run, source="offline", epoch=1)
+    with pytest.raises(ValueError, match="no run with id"):
+        store.ensure_point(12345, epoch=1)
+    status = store._db().execute("SELECT DISTINCT status FROM points").fetchall()
+    assert status == [("pending",)]
+
+
+# --------------------------------------------------------------------------- recording
+
+
+def test_record_results_is_idempotent_first_value_wins(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    defs = _defs(3)
+    with ResultStore(path) as s:
+        point = s.ensure_point(s.ensure_run("r"), epoch=1)
+        rows = [("backbone", d, float(i)) for i, d in enumerate(defs)]
+        assert s.record_results(point, rows) == 3
+        assert s.record_results(point, rows) == 0
+        assert s.record_results(point, [("backbone", defs[0], 99.0)]) == 0
+        assert s.record_results(point, [*rows, ("projector", defs[0], 5.0)]) == 1
+    con = _raw(path)
+    assert con.execute("SELECT count(*) FROM results").fetchone() == (4,)
+    assert con.execute("SELECT count(*) FROM definitions").fetchone() == (3,)
+    values = dict(
+        con.execute(
+            "SELECT d.metric, r.value FROM results r JOIN definitions d USING (digest)"
+            " WHERE r.representation = 'backbone'"
+        ).fetchall()
+    )
+    assert values == {"metric0": 0.0, "metric1": 1.0, "metric2": 2.0}
+    assert con.execute("SELECT status, error FROM points").fetchall() == [("ok", None)]
+    con.close()
+
+
+def test_record_results_rejects_bad_rows_and_stores_nothing(store: ResultStore) -> None:
+    point = store.ensure_point(store.ensure_run("r"), epoch=1)
+    d = _defs(2)
+    bad_batches: list[list[Any]] = [
+        [("backbone", d[0], 1.0), ("backbone", d[0], 2.0)],  # same key, two values
+        [("backbone", d[0], 1.0), ("backbone", d[1], None)],
+        [("backbone", d[0], 1.0), ("backbone", d[1], "0.5")],
+        [("backbone", d[0], 1.0), ("backbone", "rankme", 0.5)],
+        [("backbone", d[0], 1.0), ("", d[1], 0.5)],
+        [("backbone", d[0])],
+        [("backbone", d[0], np.ones(3))],
+    ]
+    for batch in bad_batches:
+        with pytest.raises(ValueError):
+            store.record_results(point, batch)
+    with pytest.raises(ValueError, match="no point with id"):
+        store.record_results(9999, [("backbone", d[0], 1.0)])
+    with pytest.raises(ValueError, match="status must be one of"):
+        store.record_results(point, [], status="done")
+    assert store.stored_digests(point) == set()
+    # The same value twice in one batch is fine (stored once).
+    assert store.record_results(point, [("backbone", d[0], math.nan)] * 2) == 1
+
+
+def test_record_results_is_one_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "r.db"
+    with ResultStore(path) as s:
+        point = s.ensure_point(s.ensure_run("r"), epoch=1)
+        # Make the database itself fail on the third row of the batch.
+        s._db().execute(
+            "CREATE TEMP TRIGGER boom BEFORE INSERT ON results WHEN NEW.representation = 'x'"
+            " BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        )
+        d = _defs(3)
+        with pytest.raises(sqlite3.IntegrityError, match="boom"):
+            s.record_results(point, [("a", d[0], 1.0), ("b", d[1], 2.0), ("x", d[2], 3.0)])
+        assert s.record_results(point, [("a", d[0], 1.0)]) == 1  # connection still usable
+    con = _raw(path)
+    assert con.execute("SELECT representation FROM results").fetchall() == [("a",)]
+    con.close()
+
+
+def test_skip_logic_stored_digests_and_missing(store: ResultStore) -> None:
+    point = store.ensure_point(store.ensure_run("r"), path="e10.pt", epoch=10)
+    defs = _defs(4)
+    wanted = [(rep, d) for rep in ("backbone", "projector") for d in defs]
+    assert store.missing(point, wanted) == wanted
+    done = wanted[::3]
+    store.record_results(point, [(rep, d, 0.5) for rep, d in done])
+    assert store.stored_digests(point) == {(rep, d.digest()) for rep, d in done}
+    assert store.stored_digests(point, "projector") == {
+        (rep, d.digest()) for rep, d in done if rep == "projector"
+    }
+    todo = store.missing(point, wanted)
+    assert todo == [w for w in wanted if w not in done]
+    store.record_results(point, [(rep, d, 1.0) for rep, d in todo])
+    assert store.missing(point, wanted) == []
+    # A new library version is the same definition; a new parameter value is not.
+    newer = MetricDefinition.from_dict({**defs[0].to_dict(), "version": "9.9"})
+    changed = MetricDefinition.from_dict({**defs[0].to_dict(), "params": {"eps": 0.5}})
+    assert store.missing(point, [("backbone", newer), ("backbone", changed)]) == [
+        ("backbone", changed)
+    ]
+    other = store.ensure_point(store.ensure_run("r"), path="e20.pt")
+    assert store.stored_digests(other) == set()
+
+
+def test_record_failure_keeps_results(store: ResultStore) -> None:
+    run = store.ensure_run("r", method="moco", architecture="cnn")
+    point = store.ensure_point(run, path="e1.pt", epoch=1)
+    d = _defs(2)
+    store.record_results(point, [("backbone", d[0], 0.25)])
+    store.record_failure(point, "RuntimeError: CUDA out of memory")
+    assert [r["value"] for r in store.tidy_rows()] == [0.25]
+    assert store.tidy_rows()[0]["status"] == "failed"
+    (failure,) = store.failures()
+    assert failure["error"] == "RuntimeError: CUDA out of memory"
+    assert (failure["run"], failure["path"], failure["epoch"], failure["n_results"]) == (
+        "r",
+        "e1.pt",
+        1,
+        1,
+    )
+    assert store.failures(run="nope") == []
+    # A later success clears the error and the failure listing.
+    store.record_results(point, [("backbone", d[1], 0.5)])
+    assert store.failures() == []
+    assert store._db().execute("SELECT status, error FROM points").fetchone() == ("ok", None)
+    with pytest.raises(ValueError, match="no point"):
+        store.record_failure(4242, "x")
+
+
+def test_tidy_rows_filters_and_order(store: ResultStore) -> None:
+    d = _defs(2)
+    for name in ("b-run", "a-run"):
+        run = store.ensure_run(name, method="simclr")
+        for epoch in (20, 3):
+            p = store.ensure_point(run, path=f"{name}/{epoch}.pt", epoch=epoch)
+            store.record_results(p, [("backbone", d[0], epoch), ("projector", d[1], -epoch)])
+    rows = store.tidy_rows()
+    assert [(r["run"], r["epoch"]) for r in rows][::2] == [
+        ("a-run", 3),
+        ("a-run", 20),
+        ("b-run", 3),
+        ("b-run", 20),
+    ]
+    assert {r["run"] for r in store.tidy_rows(run="a-run")} == {"a-run"}
+    assert len(store.tidy_rows(run=["a-run", "b-run"])) == 8
+    only = store.tidy_rows(metric="metric1")
+    assert {r["metric"] for r in only} == {"metric1"} and len(only) == 4
+    assert all(r["value"] < 0 for r in only)
+    assert len(store.tidy_rows(run="a-run", representation="backbone")) == 2
+    assert store.tidy_rows(source="online") == []
+    assert store.tidy_rows(metric=[]) == []
+
+
+# --------------------------------------------------------------------------- exports
+
+
+def _write_example(store: ResultStore) -> dict[tuple[str, str, str], float]:
+    """A small store with special values; returns {(run, path-or-step, metric): value}."""
+    expected: dict[tuple[str, str, str], float] = {}
+    defs = _defs(len(SPECIAL_VALUES))
+    run = store.ensure_run("simclr, lr=0.3", method="simclr", architecture="cnn1d")
+    p = store.ensure_point(run, path='ckpt/"odd", name.pt', epoch=2)
+    store.record_results(p, [("backbone", d, v) for d, v in zip(defs, SPECIAL_VALUES, strict=True)])
+    for d, v in zip(defs, SPECIAL_VALUES, strict=True):
+        expected[("simclr, lr=0.3", 'ckpt/"odd", name.pt', d.metric)] = v
+    run2 = store.ensure_run("online-run")
+    q = store.ensure_point(run2, source="online", step=500)
+    store.record_results(q, [("backbone", defs[0], 0.1 + 0.2)])
+    expected[("online-run", "500", defs[0].metric)] = 0.1 + 0.2
+    return expected
+
+
+def _key(row: dict[str, Any]) -> tuple[str, str, str]:
+    where = row["path"] if row["path"] not in (None, "") else str(row["step"])
+    return (row["run"], where, row["metric"])
+
+
+def test_export_csv_read_back_with_csv_module(store: ResultStore, tmp_path: Path) -> None:
+    expected = _write_example(store)
+    out = tmp_path / "exports" / "tidy.csv"
+    assert store.export_csv(out) == len(expected)
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == TIDY_COLUMNS
+    assert len(rows) == len(expected)
+    for row in rows:
+        # Documented: NaN is an empty field, +-inf are 'inf'/'-inf'.
+        value = math.nan if row["value"] == "" else float(row["value"])
+        assert _same(value, expected[_key(row)]), row
+        assert MetricDefinition.from_dict(json.loads(row["definition"])).digest() == row["digest"]
+    online = next(r for r in rows if r["run"] == "online-run")
+    assert (online["path"], online["epoch"], online["step"], online["architecture"]) == (
+        "",
+        "",
+        "500",
+        "",
+    )
+    assert sum(r["value"] == "" for r in rows) == 1
+    assert {r["value"] for r in rows} >= {"inf", "-inf"}
+    assert store.export_csv(tmp_path / "f.csv", run="online-run") == 1
+
+
+def test_export_csv_read_back_with_pandas(store: ResultStore, tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    expected = _write_example(store)
+    out = tmp_path / "tidy.csv"
+    store.export_csv(out)
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == list(TIDY_COLUMNS)
+    assert frame["value"].dtype == np.float64
+    want = [
+        expected[(r, p if isinstance(p, str) else str(int(s)), m)]
+        for r, p, s, m in zip(
+            frame["run"], frame["path"], frame["step"], frame["metric"], strict=True
+        )
+    ]
+    np.testing.assert_array_equal(frame["value"].to_numpy(), np.array(want))
+
+
+def test_export_json_read_back(store: ResultStore, tmp_path: Path) -> None:
+    expected = _write_example(store)
+    out = tmp_path / "tidy.json"
+    assert store.export_json(out) == len(expected)
+    rows = json.loads(out.read_text())
+    assert len(rows) == len(expected)
+    for row in rows:
+        assert set(row) == set(TIDY_COLUMNS)
+        assert _same(row["value"], expected[_key(row)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(store.tidy_rows()))
+    empty = tmp_path / "empty.json"
+    assert store.export_json(empty, run="nobody") == 0
+    assert json.loads(empty.read_text()) == []
+    pd = pytest.importorskip("pandas")
+    frame = pd.read_json(out)
+    assert np.isnan(frame["value"]).sum() == 1
+    assert np.isposinf(frame["value"]).sum() == 1 and np.isneginf(frame["value"]).sum() == 1
+
+
+# --------------------------------------------------------------------------- merge
+
+# (run, method, point kwargs, [(representation, definition index, value)], failure or None)
+CONTENT: list[tuple[str, str, dict[str, Any], list[tuple[str, int, float]], str | None]] = [
+    ("r1", "simclr", {"path": "r1/e0.pt", "epoch": 0}, [("backbone", 0, 1.0)], None),
+    ("r1", "simclr", {"path": "r1/e1.pt", "epoch": 1}, [("backbone", 0, math.nan)], None),
+    ("r1", "simclr", {"source": "online", "step": 10}, [("projector", 1, -math.inf)], None),
+    ("r1", "simclr", {"path": "r1/e2.pt", "epoch": 2}, [("backbone", 1, 2.0)], "OOM"),
+    ("r2", "simsiam", {"path": "r2/e0.pt", "epoch": 0}, [("backbone", 0, 3.0)], None),
+    ("r2", "simsiam", {"source": "online", "step": 5, "epoch": 0}, [("output", 2, 4.0)], None),
+    ("r2", "simsiam", {"path": "r2/e9.pt", "epoch": 9}, [], "corrupt checkpoint"),
+]
+
+
+def _write(path: Path, items: list[Any]) -> None:
+    defs = _defs(3)
+    with ResultStore(path) as s:
+        for run, method, point_kw, rows, failure in items:
+            p = s.ensure_point(s.ensure_run(run, method=method), **point_kw)
+            s.record_results(p, [(rep, defs[i], v) for rep, i, v in rows])
+            if failure is not None:
+                s.record_failure(p, failure)
+
+
+def _snapshot(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    with ResultStore(path) as s:
+        tidy = s.tidy_rows()
+        failures = [{k: v for k, v in f.items() if k != "updated"} for f in s.failures()]
+    for row in tidy:  # NaN != NaN: compare its repr instead
+        row["value"] = repr(row["value"])
+    return tidy, failures
+
+
+def test_merge_two_shards_equals_single_store(tmp_path: Path) -> None:
+    single, a, b, merged = (tmp_path / f"{n}.db" for n in ("single", "a", "b", "merged"))
+    _write(single, CONTENT)
+    _write(a, CONTENT[:4] + CONTENT[5:6])  # r1 and part of r2 ...
+    _write(b, CONTENT[3:])  # ... overlapping item 3 and 5, identical values
+    summary = merge_stores([a, b], merged)
+    assert _snapshot(merged) == _snapshot(single)
+    n_results = sum(len(item[3]) for item in CONTENT)
+    assert summary.results_added == n_results
+    assert summary.results_identical == 2
+    assert (summary.runs_added, summary.points_added, summary.definitions_added) == (2, 7, 3)
+    assert summary.n_conflicts == 0 and summary.sources == 2
+    con = _raw(merged)
+    assert con.execute("SELECT count(*) FROM results").fetchone() == (n_results,)
+    con.close()
+
+    again = merge_stores([a, b, merged], merged)  # merging again (and itself) adds nothing
+    assert (again.runs_added, again.points_added, again.results_added) == (0, 0, 0)
+    assert again.definitions_added == 0 and again.n_conflicts == 0
+    assert again.results_identical == summary.results_added + 2 + n_results
+    assert _snapshot(merged) == _snapshot(single)
+
+
+def test_merge_conflicts_keep_first_and_are_reported(tmp_path: Path) -> None:
+    a, b, out = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "out.db"
+    _write(a, CONTENT[:2])
+    changed = [
+        ("r1", "byol", {"path": "r1/e0.pt", "epoch": 0}, [("backbone", 0, 1.5)], None),
+        ("r1", "byol", {"path": "r1/e1.pt", "epoch": 1}, [("backbone", 0, math.nan)], None),
+    ]
+    _write(b, changed)
+    summary = merge_stores([a, b], out)
+    kinds = sorted(c.kind for c in summary.conflicts)
+    assert kinds == ["result", "run"]
+    result = next(c for c in summary.conflicts if c.kind == "result")
+    assert (result.kept, result.ignored) == (1.0, 1.5)
+    assert "r1/e0.pt" in str(result) and "metric0" in str(result)
+    assert summary.results_identical == 1  # NaN equals NaN
+    tidy, _ = _snapshot(out)
+    assert [(r["path"], r["value"], r["method"]) for r in tidy] == [
+        ("r1/e0.pt", "1.0", "simclr"),
+        ("r1/e1.pt", "nan", "simclr"),
+    ]
+    assert summary.to_dict()["n_conflicts"] == 2
+    # Reverse order: the other file's values are kept.
+    rev = merge_stores([b, a], tmp_path / "rev.db")
+    assert next(c for c in rev.conflicts if c.kind == "result").kept == 1.5
+
+
+def test_merge_point_status_precedence(tmp_path: Path) -> None:
+    a, b, out = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "out.db"
+    _write(a, [("r", "simclr", {"path": "e.pt"}, [], "timeout")])
+    _write(b, [("r", "simclr", {"path": "e.pt", "epoch": 5}, [("backbone", 0, 7.0)], None)])
+    merge_stores([a, b], out)
+    with ResultStore(out) as s:
+        assert s.failures() == []
+        (row,) = s.tidy_rows()
+    assert (row["status"], row["epoch"], row["value"]) == ("ok", 5, 7.0)
+    with pytest.raises(ValueError, match="does not exist"):
+        merge_stores([tmp_path / "missing.db"], out)
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def _concurrent_writer(args: tuple[str, int, int, int]) -> int:
+    """Worker process: its own points plus one point that every worker writes."""
+    path, worker, n_points, k = args
+    defs = _defs(k)
+    inserted = 0
+    with ResultStore(path) as s:
+        run = s.ensure_run("shared", method="simclr")
+        for i in range(n_points):
+            p = s.ensure_point(run, path=f"w{worker}/e{i}.pt", epoch=i)
+            inserted += s.record_results(
+                p, [("backbone", d, worker * 1e4 + i * 100 + j) for j, d in enumerate(defs)]
+            )
+        common = s.ensure_point(run, path="common.pt")
+        inserted += s.record_results(
+            common, [("backbone", d, float(j)) for j, d in enumerate(defs)]
+        )
+    return inserted
+
+
+def test_concurrent_writers(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"  # not created beforehand: the workers race to create it
+    n_workers, n_points, k = 4, 25, 8
+    # fork where the platform has it (fast: no re-import); the workers only use sqlite3.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ctx.Pool(n_workers) as pool:
+        inserted = pool.map(
+            _concurrent_writer, [(str(path), w, n_points, k) for w in range(n_workers)]
+        )
+    assert sum(inserted) == n_workers * n_points * k + k  # common point stored once
+    with ResultStore(path) as s:
+        rows = s.tidy_rows()
+    assert len(rows) == n_workers * n_points * k + k
+    values = {(r["path"], r["metric"]): r["value"] for r in rows}
+    for w in range(n_workers):
+        for i in range(n_points):
+            for j in range(k):
+                assert values[(f"w{w}/e{i}.pt", f"metric{j}")] == w * 1e4 + i * 100 + j
+    con = _raw(path)
+    assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+    assert con.execute("SELECT count(*) FROM points").fetchone() == (n_workers * n_points + 1,)
+    assert con.execute("SELECT DISTINCT status FROM points").fetchall() == [("ok",)]
+    con.close()
+
+
+# --------------------------------------------------------------------------- crash safety
+
+_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from sslwatch.definitions import MetricDefinition
+    from sslwatch.store import ResultStore
+
+    path, k, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    defs = [MetricDefinition(f"metric{j}", n=100, d=8) for j in range(k)]
+
+    def stall():
+        print("inflight", flush=True)
+        time.sleep(60)
+
+    with ResultStore(path) as s:
+        run = s.ensure_run("crash", method="simclr")
+        i = 0
+        while True:
+            if mode == "stall" and i == 3:
+                s._db().create_function("stall", 0, stall)
+                s._db().execute(
+                    "CREATE TEMP TRIGGER t AFTER INSERT ON results BEGIN SELECT stall(); END"
+                )
+            p = s.ensure_point(run, path=f"e{i}.pt", epoch=i)
+            s.record_results(p, [("backbone", d, i * 1000.0 + j) for j, d in enumerate(defs)])
+            print(i, flush=True)
+            i += 1
+            time.sleep(0.002)
+    """
+)
+
+
+def _kill_writer(path: Path, k: int, mode: str) -> list[int]:
+    """Run the writer, SIGKILL it; return the points it reported as committed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path), str(k), mode],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    committed: list[int] = []
+    deadline = time.monotonic() + 60
+    try:
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline().strip()
+            if not line:
+                break  # the writer died on its own
+            if line == "inflight":
+                break
+            committed.append(int(line))
+            if mode == "loop" and len(committed) >= 5:
+                time.sleep(0.05)  # "after a moment": somewhere in the loop
+                break
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL, "the writer died before it was killed"
+    return committed
+
+
+def _check_complete(path: Path, k: int, committed: list[int]) -> set[int]:
+    """Every point holds all k rows or none; return the points that are complete."""
+    with ResultStore(path) as s:  # reopening recovers the WAL
+        rows = s.tidy_rows()
+    con = _raw(path)
+    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    by_point: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_point.setdefault(row["epoch"], []).append(row)
+    for epoch, point_rows in by_point.items():
+        assert len(point_rows) == k, f"point {epoch} has {len(point_rows)} of {k} rows"
+        assert {r["status"] for r in point_rows} == {"ok"}
+        assert sorted(r["value"] for r in point_rows) == [epoch * 1000.0 + j for j in range(k)]
+    statuses = dict(con.execute("SELECT epoch, status FROM points").fetchall())
+    con.close()
+    assert {e for e, st in statuses.items() if st == "ok"} == set(by_point)
+    assert set(committed) <= set(by_point)  # nothing acknowledged was lost
+    return set(by_point)
+
+
+@pytest.mark.parametrize("mode", ["loop", "stall"])
+def test_sigkilled_writer_leaves_complete_points(tmp_path: Path, mode: str) -> None:
+    path, k = tmp_path / "crash.db", 25
+    committed = _kill_writer(path, k, mode)
+    assert len(committed) >= (3 if mode == "stall" else 5)
+    complete = _check_complete(path, k, committed)
+    if mode == "stall":
+        # Killed inside the transaction of point 3, after its first row was inserted.
+        assert complete == {0, 1, 2}
+    # Resume as a sweep would: compute only what is missing; nothing gets duplicated.
+    defs = [MetricDefinition(f"metric{j}", n=100, d=8) for j in range(k)]
+    with ResultStore(path) as s:
+        run = s.ensure_run("crash")
+        for epoch in range(max(complete) + 2):
+            p = s.ensure_point(run, path=f"e{epoch}.pt", epoch=epoch)
+            todo = s.missing(p, [("backbone", d) for d in defs])
+            assert len(todo) in (0, k)
+            s.record_results(
+                p, [("backbone", d, epoch * 1000.0 + int(d.metric[6:])) for _, d in todo]
+            )
+    _check_complete(path, k, list(range(max(complete) + 2)))
+
+
+# --------------------------------------------------------------------------- opening errors
+
+
+def test_newer_schema_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    ResultStore(path).close()
+    con = _raw(path)
+    con.execute("UPDATE schema_info SET version = ?", (SCHEMA_VERSION + 1,))
+    con.commit()
+    con.close()
+    with pytest.raises(SchemaVersionError, match=rf"schema version {SCHEMA_VERSION + 1}.*upgrade"):
+        ResultStore(path)
+    assert issubclass(SchemaVersionError, ValueError)
+
+
+def test_foreign_files_are_rejected(tmp_path: Path) -> None:
+    text = tmp_path / "notes.db"
+    text.write_text("this is not a database, just some text " * 50)
+    with pytest.raises(ValueError, match="not an SQLite database"):
+        ResultStore(text)
+    other = tmp_path / "other.db"
+    con = _raw(other)
+    con.execute("CREATE TABLE experiments (id INTEGER)")
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="not an sslwatch results store"):
+        ResultStore(other)
+
+
+def test_closed_store_refuses_work(tmp_path: Path) -> None:
+    s = ResultStore(tmp_path / "c.db")
+    s.close()
+    s.close()
+    with pytest.raises(ValueError, match="closed"):
+        s.ensure_run("r")
