@@ -1,0 +1,189 @@
+"""Differential entropy of an embedding distribution.
+
+Xu, Lowe and Trappenberg (2024), "Label-free Monitoring of Self-Supervised Learning
+Progress" (arXiv 2409.06612), track the entropy of the embedding distribution over
+training: it falls for SimCLR and MoCo-v2 and rises for SimSiam. Two estimators are
+offered:
+
+- ``"knn"``: the Kozachenko-Leonenko k-nearest-neighbour estimator (non-parametric);
+- ``"gaussian"``: the entropy of a Gaussian with the sample covariance (parametric).
+
+Both return nats.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from scipy.special import digamma, gammaln
+
+from sslwatch.metrics._validation import as_matrix, to_numpy
+
+__all__ = ["entropy"]
+
+_ESTIMATORS = ("knn", "gaussian")
+
+# k-th neighbour distances are floored at _R_FLOOR_REL * scale (see `entropy`).
+_R_FLOOR_REL = 1e-10
+
+# On CPU, a KD-tree beats the chunked brute force only in low dimension. Measured
+# single-threaded on Gaussian data (k=3), KD-tree vs brute force: N=20,000: D=4 0.19 vs
+# 4.1 s, D=8 1.9 vs 4.6 s, D=12 11.7 vs 4.8 s, D=16 29 vs 6.3 s; N=5,000: D=8 0.22 vs
+# 0.31 s, D=12 0.80 vs 0.30 s; N=2,000: D=8 0.041 vs 0.052 s, D=12 0.10 vs 0.05 s.
+_KDTREE_MAX_DIM = 8
+
+# The brute force keeps at most this many (chunk x N) distance entries in memory.
+_MAX_BLOCK_ENTRIES = 1 << 22
+
+
+def entropy(z: Any, *, estimator: str = "knn", k: int = 3) -> float:
+    r"""Differential entropy (nats) of the distribution the rows of ``z`` are drawn from.
+
+    ``estimator="knn"`` (Kozachenko & Leonenko 1987; in the form of Kraskov, Stögbauer
+    & Grassberger 2004, eq. 20, with the Euclidean norm):
+
+    .. math::
+
+        \hat H = \psi(N) - \psi(k) + \log V_D + \frac{D}{N}\sum_{i=1}^N \log r_i,
+        \qquad V_D = \frac{\pi^{D/2}}{\Gamma(D/2 + 1)},
+
+    where :math:`r_i` is the Euclidean distance from :math:`z_i` to its k-th nearest
+    neighbour among the other rows (the point itself is excluded by index, so an exact
+    copy counts as a neighbour at distance 0) and :math:`V_D` is the volume of the unit
+    D-ball (computed in log space). Neighbours are exact: on CPU with D <= 8 a
+    ``scipy.spatial.cKDTree`` (float64); otherwise (or on GPU) a chunked brute force on the
+    input's device (memory O(chunk * N)) that shortlists the 2k+8 nearest candidates with
+    a matrix-product distance in the input's dtype and re-measures them as float64
+    differences, so only near-ties within that dtype's rounding could pick another
+    neighbour at the same distance.
+
+    Duplicates: if a point has ``k`` or more exact copies, :math:`r_i = 0` and
+    :math:`\log r_i = -\infty`. Every :math:`r_i` is therefore floored at
+    ``1e-10 * s``, where ``s`` is the data scale: the root mean per-dimension variance
+    :math:`\sqrt{\operatorname{tr}\hat\Sigma / D}` (population variance), or, when that is
+    0 (every row identical), ``max |z|``, or 1 when ``z`` is all zeros. A fully collapsed
+    set thus gives a very negative but finite value,
+    :math:`\psi(N) - \psi(k) + \log V_D + D\log(10^{-10} s)`. Because the floor scales with
+    the data, ``entropy(c * z) == entropy(z) + D * log(c)`` holds exactly (c > 0).
+
+    ``estimator="gaussian"``: :math:`\tfrac12 \log\det(2\pi e\,\hat\Sigma)` with
+    :math:`\hat\Sigma` the sample covariance (denominator N-1), accumulated in float64.
+    The log-determinant is the sum of the logarithms of the eigenvalues of the symmetric
+    matrix :math:`\hat\Sigma` (``torch.linalg.eigvalsh``; equal to the log-abs-determinant
+    of ``slogdet`` for a non-singular matrix). If :math:`\hat\Sigma` is singular to working
+    precision, i.e. its smallest eigenvalue is at most ``D * eps64 * largest`` (the
+    tolerance of ``numpy.linalg.matrix_rank``) -- always the case when N <= D, with a
+    constant dimension, or with linearly dependent dimensions -- the entropy is
+    :math:`-\infty` and ``float("-inf")`` is returned (no exception).
+
+    Args:
+        z: embeddings of shape (N, D), ``torch.Tensor`` (CPU or GPU, any float dtype) or
+            numpy array.
+        estimator: ``"knn"`` or ``"gaussian"``.
+        k: neighbour rank for ``"knn"`` (1 <= k < N); ignored by ``"gaussian"``.
+
+    Returns:
+        The entropy estimate in nats.
+
+    Raises:
+        ValueError: unknown ``estimator``; ``k`` not a positive integer or ``k >= N``;
+            ``z`` not 2-D, non-float, with NaN/Inf, or with fewer than 2 rows.
+    """
+    if not isinstance(estimator, str) or estimator not in _ESTIMATORS:
+        raise ValueError(f"estimator must be one of {_ESTIMATORS}; got {estimator!r}.")
+    x = as_matrix(z, name="z", min_rows=2)
+    if estimator == "gaussian":
+        return _gaussian_entropy(x)
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k must be a positive integer (the neighbour rank); got {k!r}.")
+    k = int(k)
+    n = x.shape[0]
+    if k >= n:
+        raise ValueError(
+            f"k={k} needs at least k+1={k + 1} samples but z has N={n} rows; "
+            "lower k or pass more samples."
+        )
+    return _knn_entropy(x, k)
+
+
+def _knn_entropy(x: torch.Tensor, k: int) -> float:
+    n, d = x.shape
+    if x.device.type == "cpu" and d <= _KDTREE_MAX_DIM:
+        r, scale2 = _kth_distance_kdtree(to_numpy(x).astype(np.float64, copy=False), k)
+    else:
+        r_t, scale2_t = _kth_distance_brute(x, k)
+        r, scale2 = to_numpy(r_t), float(scale2_t)
+    scale = math.sqrt(scale2)
+    if not scale > 0.0:
+        scale = float(x.abs().max())
+        if not scale > 0.0:
+            scale = 1.0
+    r = np.maximum(r, _R_FLOOR_REL * scale)
+    log_unit_ball = 0.5 * d * math.log(math.pi) - float(gammaln(0.5 * d + 1.0))
+    mean_log_r = float(np.mean(np.log(r)))
+    return float(digamma(n) - digamma(k) + log_unit_ball + d * mean_log_r)
+
+
+def _kth_distance_kdtree(x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
+    """k-th neighbour distances (self excluded) and mean per-dimension variance."""
+    centred = x - x.mean(axis=0)
+    scale2 = float(np.mean(np.einsum("ij,ij->i", centred, centred)) / x.shape[1])
+    tree = cKDTree(centred)
+    # The k+1 nearest include the point itself (distance 0); with exact copies another
+    # zero-distance point may come first, which leaves the (k+1)-th distance unchanged.
+    dist, _ = tree.query(centred, k=k + 1, workers=max(1, torch.get_num_threads()))
+    return np.asarray(dist[:, -1], dtype=np.float64), scale2
+
+
+def _kth_distance_brute(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k-th neighbour distances by a chunked brute force on ``x.device``.
+
+    Squared distances ``|a|^2 + |b|^2 - 2 a.b`` in the input's dtype shortlist the
+    ``m = min(N-1, 2k+8)`` nearest candidates of each row (self excluded by index), computed
+    on mean-centred data to limit cancellation; their distances are then recomputed from
+    float64 differences of the original rows, so exact duplicates give exactly 0 and the
+    rounding of the matrix product does not reach the result.
+    """
+    n, d = x.shape
+    xc = x - x.mean(dim=0, dtype=torch.float64).to(x.dtype)
+    sq = (xc * xc).sum(dim=1)
+    scale2 = sq.double().mean() / d
+    m = min(n - 1, 2 * k + 8)
+    chunk = max(1, min(n, _MAX_BLOCK_ENTRIES // n))
+    out = torch.empty(n, dtype=torch.float64, device=x.device)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        rows = xc[a:b]
+        d2 = torch.addmm(sq.unsqueeze(0), rows, xc.T, alpha=-2.0).add_(sq[a:b].unsqueeze(1))
+        local = torch.arange(b - a, device=x.device)
+        d2[local, local + a] = float("inf")
+        cand = torch.topk(d2, m, dim=1, largest=False, sorted=False).indices
+        rows64 = x[a:b].double()
+        exact = torch.empty(b - a, m, dtype=torch.float64, device=x.device)
+        for j in range(m):
+            diff = rows64 - x[cand[:, j]].double()
+            exact[:, j] = (diff * diff).sum(dim=1)
+        out[a:b] = torch.kthvalue(exact, k, dim=1).values
+    return out.sqrt_(), scale2
+
+
+def _gaussian_entropy(x: torch.Tensor) -> float:
+    n, d = x.shape
+    mean = x.sum(dim=0, dtype=torch.float64) / n
+    cov = torch.zeros(d, d, dtype=torch.float64, device=x.device)
+    chunk = max(1, _MAX_BLOCK_ENTRIES // max(d, 1))
+    for a in range(0, n, chunk):
+        block = x[a : a + chunk].double() - mean
+        cov.addmm_(block.T, block)
+    cov /= n - 1
+    cov = 0.5 * (cov + cov.T)
+    eig = torch.linalg.eigvalsh(cov)
+    top = float(eig[-1])
+    if not top > 0.0 or float(eig[0]) <= d * float(np.finfo(np.float64).eps) * top:
+        return float("-inf")
+    logdet = float(torch.log(eig).sum())
+    return 0.5 * (d * math.log(2.0 * math.pi * math.e) + logdet)
