@@ -120,9 +120,7 @@ def _to_tensor(z: Any, name: str) -> torch.Tensor:
             return torch.as_tensor(np.asarray(z, dtype=np.float64))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{name} could not be read as a numeric array: {exc}") from exc
-    raise ValueError(
-        f"{name} must be a torch.Tensor or a numpy array; got {type(z).__name__}."
-    )
+    raise ValueError(f"{name} must be a torch.Tensor or a numpy array; got {type(z).__name__}.")
 
 
 def _check_float_tensor(
@@ -145,9 +143,7 @@ def _check_float_tensor(
         )
     n, d = t.shape
     if n < min_rows:
-        raise ValueError(
-            f"{name} has {n} row(s); this metric needs at least {min_rows} samples."
-        )
+        raise ValueError(f"{name} has {n} row(s); this metric needs at least {min_rows} samples.")
     if d == 0:
         raise ValueError(f"{name} has 0 columns; embeddings need at least one feature.")
     if check_finite and not bool(torch.isfinite(t).all()):

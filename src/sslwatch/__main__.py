@@ -1,0 +1,5 @@
+"""``python -m sslwatch`` runs the command line."""
+
+from sslwatch.cli import app
+
+app()

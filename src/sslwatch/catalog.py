@@ -1,0 +1,416 @@
+"""Declarations of every metric in :data:`sslwatch.registry.REGISTRY`.
+
+Each entry ties a registry name to a pure function in :mod:`sslwatch.metrics` and says
+what it reads from the :class:`~sslwatch.context.MetricContext`. This is the one place
+that lists metrics; everything else (suite, CLI, monitor, store, report) iterates the
+registry.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from sslwatch.context import MetricContext
+from sslwatch.metrics.clustering import cluster_agreement, silhouette
+from sslwatch.metrics.entropy import entropy
+from sslwatch.metrics.probes import knn_accuracy, linear_probe
+from sslwatch.metrics.spectrum import (
+    alpha_req_from_eigenvalues,
+    condition_number_from_singular_values,
+    nesum_from_eigenvalues,
+    participation_ratio_from_eigenvalues,
+    rankme_from_singular_values,
+    stable_rank_from_singular_values,
+)
+from sslwatch.metrics.views import alignment, collapse_std, lidar, uniformity
+from sslwatch.registry import REGISTRY, MetricSpec
+
+RANKME = "Garrido et al., RankMe, ICML 2023 (arXiv 2210.02885)"
+XU = "Xu, Lowe, Trappenberg, Label-free Monitoring of SSL Progress (arXiv 2409.06612)"
+WANG_ISOLA = "Wang & Isola, Understanding Contrastive Representation Learning, ICML 2020"
+SAMPLE_CONTEXT = ("sample_size", "seed")
+CLUSTER_CONTEXT = ("k", "kmeans_n_init", "sample_size", "seed")
+PROBE_CONTEXT = ("probe_test_fraction", "sample_size", "seed")
+
+
+# --- spectrum family: all embeddings, through the second moments -------------------
+
+
+def _rankme(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    if ctx.n_total < ctx.d:
+        warnings.warn(
+            f"RankMe on N={ctx.n_total} embeddings of dimension D={ctx.d}: N < D caps the "
+            "value at N; use at least D embeddings (the paper uses N = 25,600).",
+            UserWarning,
+            stacklevel=2,
+        )
+    return rankme_from_singular_values(ctx.spectra.singular_values, eps=p["eps"])
+
+
+def _alpha_req(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    return alpha_req_from_eigenvalues(
+        ctx.spectra.covariance_eigenvalues, fit_range=tuple(p["fit_range"])
+    )
+
+
+def _gaussian_entropy(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    """0.5 log det(2 pi e Sigma) from the covariance eigenvalues (-inf when singular)."""
+    lam = ctx.spectra.covariance_eigenvalues
+    if np.any(lam <= 0):
+        return -math.inf
+    return float(0.5 * (lam.size * math.log(2 * math.pi * math.e) + np.sum(np.log(lam))))
+
+
+# --- sample family: a seeded sample of points ----------------------------------------
+
+
+def _silhouette(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    labels = ctx.sample_clustering().labels
+    return silhouette(ctx.require_sample(), labels, metric=p["metric"])
+
+
+def _cluster_agreement(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    if ctx.views is not None:
+        views = ctx.views
+        first = ctx.kmeans_of(views[:, 0], "view0", ctx.seed).labels
+        second = ctx.kmeans_of(views[:, 1], "view1", ctx.seed).labels
+    else:
+        first = ctx.sample_clustering(0).labels
+        second = ctx.sample_clustering(1).labels
+    return cluster_agreement(first, second, method=p["method"])
+
+
+def _agreement_source(ctx: MetricContext) -> dict[str, Any]:
+    return {"source": "views" if ctx.views is not None else "seeds"}
+
+
+def _entropy_knn(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    return entropy(ctx.require_sample(), estimator="knn", k=p["k_neighbors"])
+
+
+def _collapse_std(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    return collapse_std(ctx.require_sample())
+
+
+# --- views family ----------------------------------------------------------------------
+
+
+def _lidar(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    return lidar(ctx.require_views(), delta=p["delta"], eps=p["eps"])
+
+
+def _alignment(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    views = ctx.require_views()
+    return alignment(views[:, 0], views[:, 1], alpha=p["alpha"])
+
+
+def _uniformity(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    return uniformity(ctx.require_views()[:, 0], t=p["t"])
+
+
+# --- label-based references ------------------------------------------------------------
+
+
+def _probe_data(ctx: MetricContext) -> tuple[Any, np.ndarray, Any, np.ndarray]:
+    train, test = ctx.probe_split()
+    z, y = ctx.require_sample(), ctx.require_labels()
+    return z[train], y[train], z[test], y[test]
+
+
+def _linear_probe(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    return linear_probe(*_probe_data(ctx), l2=p["l2"], seed=ctx.seed)
+
+
+def _knn_accuracy(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    return knn_accuracy(*_probe_data(ctx), k=p["k_neighbors"], temperature=p["temperature"])
+
+
+def _label_ami(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    return cluster_agreement(
+        ctx.sample_clustering().labels, ctx.require_labels(), method=p["method"]
+    )
+
+
+def _spectral(
+    name: str,
+    fn: Any,
+    source: str,
+    *,
+    description: str,
+    citation: str,
+    higher_is_better: bool | None = True,
+    default: bool = False,
+) -> MetricSpec:
+    """A spectrum metric that is a plain function of one spectrum and has no parameters."""
+
+    def compute(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+        spectra = ctx.spectra
+        values = spectra.singular_values if source == "singular" else spectra.covariance_eigenvalues
+        return float(fn(values))
+
+    return MetricSpec(
+        name=name,
+        kind="spectrum",
+        needs="embeddings",
+        compute=compute,
+        function=f"sslwatch.{name}",
+        higher_is_better=higher_is_better,
+        cross_architecture=True,
+        default=default,
+        description=description,
+        citation=citation,
+    )
+
+
+def _register_all() -> None:
+    reg = REGISTRY.register
+    reg(
+        MetricSpec(
+            name="rankme",
+            kind="spectrum",
+            needs="embeddings",
+            compute=_rankme,
+            function="sslwatch.rankme",
+            higher_is_better=True,
+            cross_architecture=True,
+            default=True,
+            params={"eps": 1e-7},
+            description="effective rank exp(H(p)), p = sigma / sum sigma (uncentered)",
+            citation=RANKME,
+        )
+    )
+    reg(
+        MetricSpec(
+            name="alpha_req",
+            kind="spectrum",
+            needs="embeddings",
+            compute=_alpha_req,
+            function="sslwatch.alpha_req",
+            higher_is_better=None,
+            cross_architecture=True,
+            default=True,
+            params={"fit_range": (4, 100)},
+            description="power-law decay alpha of covariance eigenvalues (best near 1)",
+            citation="Agrawal et al., alpha-ReQ, NeurIPS 2022",
+        )
+    )
+    reg(
+        _spectral(
+            "stable_rank",
+            stable_rank_from_singular_values,
+            "singular",
+            description="sum sigma^2 / sigma_max^2",
+            citation="Rudelson & Vershynin 2007",
+            default=True,
+        )
+    )
+    reg(
+        _spectral(
+            "nesum",
+            nesum_from_eigenvalues,
+            "covariance",
+            description="sum lambda_i / lambda_1 of the covariance",
+            citation="He & Ozay, collapsed vs whitened features, ICML 2022",
+        )
+    )
+    reg(
+        _spectral(
+            "participation_ratio",
+            participation_ratio_from_eigenvalues,
+            "covariance",
+            description="(sum lambda)^2 / sum lambda^2 of the covariance",
+            citation="Gao et al. 2017; Recanatesi et al. 2019",
+        )
+    )
+    reg(
+        _spectral(
+            "condition_number",
+            condition_number_from_singular_values,
+            "singular",
+            description="sigma_max / sigma_min over positive sigma",
+            citation="standard",
+            higher_is_better=False,
+        )
+    )
+    reg(
+        MetricSpec(
+            name="entropy_gaussian",
+            kind="spectrum",
+            needs="embeddings",
+            compute=_gaussian_entropy,
+            function="sslwatch.entropy(estimator='gaussian')",
+            higher_is_better=None,
+            cross_architecture=True,
+            default=True,
+            description="0.5 log det(2 pi e Sigma), nats (-inf when Sigma is singular)",
+            citation=XU,
+        )
+    )
+    reg(
+        MetricSpec(
+            name="silhouette",
+            kind="sample",
+            needs="embeddings",
+            compute=_silhouette,
+            function="sslwatch.silhouette",
+            higher_is_better=True,
+            cross_architecture=False,
+            default=True,
+            params={"metric": "euclidean"},
+            context_params=CLUSTER_CONTEXT,
+            description="mean silhouette of the k-means clustering",
+            citation=XU,
+        )
+    )
+    reg(
+        MetricSpec(
+            name="cluster_agreement",
+            kind="sample",
+            needs="embeddings",
+            compute=_cluster_agreement,
+            function="sslwatch.cluster_agreement",
+            higher_is_better=True,
+            cross_architecture=False,
+            default=True,
+            params={"method": "ami"},
+            context_params=CLUSTER_CONTEXT,
+            description="AMI between two k-means clusterings (two views, else two seeds)",
+            citation=XU,
+        )
+    )
+    reg(
+        MetricSpec(
+            name="entropy",
+            kind="sample",
+            needs="embeddings",
+            compute=_entropy_knn,
+            function="sslwatch.entropy",
+            higher_is_better=None,
+            cross_architecture=True,
+            default=True,
+            params={"estimator": "knn", "k_neighbors": 3},
+            context_params=SAMPLE_CONTEXT,
+            description="Kozachenko-Leonenko kNN differential entropy, nats",
+            citation=XU,
+        )
+    )
+    reg(
+        MetricSpec(
+            name="collapse_std",
+            kind="sample",
+            needs="embeddings",
+            compute=_collapse_std,
+            function="sslwatch.collapse_std",
+            higher_is_better=True,
+            cross_architecture=False,
+            default=True,
+            context_params=SAMPLE_CONTEXT,
+            description="mean per-dim std of L2-normalised rows (0 = collapse, 1/sqrt(D) healthy)",
+            citation="Chen & He, SimSiam, CVPR 2021",
+        )
+    )
+    reg(
+        MetricSpec(
+            name="lidar",
+            kind="views",
+            needs="views",
+            compute=_lidar,
+            function="sslwatch.lidar",
+            higher_is_better=True,
+            cross_architecture=True,
+            default=True,
+            params={"delta": 1e-4, "eps": 1e-8},
+            description="effective rank of the LDA matrix of views (between / within sample)",
+            citation="Thilak et al., LiDAR, ICLR 2024",
+        )
+    )
+    reg(
+        MetricSpec(
+            name="alignment",
+            kind="views",
+            needs="views",
+            compute=_alignment,
+            function="sslwatch.alignment",
+            higher_is_better=False,
+            cross_architecture=True,
+            default=True,
+            params={"alpha": 2},
+            description="mean ||f(x) - f(x+)||^alpha of positive pairs (views 0 and 1)",
+            citation=WANG_ISOLA,
+        )
+    )
+    reg(
+        MetricSpec(
+            name="uniformity",
+            kind="views",
+            needs="views",
+            compute=_uniformity,
+            function="sslwatch.uniformity",
+            higher_is_better=False,
+            cross_architecture=True,
+            default=True,
+            params={"t": 2},
+            description="log mean exp(-t ||z_i - z_j||^2) over pairs (view 0)",
+            citation=WANG_ISOLA,
+        )
+    )
+    reg(
+        MetricSpec(
+            name="linear_probe",
+            kind="labels",
+            needs="labels",
+            compute=_linear_probe,
+            function="sslwatch.linear_probe",
+            higher_is_better=True,
+            cross_architecture=True,
+            default=True,
+            params={"l2": None},
+            context_params=PROBE_CONTEXT,
+            description="linear-probe accuracy on a seeded stratified split",
+            citation="standard SSL protocol",
+        )
+    )
+    reg(
+        MetricSpec(
+            name="knn_accuracy",
+            kind="labels",
+            needs="labels",
+            compute=_knn_accuracy,
+            function="sslwatch.knn_accuracy",
+            higher_is_better=True,
+            cross_architecture=True,
+            default=True,
+            params={"k_neighbors": 20, "temperature": 0.07},
+            context_params=PROBE_CONTEXT,
+            description="weighted cosine kNN accuracy on a seeded stratified split",
+            citation="Wu et al., InstDisc, CVPR 2018",
+        )
+    )
+    reg(
+        MetricSpec(
+            name="label_ami",
+            kind="labels",
+            needs="labels",
+            compute=_label_ami,
+            function="sslwatch.cluster_agreement",
+            higher_is_better=True,
+            cross_architecture=False,
+            default=True,
+            params={"method": "ami"},
+            context_params=CLUSTER_CONTEXT,
+            description="AMI between the k-means clustering and the labels",
+            citation=XU,
+        )
+    )
+
+
+EXTRA_DEFINITION_PARAMS = {"cluster_agreement": _agreement_source}
+"""Parameters that depend on the context (recorded in the definition)."""
+
+if "rankme" not in REGISTRY:
+    _register_all()

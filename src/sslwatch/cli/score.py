@@ -1,0 +1,142 @@
+"""``sslwatch score`` and ``sslwatch metrics``: one embedding file, every metric."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from sslwatch._version import __version__
+from sslwatch.cli import app, console, fail, format_value, json_value
+
+
+def _metric_list(metrics: str | None) -> list[str] | None:
+    if metrics is None:
+        return None
+    return [m.strip() for m in metrics.split(",") if m.strip()]
+
+
+@app.command()
+def score(
+    file: Annotated[Path, typer.Argument(help="Embeddings: .npy, .npz, .pt or .safetensors.")],
+    labels: Annotated[
+        Path | None, typer.Option(help="Labels file (.npy/.npz/.pt/.txt); else a 'labels' key.")
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="Name of the embedding array in FILE.")] = None,
+    views_key: Annotated[
+        str | None, typer.Option(help="Name of an (n, q, d) views array in FILE.")
+    ] = None,
+    metrics: Annotated[
+        str | None, typer.Option(help="Comma-separated metric names (default: the default set).")
+    ] = None,
+    k: Annotated[
+        int | None, typer.Option(help="k-means clusters (default: classes, else 10).")
+    ] = None,
+    sample_size: Annotated[
+        int, typer.Option(help="Points for point-based metrics (0 = all).")
+    ] = 10000,
+    seed: Annotated[int, typer.Option(help="Seed for sampling, k-means and splits.")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write results as CSV.")] = None,
+) -> None:
+    """Score one embedding file with every label-free metric (and probes with labels)."""
+    from sslwatch.io import load_embedding_file
+    from sslwatch.registry import REGISTRY
+    from sslwatch.suite import evaluate
+
+    try:
+        data = load_embedding_file(file, key=key, labels=labels, views_key=views_key)
+        result = evaluate(
+            data.z,
+            views=data.views,
+            labels=data.labels,
+            k=k,
+            metrics=_metric_list(metrics),
+            sample_size=sample_size or None,
+            seed=seed,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+
+    n, d = data.z.shape
+    extra = f", labels from {data.keys['labels']}" if "labels" in data.keys else ""
+    table = Table(title=f"{file.name}: N={n}, D={d}{extra}", title_justify="left")
+    for col, justify in (
+        ("metric", "left"),
+        ("value", "right"),
+        ("better", "center"),
+        ("N used", "right"),
+        ("seconds", "right"),
+        ("what it is", "left"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    arrows = {"higher": "↑", "lower": "↓", "none": "·"}
+    for name, rec in result.records.items():
+        spec = REGISTRY[name]
+        table.add_row(
+            name,
+            format_value(rec.value),
+            arrows[spec.direction],
+            str(rec.definition.n),
+            f"{rec.seconds:.2f}",
+            spec.description,
+        )
+    console.print(table)
+    shared = {k: v for k, v in result.timings.items() if k not in result.records}
+    if shared:
+        console.print(
+            "shared steps: " + ", ".join(f"{k} {v:.2f}s" for k, v in shared.items()),
+            style="dim",
+        )
+
+    if json_out is not None:
+        records = result.to_records()
+        for record in records:
+            record["value"] = json_value(record["value"])
+        payload = {"file": str(file), "n": n, "d": d, "version": __version__, "results": records}
+        json_out.write_text(json.dumps(payload, indent=2))
+        console.print(f"wrote {json_out}")
+    if csv_out is not None:
+        with csv_out.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["metric", "value", "n", "d", "dtype", "seconds", "definition"])
+            for name, rec in result.records.items():
+                defn = rec.definition
+                writer.writerow(
+                    [
+                        name,
+                        repr(rec.value),
+                        defn.n,
+                        defn.d,
+                        defn.dtype,
+                        f"{rec.seconds:.4f}",
+                        defn.to_json(),
+                    ]
+                )
+        console.print(f"wrote {csv_out}")
+
+
+@app.command("metrics")
+def list_metrics() -> None:
+    """List every registered metric: what it needs, which way is better, its paper."""
+    from sslwatch.registry import REGISTRY
+
+    table = Table(title="registered metrics", title_justify="left")
+    for col in ("name", "kind", "needs", "better", "cross-arch", "default", "params", "paper"):
+        table.add_column(col)
+    for spec in REGISTRY.values():
+        table.add_row(
+            spec.name,
+            spec.kind,
+            spec.needs,
+            spec.direction,
+            "yes" if spec.cross_architecture else "no",
+            "yes" if spec.default else "",
+            ", ".join(f"{k}={v}" for k, v in spec.params.items()),
+            spec.citation,
+        )
+    console.print(table)

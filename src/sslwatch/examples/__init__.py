@@ -1,0 +1,1 @@
+"""Small runnable examples that make real embedding sets on the spot (no download)."""

@@ -1,0 +1,594 @@
+"""Label-based reference metrics: the linear probe and the weighted kNN classifier.
+
+These are what label-free metrics are judged against: the accuracy of a linear classifier
+(linear evaluation protocol; Zhang, Isola & Efros 2016, Kolesnikov et al. 2019) and of the
+weighted k-nearest-neighbour classifier (Wu, Xiong, Yu & Lin, *Unsupervised Feature
+Learning via Non-Parametric Instance Discrimination*, CVPR 2018; the protocol DINO, Caron
+et al. 2021, reports) trained on frozen embeddings.
+
+Both are pure functions: tensors (or numpy arrays) in, a Python float out. They compute on
+the device of the training embeddings (GPU if given) and are deterministic given their
+seed.
+
+Label conventions shared by every function here: labels are any 1-D array of hashable
+values (ints, strings, ...). Classes are the sorted distinct values of the *training*
+labels (``np.unique``); "lowest class id" means the first of them in that order. A test
+label that never occurs in training cannot be predicted and simply counts as an error.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sslwatch.metrics._validation import as_labels, as_matrix
+
+__all__ = [
+    "DEFAULT_L2_GRID",
+    "LinearProbeFit",
+    "fit_linear_probe",
+    "knn_accuracy",
+    "linear_probe",
+    "stratified_split",
+]
+
+#: L2 strengths searched when ``l2=None`` (strongest first): 1, 0.1, ..., 1e-6. The
+#: objective is a *mean* cross-entropy, so these values do not depend on N; scikit-learn's
+#: ``LogisticRegression(C=C)`` on N samples corresponds to ``l2 = 1 / (C * N)``.
+DEFAULT_L2_GRID: tuple[float, ...] = tuple(10.0**-e for e in range(7))
+
+# Upper bound on the (chunk x N_train) similarity block of knn_accuracy, in elements.
+_KNN_BLOCK_ELEMENTS = 1 << 25
+
+
+# ----------------------------------------------------------------------------- splitting
+
+
+def stratified_split(
+    labels: Any, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified split of sample indices into a train part and a test part.
+
+    Each class ``c`` with ``n_c`` samples sends ``min(n_c - 1, floor(test_fraction * n_c
+    + 0.5))`` of them (chosen uniformly at random) to the test part and the rest to the
+    train part, so every class keeps at least one training sample and a class with a
+    single sample goes entirely to train. The proportions are therefore stratified up to
+    per-class rounding, and small classes may have no test sample at all.
+
+    Args:
+        labels: 1-D array-like (numpy, torch or list) of class labels, one per sample.
+        test_fraction: fraction of each class sent to the test part, in (0, 1).
+        seed: seed of the ``numpy.random.default_rng`` that shuffles each class.
+
+    Returns:
+        ``(train_idx, test_idx)``: sorted, disjoint int64 index arrays whose union is
+        ``0..N-1``. The same ``labels`` and ``seed`` always give the same split.
+
+    Raises:
+        ValueError: if ``labels`` is not 1-D, is empty, or ``test_fraction`` is not in
+            (0, 1).
+    """
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float):
+        raise ValueError(
+            f"test_fraction must be a number in (0, 1); got {type(test_fraction).__name__}."
+        )
+    if not 0.0 < float(test_fraction) < 1.0:
+        raise ValueError(
+            f"test_fraction must be strictly between 0 and 1 (e.g. 0.2); got {test_fraction}."
+        )
+    n = _label_count(labels, "labels")
+    if n == 0:
+        raise ValueError("labels is empty; a split needs at least one labelled sample.")
+    codes = as_labels(labels, n, name="labels")
+    rng = np.random.default_rng(seed)
+    order = np.argsort(codes, kind="stable")
+    counts = np.bincount(codes)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    test_parts: list[np.ndarray] = []
+    for start, n_c in zip(starts.tolist(), counts.tolist(), strict=True):
+        n_test = 0 if n_c < 2 else min(n_c - 1, math.floor(test_fraction * n_c + 0.5))
+        if n_test > 0:
+            members = rng.permutation(order[start : start + n_c])
+            test_parts.append(members[:n_test])
+    is_test = np.zeros(n, dtype=bool)
+    if test_parts:
+        is_test[np.concatenate(test_parts)] = True
+    return np.flatnonzero(~is_test).astype(np.int64), np.flatnonzero(is_test).astype(np.int64)
+
+
+# -------------------------------------------------------------------------- linear probe
+
+
+@dataclass(frozen=True, eq=False)
+class LinearProbeFit:
+    """A fitted multinomial logistic-regression probe (see :func:`fit_linear_probe`).
+
+    The model is ``softmax(((z - mean) * inv_std) @ weight + bias)``; ``inv_std`` is 0 for
+    features that are constant in the training set (they are ignored).
+
+    Attributes:
+        weight: (D, K) weights on standardised features.
+        bias: (K,) unpenalised intercepts.
+        mean: (D,) training-set feature means.
+        inv_std: (D,) reciprocal training-set standard deviations (population std), 0 for
+            constant features.
+        classes: (K,) the sorted distinct training labels; column ``j`` predicts
+            ``classes[j]``.
+        l2: the L2 strength of the final fit.
+        objective: the final value of the training objective (see :func:`fit_linear_probe`).
+        n_iter: L-BFGS iterations of the final fit.
+        converged: whether the final fit stopped on a tolerance rather than ``max_iter``.
+        val_accuracy: ``((l2, validation accuracy), ...)`` for every grid value when the
+            strength was selected on a held-out split, else empty.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    mean: torch.Tensor
+    inv_std: torch.Tensor
+    classes: np.ndarray
+    l2: float
+    objective: float
+    n_iter: int
+    converged: bool
+    val_accuracy: tuple[tuple[float, float], ...] = ()
+
+    def decision_function(self, z: Any) -> torch.Tensor:
+        """Logits (N, K) for embeddings ``z`` (computed on the probe's device and dtype)."""
+        x = as_matrix(z, name="z", min_rows=1).to(device=self.weight.device)
+        if x.shape[1] != self.weight.shape[0]:
+            raise ValueError(
+                f"z has {x.shape[1]} features but the probe was fitted on "
+                f"{self.weight.shape[0]}; pass embeddings from the same representation."
+            )
+        x = x.to(self.weight.dtype)
+        return torch.addmm(self.bias, (x - self.mean) * self.inv_std, self.weight)
+
+    def predict_proba(self, z: Any) -> torch.Tensor:
+        """Class probabilities (N, K), columns ordered as :attr:`classes`."""
+        return torch.softmax(self.decision_function(z), dim=1)
+
+    def predict(self, z: Any) -> np.ndarray:
+        """Predicted labels (values from :attr:`classes`); ties go to the lowest class."""
+        idx = self.decision_function(z).argmax(dim=1).cpu().numpy()
+        return self.classes[idx]
+
+
+def fit_linear_probe(
+    train_z: Any,
+    train_y: Any,
+    *,
+    l2: float | None = None,
+    seed: int = 0,
+    l2_grid: Sequence[float] | None = None,
+    val_fraction: float = 0.2,
+    max_iter: int = 500,
+    tol: float | None = None,
+) -> LinearProbeFit:
+    """Fit a multinomial logistic-regression probe on standardised frozen embeddings.
+
+    Features are standardised with the training set's mean and population standard
+    deviation; features that are constant in the training set are set to 0. With
+    ``x_i`` the standardised rows, ``y_i`` in ``0..K-1`` and ``K`` the number of training
+    classes, the probe minimises
+
+        J(W, b) = (1/N) * sum_i -log softmax(x_i @ W + b)[y_i]  +  (l2 / 2) * ||W||_F^2
+
+    (bias unpenalised; all ``K`` weight columns are kept and penalised, which is exactly
+    scikit-learn's multinomial ``LogisticRegression(C=1 / (l2 * N))``; for ``K = 2``
+    scikit-learn switches to a single binary weight vector ``w = W[:, 1] - W[:, 0]``;
+    at the optimum ``W[:, 0] = -W[:, 1]``, so the penalty is ``(l2 / 4) ||w||^2`` and the
+    match is ``C = 2 / (l2 * N)``). ``J`` is strictly convex for ``l2 > 0``. It is
+    minimised full-batch with ``torch.optim.LBFGS`` (strong-Wolfe line search, history
+    20) on the input's device, in float64 for float64 input and float32 otherwise,
+    starting from zero, until the largest absolute gradient entry is at most ``tol`` (or
+    the loss stops changing: in float32 that is its rounding floor) or ``max_iter``
+    iterations have run.
+
+    With ``l2=None`` the strength is selected: a seeded :func:`stratified_split` holds out
+    ``val_fraction`` of the training set, every value of ``l2_grid`` is fitted on the rest
+    (strongest first, each warm-started from the previous solution), the value with the
+    best validation accuracy wins (ties go to the stronger regularisation), and the probe
+    is refitted on the full training set (warm-started from the winner's fit). The
+    selection standardises with the full training set's statistics (label-free, so
+    nothing about validation labels leaks). If the held-out part is empty (tiny classes),
+    ``l2 = 1 / N`` (scikit-learn's default ``C = 1``) is used.
+
+    Degenerate input: fully collapsed embeddings (every feature constant) standardise to
+    zeros, so ``W`` stays 0 and the bias learns the class log-frequencies: the probe
+    predicts the most frequent training class (the lowest class id among equally frequent
+    ones, up to rounding). With ``l2 = 0`` and separable data the optimum is at infinity;
+    the fit then stops at ``max_iter`` with ``converged=False`` (finite weights).
+
+    Args:
+        train_z: (N, D) training embeddings (torch or numpy, any float dtype).
+        train_y: (N,) training labels; at least two distinct classes.
+        l2: L2 strength (>= 0), or ``None`` to select it on a held-out split.
+        seed: seed of the held-out split (the fit itself has no randomness).
+        l2_grid: candidate strengths for ``l2=None`` (default :data:`DEFAULT_L2_GRID`).
+        val_fraction: held-out fraction for ``l2=None``, in (0, 1).
+        max_iter: maximum L-BFGS iterations per fit.
+        tol: gradient tolerance (max-abs) of the stopping rule; default 1e-7 for float64
+            and 1e-6 for float32 computation (float32 usually stops earlier, when the loss
+            stops changing at its rounding floor).
+
+    Returns:
+        The fitted :class:`LinearProbeFit`.
+
+    Raises:
+        ValueError: on bad embeddings or labels, fewer than two training classes, or
+            invalid hyper-parameters.
+    """
+    x = as_matrix(train_z, name="train_z", min_rows=2)
+    y_raw = _raw_labels(train_y, x.shape[0], "train_y")
+    classes, codes_np = np.unique(y_raw, return_inverse=True)
+    codes_np = codes_np.reshape(-1).astype(np.int64)
+    if classes.shape[0] < 2:
+        raise ValueError(
+            f"train_y has a single class ({classes[0]!r}); a classifier needs at least two "
+            "distinct classes in the training labels."
+        )
+    max_iter = _check_positive_int(max_iter, "max_iter")
+    if isinstance(val_fraction, bool) or not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(
+            f"val_fraction must be strictly between 0 and 1 (e.g. 0.2); got {val_fraction!r}."
+        )
+    grid = _check_l2_grid(l2_grid)
+    if l2 is not None:
+        l2 = _check_l2(l2, "l2")
+    work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    tol_value = _check_tol(tol, work_dtype)
+    x = x.to(work_dtype)
+    n_classes = int(classes.shape[0])
+
+    mean, inv_std = _standardisation(x)
+    y = torch.from_numpy(codes_np).to(x.device)
+    if l2 is None:
+        tr_idx, va_idx = stratified_split(codes_np, test_fraction=val_fraction, seed=seed)
+        if va_idx.size == 0:
+            l2 = 1.0 / x.shape[0]
+    if l2 is not None:
+        final = _lbfgs((x - mean) * inv_std, y, n_classes, l2, None, max_iter, tol_value)
+        return _make_fit(final, mean, inv_std, classes, l2, ())
+
+    # Standardise once, in (sub-train, validation) row order, so both parts are views and
+    # the full refit reuses the same matrix (the mean objective ignores row order).
+    perm = torch.from_numpy(np.concatenate([tr_idx, va_idx])).to(x.device)
+    xs = (x.index_select(0, perm) - mean) * inv_std
+    y = y.index_select(0, perm)
+    n_tr = int(tr_idx.size)
+    val_scores: list[tuple[float, float]] = []
+    best_l2, best_acc, init = 0.0, -1.0, None
+    best_theta: torch.Tensor | None = None
+    for value in sorted(grid, reverse=True):  # strongest first; warm-start the next
+        res = _lbfgs(xs[:n_tr], y[:n_tr], n_classes, value, init, max_iter, tol_value)
+        init = res.theta
+        pred = _logits(xs[n_tr:], res.theta).argmax(dim=1)
+        acc = float((pred == y[n_tr:]).double().mean())
+        val_scores.append((value, acc))
+        if acc > best_acc:  # strict: ties keep the stronger regularisation
+            best_l2, best_acc, best_theta = value, acc, res.theta
+    final = _lbfgs(xs, y, n_classes, best_l2, best_theta, max_iter, tol_value)
+    return _make_fit(final, mean, inv_std, classes, best_l2, tuple(val_scores))
+
+
+def linear_probe(
+    train_z: Any,
+    train_y: Any,
+    test_z: Any,
+    test_y: Any,
+    *,
+    l2: float | None = None,
+    seed: int = 0,
+    l2_grid: Sequence[float] | None = None,
+    val_fraction: float = 0.2,
+    max_iter: int = 500,
+    tol: float | None = None,
+) -> float:
+    """Linear-probe accuracy: multinomial logistic regression on frozen embeddings.
+
+    Fits the probe of :func:`fit_linear_probe` on ``(train_z, train_y)`` (objective
+    ``mean cross-entropy + (l2/2) * ||W||_F^2`` on features standardised with the
+    training statistics, bias unpenalised, L-BFGS on the input's device; ``l2=None``
+    selects the strength by validation accuracy on a seeded stratified 20% split of the
+    training set) and returns its accuracy on ``(test_z, test_y)``. This is the linear
+    evaluation protocol of self-supervised learning (e.g. Kolesnikov, Zhai & Beyer,
+    CVPR 2019; Chen et al., SimCLR, ICML 2020).
+
+    Args:
+        train_z: (N, D) training embeddings (torch or numpy, any float dtype).
+        train_y: (N,) training labels; at least two distinct classes.
+        test_z: (M, D) test embeddings; moved to ``train_z``'s device.
+        test_y: (M,) test labels; labels absent from training count as errors.
+        l2: L2 strength (>= 0), or ``None`` to select it (see :func:`fit_linear_probe`).
+        seed: seed of the held-out split used when ``l2=None``.
+        l2_grid, val_fraction, max_iter, tol: see :func:`fit_linear_probe`.
+
+    Returns:
+        The fraction of test samples whose label is predicted correctly, in [0, 1].
+
+    Raises:
+        ValueError: on bad embeddings or labels, a feature-count mismatch between train
+            and test, fewer than two training classes, or invalid hyper-parameters.
+    """
+    x_tr = as_matrix(train_z, name="train_z", min_rows=2)
+    x_te = as_matrix(test_z, name="test_z", min_rows=1)
+    _check_same_dim(x_tr, x_te)
+    test_raw = _raw_labels(test_y, x_te.shape[0], "test_y")
+    fit = fit_linear_probe(
+        x_tr,
+        train_y,
+        l2=l2,
+        seed=seed,
+        l2_grid=l2_grid,
+        val_fraction=val_fraction,
+        max_iter=max_iter,
+        tol=tol,
+    )
+    return _accuracy(fit.predict(x_te), test_raw)
+
+
+@dataclass(frozen=True, eq=False)
+class _LbfgsResult:
+    theta: torch.Tensor  # (D + 1, K): weights, then the bias row
+    objective: float
+    n_iter: int
+    converged: bool
+
+
+def _logits(xs: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    return torch.addmm(theta[-1], xs, theta[:-1])
+
+
+def _lbfgs(
+    xs: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    l2: float,
+    init: torch.Tensor | None,
+    max_iter: int,
+    tol: float,
+) -> _LbfgsResult:
+    """Minimise mean CE + (l2/2)||W||^2 over theta = [W; b] with full-batch L-BFGS."""
+    d = xs.shape[1]
+    if init is None:
+        theta = torch.zeros(d + 1, n_classes, dtype=xs.dtype, device=xs.device)
+    else:
+        theta = init.detach().clone()
+    theta.requires_grad_(True)
+    tolerance_change = 1e-12 if xs.dtype == torch.float64 else 1e-9
+    opt = torch.optim.LBFGS(
+        [theta],
+        lr=1.0,
+        max_iter=max_iter,
+        max_eval=2 * max_iter,
+        tolerance_grad=tol,
+        tolerance_change=tolerance_change,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+
+    def objective() -> torch.Tensor:
+        w = theta[:-1]
+        loss = F.cross_entropy(torch.addmm(theta[-1], xs, w), y)
+        if l2 > 0:
+            loss = loss + 0.5 * l2 * (w * w).sum()
+        return loss
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = objective()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+        state = opt.state[theta]
+        n_iter = int(state.get("n_iter", 0))
+        budget_left = n_iter < max_iter and int(state.get("func_evals", 0)) < 2 * max_iter
+        loss = closure()
+    grad = theta.grad
+    grad_max = float(grad.abs().max()) if grad is not None else 0.0
+    converged = grad_max <= tol or budget_left
+    return _LbfgsResult(theta.detach(), float(loss.detach()), n_iter, converged)
+
+
+def _make_fit(
+    res: _LbfgsResult,
+    mean: torch.Tensor,
+    inv_std: torch.Tensor,
+    classes: np.ndarray,
+    l2: float,
+    val_scores: tuple[tuple[float, float], ...],
+) -> LinearProbeFit:
+    return LinearProbeFit(
+        weight=res.theta[:-1].clone(),
+        bias=res.theta[-1].clone(),
+        mean=mean,
+        inv_std=inv_std,
+        classes=classes,
+        l2=float(l2),
+        objective=res.objective,
+        n_iter=res.n_iter,
+        converged=res.converged,
+        val_accuracy=val_scores,
+    )
+
+
+def _standardisation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and reciprocal population std per column; 0 for constant columns."""
+    mean = x.mean(dim=0)
+    std = x.std(dim=0, correction=0)
+    constant = x.amax(dim=0) == x.amin(dim=0)
+    inv_std = torch.where(constant | (std <= 0), torch.zeros_like(std), 1.0 / std.clamp_min(1e-300))
+    inv_std = torch.where(torch.isfinite(inv_std), inv_std, torch.zeros_like(inv_std))
+    return mean, inv_std
+
+
+# ----------------------------------------------------------------------------------- kNN
+
+
+def knn_accuracy(
+    train_z: Any,
+    train_y: Any,
+    test_z: Any,
+    test_y: Any,
+    *,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk_size: int | None = None,
+) -> float:
+    """Weighted cosine k-nearest-neighbour accuracy (Wu et al., CVPR 2018; DINO's kNN).
+
+    Rows are L2-normalised (an all-zero row stays zero: similarity 0 to everything). For
+    each test row ``q`` take the ``k`` training rows with the largest cosine similarity
+    ``s_j = <q, x_j>``; the score of class ``c`` is ``sum_{j in top-k, y_j = c}
+    exp(s_j / T)``, and the prediction is the class with the largest score (exact ties go
+    to the lowest class id; neighbours tied in similarity at the k-th place are chosen by
+    ``torch.topk``). Weights are computed as ``exp((s_j - s_max) / T)``, which rescales
+    every class score of a row by the same factor, so the prediction is unchanged and
+    small temperatures cannot overflow.
+
+    Test rows are processed in chunks so memory stays O(chunk_size * N_train). Collapsed
+    embeddings (all rows parallel) make every similarity equal: which ``k`` neighbours are
+    used is then arbitrary, except with ``k = N`` where the vote is the class counts and
+    the prediction the most frequent training class.
+
+    Args:
+        train_z: (N, D) training embeddings (torch or numpy, any float dtype).
+        train_y: (N,) training labels.
+        test_z: (M, D) test embeddings; moved to ``train_z``'s device and dtype.
+        test_y: (M,) test labels; labels absent from training count as errors.
+        k: number of neighbours, 1 <= k <= N.
+        temperature: the temperature ``T > 0`` of the vote weights.
+        chunk_size: test rows per chunk; default keeps a chunk's similarity block at
+            about 2**25 elements.
+
+    Returns:
+        The fraction of correctly classified test rows, in [0, 1].
+
+    Raises:
+        ValueError: on bad embeddings or labels, a feature-count mismatch, ``k`` outside
+            ``1..N``, a non-positive temperature or chunk size.
+    """
+    x_tr = as_matrix(train_z, name="train_z", min_rows=1)
+    x_te = as_matrix(test_z, name="test_z", min_rows=1)
+    _check_same_dim(x_tr, x_te)
+    n_train = x_tr.shape[0]
+    train_raw = _raw_labels(train_y, n_train, "train_y")
+    test_raw = _raw_labels(test_y, x_te.shape[0], "test_y")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise ValueError(f"k must be a positive integer; got {type(k).__name__}.")
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be at least 1; got {k}.")
+    if k > n_train:
+        raise ValueError(
+            f"k={k} exceeds the number of training samples ({n_train}); pass k <= {n_train}."
+        )
+    temp = float(temperature)
+    if not math.isfinite(temp) or temp <= 0:
+        raise ValueError(f"temperature must be a finite positive number; got {temperature}.")
+    if chunk_size is None:
+        chunk = max(1, _KNN_BLOCK_ELEMENTS // n_train)
+    else:
+        chunk = _check_positive_int(chunk_size, "chunk_size")
+
+    classes, codes = np.unique(train_raw, return_inverse=True)
+    n_classes = int(classes.shape[0])
+    device, dtype = x_tr.device, x_tr.dtype
+    train_n = F.normalize(x_tr, dim=1)
+    test_n = F.normalize(x_te.to(device=device, dtype=dtype), dim=1)
+    y_tr = torch.from_numpy(codes.reshape(-1).astype(np.int64)).to(device)
+    preds: list[torch.Tensor] = []
+    for start in range(0, test_n.shape[0], chunk):
+        sims = test_n[start : start + chunk] @ train_n.T
+        top_s, top_i = torch.topk(sims, k, dim=1)
+        weights = torch.exp((top_s - top_s[:, :1]) / temp)
+        scores = torch.zeros(sims.shape[0], n_classes, dtype=dtype, device=device)
+        scores.scatter_add_(1, y_tr[top_i], weights)
+        preds.append(scores.argmax(dim=1))
+    pred_idx = torch.cat(preds).cpu().numpy()
+    return _accuracy(classes[pred_idx], test_raw)
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+def _label_count(labels: Any, name: str) -> int:
+    shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else np.shape(labels)
+    if len(shape) != 1:
+        raise ValueError(
+            f"{name} must be 1-D with one label per sample; got shape {shape}. Flatten it "
+            "or pass class indices, not one-hot rows."
+        )
+    return int(shape[0])
+
+
+def _raw_labels(labels: Any, n: int, name: str) -> np.ndarray:
+    """Validate labels (1-D, length ``n``, finite) and return them as a numpy array."""
+    as_labels(labels, n, name=name)
+    if isinstance(labels, torch.Tensor):
+        return labels.detach().cpu().numpy()
+    return np.asarray(labels)
+
+
+def _accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    try:
+        hits = np.asarray(pred == truth, dtype=bool)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - exotic label types
+        raise ValueError(f"test labels cannot be compared with training labels: {exc}") from exc
+    if hits.shape != truth.shape:
+        raise ValueError(
+            "test labels cannot be compared with training labels (incompatible types, e.g. "
+            "strings vs numbers); use the same label type for train and test."
+        )
+    return float(hits.mean())
+
+
+def _check_same_dim(x_tr: torch.Tensor, x_te: torch.Tensor) -> None:
+    if x_tr.shape[1] != x_te.shape[1]:
+        raise ValueError(
+            f"train_z has {x_tr.shape[1]} features but test_z has {x_te.shape[1]}; both "
+            "must come from the same representation (same D)."
+        )
+
+
+def _check_positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    return int(value)
+
+
+def _check_l2(value: Any, name: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a non-negative number; got {value!r}.") from exc
+    if not math.isfinite(out) or out < 0:
+        raise ValueError(f"{name} must be a finite non-negative number; got {value!r}.")
+    return out
+
+
+def _check_l2_grid(grid: Sequence[float] | None) -> tuple[float, ...]:
+    if grid is None:
+        return DEFAULT_L2_GRID
+    values = tuple(_check_l2(v, "l2_grid entries") for v in grid)
+    if not values:
+        raise ValueError("l2_grid is empty; pass at least one L2 strength (e.g. [1e-4]).")
+    return values
+
+
+def _check_tol(tol: float | None, dtype: torch.dtype) -> float:
+    if tol is None:
+        return 1e-7 if dtype == torch.float64 else 1e-6
+    out = float(tol)
+    if not math.isfinite(out) or out <= 0:
+        raise ValueError(f"tol must be a finite positive number; got {tol!r}.")
+    return out

@@ -1,0 +1,257 @@
+"""`evaluate`: every registered metric on one embedding set, with its definition.
+
+The suite validates the inputs once, builds a :class:`~sslwatch.context.MetricContext`
+(second moments of all embeddings for the spectrum family; a seeded sample of at most
+``sample_size`` points for the point-based metrics; views; labels), then runs each
+selected metric from :data:`sslwatch.registry.REGISTRY` and records, next to each value,
+the :class:`~sslwatch.definitions.MetricDefinition` it was computed with.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+import sslwatch.catalog  # noqa: F401  (fills the registry)
+from sslwatch.catalog import EXTRA_DEFINITION_PARAMS
+from sslwatch.context import MetricContext, default_k
+from sslwatch.definitions import MetricDefinition
+from sslwatch.metrics._validation import as_labels, as_matrix, as_views
+from sslwatch.metrics.spectrum import second_moments
+from sslwatch.registry import REGISTRY, MetricSpec
+
+OnError = Literal["raise", "warn"]
+
+
+@dataclass(frozen=True)
+class MetricValue:
+    """One computed value with its definition, wall time and error (if any)."""
+
+    name: str
+    value: float
+    definition: MetricDefinition
+    seconds: float
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able record: name, value, seconds, error and the full definition."""
+        return {
+            "metric": self.name,
+            "value": self.value,
+            "seconds": self.seconds,
+            "error": self.error,
+            "definition": self.definition.to_dict(),
+        }
+
+
+class Evaluation(Mapping[str, float]):
+    """Result of :func:`evaluate`: maps metric name -> value, and keeps definitions.
+
+    ``result["rankme"]`` is a float; ``result.definitions["rankme"]`` the definition it
+    was computed with; ``result.records`` the full :class:`MetricValue` objects;
+    ``result.timings`` seconds per metric and per shared intermediate step (k-means,
+    spectra, ...), for profiling.
+    """
+
+    def __init__(self, records: Iterable[MetricValue], timings: Mapping[str, float]) -> None:
+        self.records: dict[str, MetricValue] = {r.name: r for r in records}
+        self.timings: dict[str, float] = dict(timings)
+
+    def __getitem__(self, name: str) -> float:
+        return self.records[name].value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def definitions(self) -> dict[str, MetricDefinition]:
+        """Metric name -> the definition its value was computed with."""
+        return {name: r.definition for name, r in self.records.items()}
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Metric name -> error message, for metrics that failed under ``on_error='warn'``."""
+        return {name: r.error for name, r in self.records.items() if r.error}
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One JSON-able dict per metric (see :meth:`MetricValue.to_dict`)."""
+        return [r.to_dict() for r in self.records.values()]
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v:.6g}" for k, v in self.items())
+        return f"Evaluation({inner})"
+
+
+def evaluate(
+    z: Any,
+    *,
+    views: Any = None,
+    labels: Any = None,
+    k: int | None = None,
+    metrics: Iterable[str] | None = None,
+    sample_size: int | None = 10000,
+    seed: int = 0,
+    params: Mapping[str, Mapping[str, Any]] | None = None,
+    on_error: OnError = "raise",
+) -> Evaluation:
+    """Compute label-free metrics (and label-based references) on one embedding set.
+
+    Args:
+        z: (N, D) embeddings, torch or numpy, any float dtype, CPU or GPU.
+        views: optional (n, q, d) augmented views (q >= 2) for LiDAR, alignment,
+            uniformity, and for clustering agreement across views.
+        labels: optional length-N labels; adds ``linear_probe``, ``knn_accuracy``
+            (on a seeded stratified 80/20 split of the sample) and ``label_ami``.
+        k: k-means clusters. Default: the number of label classes when labels are
+            given, else 10 (clipped to [2, N - 1]); see :func:`sslwatch.context.default_k`.
+        metrics: registry names to compute; ``None`` = the default set for the inputs
+            given (see :meth:`sslwatch.registry.MetricRegistry.select`).
+        sample_size: spectrum metrics use all N rows (through float64 second moments);
+            point-based metrics use a seeded sample of at most this many rows
+            (``None`` = all rows).
+        seed: seed for the sample, k-means and the probe split.
+        params: per-metric parameter overrides, e.g. ``{"rankme": {"eps": 1e-6}}``.
+        on_error: ``"raise"`` (default) propagates an exception from a metric;
+            ``"warn"`` turns it into a warning and records NaN with the error message.
+
+    Returns:
+        An :class:`Evaluation` mapping metric name -> float, with definitions.
+    """
+    zt = as_matrix(z, name="z")
+    n, d = int(zt.shape[0]), int(zt.shape[1])
+    vt = as_views(views, name="views") if views is not None else None
+    y = as_labels(labels, n, name="labels") if labels is not None else None
+    if k is not None and (not isinstance(k, int | np.integer) or k < 2):
+        raise ValueError(f"k must be an integer >= 2 (number of k-means clusters); got {k!r}")
+    if sample_size is not None and sample_size < 2:
+        raise ValueError(f"sample_size must be >= 2 or None (all rows); got {sample_size}")
+    if on_error not in ("raise", "warn"):
+        raise ValueError(f"on_error must be 'raise' or 'warn'; got {on_error!r}")
+    specs = REGISTRY.select(metrics, has_views=vt is not None, has_labels=y is not None)
+    overrides = _check_overrides(params or {}, specs)
+
+    point_kinds = {s.kind for s in specs} & {"sample", "labels"}
+    sample, sample_labels = None, y
+    if point_kinds:
+        index = sample_indices(n, sample_size, seed)
+        sample = zt if index is None else zt[torch.as_tensor(index, device=zt.device)]
+        sample_labels = None if y is None else (y if index is None else y[index])
+    n_points = n if sample is None else int(sample.shape[0])
+    kk = int(k) if k is not None else default_k(n_points, sample_labels)
+    if kk >= n_points and point_kinds:
+        raise ValueError(
+            f"k={kk} clusters needs more than {n_points} sampled points; lower k or raise "
+            "sample_size."
+        )
+
+    ctx = MetricContext(
+        n_total=n,
+        d=d,
+        dtype=str(zt.dtype).replace("torch.", ""),
+        sample=sample,
+        views=vt,
+        labels=sample_labels,
+        k=kk,
+        seed=seed,
+        sample_size=sample_size,
+    )
+    if any(s.kind == "spectrum" for s in specs):
+        ctx.moments = ctx.cached("second_moments", lambda: second_moments(zt))
+    return Evaluation(compute_metrics(ctx, specs, overrides, on_error=on_error), ctx.timings)
+
+
+def compute_metrics(
+    ctx: MetricContext,
+    specs: Iterable[MetricSpec],
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    on_error: OnError = "raise",
+) -> list[MetricValue]:
+    """Run each spec on ``ctx`` and wrap the value with its definition and timing.
+
+    Used by :func:`evaluate` and by the training-time monitor (which builds the context
+    from streamed moments and a reservoir sample).
+    """
+    overrides = overrides or {}
+    out = []
+    for spec in specs:
+        p = {**spec.params, **overrides.get(spec.name, {})}
+        definition = definition_for(spec, ctx, p)
+        start = time.perf_counter()
+        error = None
+        try:
+            value = float(spec.compute(ctx, p))
+        except Exception as exc:
+            if on_error == "raise":
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+            warnings.warn(f"metric {spec.name!r} failed: {error}", RuntimeWarning, stacklevel=2)
+            value = math.nan
+        seconds = time.perf_counter() - start
+        ctx.timings[spec.name] = seconds
+        out.append(MetricValue(spec.name, value, definition, seconds, error))
+    return out
+
+
+def definition_for(spec: MetricSpec, ctx: MetricContext, p: Mapping[str, Any]) -> MetricDefinition:
+    """The :class:`MetricDefinition` of ``spec`` with parameters ``p`` on ``ctx``."""
+    params = dict(p)
+    for name in spec.context_params:
+        params[name] = getattr(ctx, name)
+    extra = EXTRA_DEFINITION_PARAMS.get(spec.name)
+    if extra is not None:
+        params.update(extra(ctx))
+    if spec.kind == "spectrum":
+        n = ctx.n_total
+    elif spec.kind == "views" or (spec.name == "cluster_agreement" and ctx.views is not None):
+        n = ctx.n_views
+    else:
+        n = ctx.n_sample
+    return MetricDefinition(
+        metric=spec.name,
+        params=params,
+        n=n,
+        d=ctx.d,
+        dtype=ctx.dtype,
+        revision=spec.revision,
+    )
+
+
+def sample_indices(n: int, sample_size: int | None, seed: int) -> np.ndarray | None:
+    """Sorted seeded subset of ``range(n)`` of size ``sample_size`` (None = all rows)."""
+    if sample_size is None or sample_size >= n:
+        return None
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = torch.randperm(n, generator=gen)[:sample_size]
+    return np.sort(idx.numpy())
+
+
+def _check_overrides(
+    params: Mapping[str, Mapping[str, Any]], specs: list[MetricSpec]
+) -> dict[str, dict[str, Any]]:
+    selected = {s.name: s for s in specs}
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in params.items():
+        if name not in selected:
+            raise ValueError(
+                f"params given for {name!r}, which is not among the selected metrics "
+                f"({', '.join(selected)})"
+            )
+        unknown = set(values) - set(selected[name].params)
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {sorted(unknown)} for metric {name!r}; it takes "
+                f"{sorted(selected[name].params) or 'no parameters'}"
+            )
+        out[name] = dict(values)
+    return out

@@ -1,0 +1,357 @@
+"""Clustering metrics against scikit-learn (the oracle) and plain numpy."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+from sklearn.metrics import (
+    adjusted_mutual_info_score,
+    adjusted_rand_score,
+    normalized_mutual_info_score,
+    silhouette_samples,
+    silhouette_score,
+)
+
+from sslwatch.metrics import clustering
+from sslwatch.metrics.clustering import KMeansResult, cluster_agreement, kmeans, silhouette
+
+METRICS = ["euclidean", "cosine"]
+
+
+@pytest.fixture(scope="module")
+def blobs() -> tuple[np.ndarray, np.ndarray]:
+    x, y = make_blobs(n_samples=500, n_features=6, centers=5, cluster_std=2.0, random_state=3)
+    return x, y.astype(np.int64)
+
+
+def _sk_kmeans_inertia(x: np.ndarray, k: int, n_init: int, seed: int = 0) -> float:
+    km = KMeans(k, init="k-means++", n_init=n_init, algorithm="lloyd", random_state=seed)
+    return float(km.fit(x).inertia_)
+
+
+# ------------------------------------------------------------------------ silhouette
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_silhouette_matches_sklearn_on_blobs_with_singletons(blobs, metric):
+    x, y = blobs
+    y = y.copy()
+    y[[0, 7]] = [10, 11]  # two singleton clusters: their samples score 0
+    assert silhouette(x, y, metric=metric) == pytest.approx(
+        silhouette_score(x, y, metric=metric), abs=1e-6
+    )
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("data", ["digits", "mnist1d"])
+def test_silhouette_matches_sklearn_on_real_data(request, data, metric):
+    x, y = request.getfixturevalue(data)
+    x, y = x[:1500], y[:1500]
+    km_labels = kmeans(x, 10, n_init=1, seed=0).labels
+    for labels in (y, km_labels):
+        ours = silhouette(x, labels, metric=metric)
+        assert ours == pytest.approx(silhouette_score(x, labels, metric=metric), abs=1e-6)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize(
+    ("symmetric", "block", "reduce"),
+    [
+        (True, 37, "segments"),
+        (True, 37, "index_add"),
+        (True, 37, "onehot"),
+        (False, 37, "segments"),
+        (False, 37, "index_add"),
+        (False, 10_000, "onehot"),
+    ],
+)
+def test_silhouette_per_sample_values_match_sklearn_on_every_code_path(
+    digits, metric, symmetric, block, reduce
+):
+    x, y = digits
+    x, y = x[:400], y[:400].copy()
+    y[5] = 42  # singleton
+    codes = np.unique(y, return_inverse=True)[1]
+    ours = clustering._silhouette_samples(
+        torch.from_numpy(x),
+        torch.from_numpy(codes.astype(np.int64)),
+        int(codes.max()) + 1,
+        metric,
+        symmetric=symmetric,
+        block=block,
+        reduce=reduce,
+    )
+    np.testing.assert_allclose(ours.numpy(), silhouette_samples(x, y, metric=metric), atol=1e-9)
+
+
+def test_silhouette_float32_torch_input_and_zero_rows(blobs):
+    x, y = blobs
+    x = x.copy()
+    x[3] = 0.0  # an all-zero row: cosine distance 1 to everything else, as sklearn
+    xt = torch.from_numpy(x.astype(np.float32))
+    for metric in METRICS:
+        expected = silhouette_score(x.astype(np.float32).astype(np.float64), y, metric=metric)
+        assert silhouette(xt, torch.from_numpy(y), metric=metric) == pytest.approx(
+            expected, abs=1e-6
+        )
+
+
+def test_silhouette_of_two_points_per_cluster_closed_form():
+    # clusters {0, 1} at distance 1 apart internally, far from {10, 11}: a = 1,
+    # b = mean distance to the other cluster.
+    x = np.array([[0.0], [1.0], [10.0], [11.0]])
+    labels = [0, 0, 1, 1]
+    b = np.array([10.5, 9.5, 9.5, 10.5])
+    expected = float(np.mean((b - 1.0) / b))
+    assert silhouette(x, labels) == pytest.approx(expected, abs=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), n_clusters=st.integers(2, 6))
+def test_silhouette_invariant_to_label_renaming(seed, n_clusters):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(60, 3))
+    labels = rng.integers(0, n_clusters, size=60)
+    labels[:n_clusters] = np.arange(n_clusters)  # every cluster used
+    renamed = rng.permutation(np.arange(100, 100 + n_clusters))[labels]
+    as_strings = np.array([f"c{v}" for v in renamed])
+    base = silhouette(x, labels)
+    assert silhouette(x, renamed) == pytest.approx(base, abs=1e-12)
+    assert silhouette(x, as_strings) == pytest.approx(base, abs=1e-12)
+    assert base == pytest.approx(silhouette_score(x, labels), abs=1e-9)
+
+
+def test_silhouette_sample_size_is_close_and_deterministic():
+    x, y = make_blobs(n_samples=6000, n_features=8, centers=6, cluster_std=3.0, random_state=1)
+    full = silhouette(x, y)
+    sub = silhouette(x, y, sample_size=1500, seed=4)
+    assert sub == silhouette(x, y, sample_size=1500, seed=4)
+    assert abs(sub - full) < 0.03
+    others = {silhouette(x, y, sample_size=1500, seed=s) for s in range(4)}
+    assert len(others) > 1  # a different seed draws a different subsample
+    # a subsample at least as large as the data is the data
+    assert silhouette(x, y, sample_size=6000) == pytest.approx(full, abs=1e-12)
+    assert silhouette(x[:20], y[:20], sample_size=10**6) == pytest.approx(
+        silhouette_score(x[:20], y[:20]), abs=1e-9
+    )
+
+
+def test_silhouette_degenerate_labels_give_nan(blobs):
+    x, _ = blobs
+    assert math.isnan(silhouette(x, np.zeros(len(x), dtype=int)))
+    assert math.isnan(silhouette(x, np.arange(len(x))))
+    # collapsed embeddings with two labels: every distance is 0, s(i) = 0 (sklearn too)
+    z = np.ones((10, 3))
+    lab = [0] * 5 + [1] * 5
+    assert silhouette(z, lab) == pytest.approx(silhouette_score(z, lab), abs=1e-12)
+
+
+def test_silhouette_bad_input_raises(blobs):
+    x, y = blobs
+    bad = x.copy()
+    bad[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        silhouette(bad, y)
+    bad[2, 1] = np.inf
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        silhouette(bad, y)
+    with pytest.raises(ValueError, match="2-D"):
+        silhouette(x[:, 0], y)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        silhouette(x[:1], y[:1])
+    with pytest.raises(ValueError, match="length 499"):
+        silhouette(x, y[:-1])
+    with pytest.raises(ValueError, match="metric"):
+        silhouette(x, y, metric="manhattan")
+    with pytest.raises(ValueError, match="sample_size"):
+        silhouette(x, y, sample_size=1)
+
+
+# --------------------------------------------------------------------------- k-means
+
+
+@pytest.mark.parametrize("data", ["digits", "mnist1d", "blobs"])
+def test_kmeans_inertia_within_one_percent_of_sklearn(request, data):
+    x, _ = request.getfixturevalue(data)
+    x, k = x[:2000], 10
+    ours = kmeans(x, k, n_init=3, seed=0)
+    assert isinstance(ours, KMeansResult)
+    assert ours.inertia <= 1.01 * _sk_kmeans_inertia(x, k, n_init=3)
+    assert 1 <= ours.n_iter <= 300
+
+
+def test_kmeans_labels_centroids_inertia_consistent_with_numpy(mnist1d):
+    x, _ = mnist1d
+    res = kmeans(x, 8, n_init=2, seed=1)
+    assert res.labels.dtype == np.int64 and res.labels.shape == (len(x),)
+    assert res.centroids.dtype == np.float64 and res.centroids.shape == (8, x.shape[1])
+    d2 = ((x[:, None, :] - res.centroids[None, :, :]) ** 2).sum(-1)
+    np.testing.assert_array_equal(res.labels, d2.argmin(axis=1))
+    assert res.inertia == pytest.approx(d2.min(axis=1).sum(), rel=1e-9)
+    # converged Lloyd: each centroid is (to the tolerance) the mean of its members
+    means = np.stack([x[res.labels == j].mean(axis=0) for j in range(8)])
+    assert np.abs(means - res.centroids).max() < 0.05 * x.std()
+
+
+def test_kmeans_seed_determinism(mnist1d):
+    x, _ = mnist1d
+    x = x[:1500]
+    a = kmeans(x, 10, n_init=1, seed=7)
+    b = kmeans(torch.from_numpy(x), 10, n_init=1, seed=7)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+    assert a.inertia == b.inertia
+    # another seed draws other k-means++ centres: some seed gives another partition
+    assert any(
+        cluster_agreement(a.labels, kmeans(x, 10, n_init=1, seed=s).labels, method="ari") < 1.0
+        for s in (8, 9, 10)
+    )
+
+
+def test_kmeans_float32_input(digits):
+    x, _ = digits
+    r32 = kmeans(x.astype(np.float32), 10, n_init=3, seed=0)
+    assert r32.inertia <= 1.01 * _sk_kmeans_inertia(x.astype(np.float32), 10, n_init=3)
+    d2 = ((x[:, None, :] - r32.centroids[None, :, :]) ** 2).sum(-1)
+    assert r32.inertia == pytest.approx(d2[np.arange(len(x)), r32.labels].sum(), rel=1e-5)
+
+
+def test_kmeans_k1_and_k_equals_n_closed_forms(blobs):
+    x, _ = blobs
+    one = kmeans(x, 1)
+    np.testing.assert_allclose(one.centroids[0], x.mean(axis=0), atol=1e-10)
+    assert one.inertia == pytest.approx(((x - x.mean(axis=0)) ** 2).sum(), rel=1e-10)
+    small = x[:12]
+    every = kmeans(small, 12, n_init=1)
+    assert every.inertia == pytest.approx(0.0, abs=1e-9)
+    assert sorted(every.labels.tolist()) == list(range(12))
+
+
+@pytest.mark.parametrize("bounds", [True, False])
+def test_kmeans_relocates_empty_cluster_like_sklearn(bounds):
+    # Two tight groups and a third initial centre far from every sample: its cluster is
+    # empty after the first assignment and must be re-seeded with the sample farthest
+    # from its centre, exactly as scikit-learn's Lloyd does.
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, (50, 2)), rng.normal(8, 1, (50, 2))])
+    x[0] = [-6.0, 0.0]  # an outlier that ends up in a cluster of its own
+    init = np.array([[0.0, 0.0], [8.0, 8.0], [100.0, 100.0]])
+    mean = x.mean(axis=0)
+    xc = torch.from_numpy(x - mean)
+    labels, centers, inertia, _ = clustering._lloyd(
+        xc, (xc * xc).sum(1), torch.from_numpy(init - mean), 300, 0.0, bounds=bounds
+    )
+    sk = KMeans(3, init=init, n_init=1, algorithm="lloyd", tol=0.0).fit(x)
+    assert len(np.unique(labels.numpy())) == 3
+    np.testing.assert_array_equal(labels.numpy(), sk.labels_)
+    np.testing.assert_allclose(centers.numpy() + mean, sk.cluster_centers_, atol=1e-9)
+    assert inertia == pytest.approx(sk.inertia_, rel=1e-9)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_kmeans_collapsed_and_few_distinct_points_do_not_crash(k):
+    flat = np.full((40, 4), 2.5)
+    res = kmeans(flat, k, n_init=2)
+    assert res.inertia == pytest.approx(0.0, abs=1e-12)
+    assert np.allclose(res.centroids, 2.5)
+    assert res.labels.min() >= 0 and res.labels.max() < k
+    three = np.repeat(np.eye(3) * 5.0, 10, axis=0)
+    res = kmeans(three, max(k, 3), n_init=2)
+    assert res.inertia == pytest.approx(0.0, abs=1e-9)
+    assert len(np.unique(res.labels)) == 3
+
+
+def test_kmeans_bad_input_raises(blobs):
+    x, _ = blobs
+    with pytest.raises(ValueError, match="more than the 500 samples"):
+        kmeans(x, 501)
+    with pytest.raises(ValueError, match="k must be an integer >= 1"):
+        kmeans(x, 0)
+    with pytest.raises(ValueError, match="k must be an integer"):
+        kmeans(x, 2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n_init"):
+        kmeans(x, 2, n_init=0)
+    with pytest.raises(ValueError, match="tol"):
+        kmeans(x, 2, tol=-1.0)
+    bad = x.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        kmeans(bad, 2)
+    with pytest.raises(ValueError, match="2-D"):
+        kmeans(x[:, 0], 2)
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        kmeans(x[:1], 1)
+
+
+@pytest.mark.parametrize("onehot", [True, False])
+def test_cluster_sum_helper_matches_numpy(onehot):
+    # the one-hot GEMM path is the default on accelerators; check both on the CPU
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(300, 5))
+    index = rng.integers(0, 7, size=300)
+    sums = torch.ones(7, 5, dtype=torch.float64)
+    clustering._add_rows(sums, torch.from_numpy(index), torch.from_numpy(rows), -0.5, onehot=onehot)
+    expected = np.ones((7, 5))
+    np.add.at(expected, index, -0.5 * rows)
+    np.testing.assert_allclose(sums.numpy(), expected, atol=1e-12)
+
+
+# ------------------------------------------------------------------------- agreement
+
+
+def test_cluster_agreement_matches_sklearn(digits):
+    x, y = digits
+    pred = kmeans(x, 10, n_init=1, seed=0).labels
+    rng = np.random.default_rng(0)
+    rand = rng.integers(0, 7, size=len(y))
+    for a, b in ((y, pred), (y, rand), (pred, pred)):
+        assert cluster_agreement(a, b) == pytest.approx(
+            adjusted_mutual_info_score(a, b, average_method="arithmetic"), abs=1e-12
+        )
+        assert cluster_agreement(a, b, method="ari") == pytest.approx(
+            adjusted_rand_score(a, b), abs=1e-12
+        )
+        assert cluster_agreement(torch.from_numpy(a), b, method="nmi") == pytest.approx(
+            normalized_mutual_info_score(a, b), abs=1e-12
+        )
+    assert cluster_agreement(y, 100 - y) == pytest.approx(1.0)
+    assert cluster_agreement(["a", "b", "b"], [0, 1, 1]) == pytest.approx(1.0)
+
+
+def test_cluster_agreement_bad_input():
+    with pytest.raises(ValueError, match="length 3 but labels_b has length 2"):
+        cluster_agreement([0, 1, 1], [0, 1])
+    with pytest.raises(ValueError, match="method"):
+        cluster_agreement([0, 1], [0, 1], method="vi")
+    with pytest.raises(ValueError, match="1-D"):
+        cluster_agreement(np.zeros((2, 2)), [0, 1])
+    with pytest.raises(ValueError, match="empty"):
+        cluster_agreement([], [])
+
+
+@pytest.mark.parametrize("bounds", [True, False])
+@pytest.mark.parametrize("data", ["digits", "mnist1d"])
+def test_lloyd_from_given_centres_reproduces_sklearn_iterates(request, data, bounds):
+    # Same initial centres -> the accelerated (Hamerly-bounded) Lloyd must produce the
+    # same iterates as scikit-learn's plain Lloyd: labels, centres, inertia, n_iter.
+    x, _ = request.getfixturevalue(data)
+    init = x[np.random.default_rng(5).choice(len(x), 12, replace=False)]
+    mean = x.mean(axis=0)
+    xc = torch.from_numpy(x - mean)
+    tol = 1e-4
+    tol_abs = float(np.var(x, axis=0).mean()) * tol
+    labels, centers, inertia, n_iter = clustering._lloyd(
+        xc, (xc * xc).sum(1), torch.from_numpy(init - mean), 300, tol_abs, bounds=bounds
+    )
+    sk = KMeans(12, init=init, n_init=1, algorithm="lloyd", tol=tol, max_iter=300).fit(x)
+    assert n_iter == sk.n_iter_
+    np.testing.assert_array_equal(labels.numpy(), sk.labels_)
+    np.testing.assert_allclose(centers.numpy() + mean, sk.cluster_centers_, atol=1e-8)
+    assert inertia == pytest.approx(sk.inertia_, rel=1e-9)

@@ -1,0 +1,205 @@
+"""evaluate(): values against independent oracles, definitions, selection, robustness."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_mutual_info_score, silhouette_score
+
+import sslwatch
+from sslwatch import REGISTRY, evaluate, kmeans
+from sslwatch.suite import sample_indices
+
+
+def numpy_rankme(z: np.ndarray, eps: float = 1e-7) -> float:
+    s = np.linalg.svd(z, compute_uv=False)
+    p = s / s.sum() + eps
+    return float(np.exp(-np.sum(p * np.log(p))))
+
+
+@pytest.fixture(scope="module")
+def digits_result(digits):  # type: ignore[no-untyped-def]
+    x, y = digits
+    return evaluate(x, labels=y, sample_size=1000, seed=3)
+
+
+def test_default_label_free_set_without_views(digits) -> None:  # type: ignore[no-untyped-def]
+    x, _ = digits
+    res = evaluate(x[:500], sample_size=None)
+    expected = [s.name for s in REGISTRY.values() if s.default and s.needs == "embeddings"]
+    assert list(res) == expected
+    assert "lidar" not in res and "linear_probe" not in res
+    assert {
+        "rankme",
+        "alpha_req",
+        "stable_rank",
+        "silhouette",
+        "cluster_agreement",
+        "entropy",
+        "collapse_std",
+    } <= set(res)
+
+
+def test_spectrum_values_use_all_rows_and_match_numpy(digits, digits_result) -> None:  # type: ignore[no-untyped-def]
+    x, _ = digits
+    assert digits_result["rankme"] == pytest.approx(numpy_rankme(x), rel=1e-8)
+    s = np.linalg.svd(x, compute_uv=False)
+    assert digits_result["stable_rank"] == pytest.approx((s**2).sum() / s[0] ** 2, rel=1e-8)
+    assert digits_result.definitions["rankme"].n == len(x)
+    assert digits_result.definitions["rankme"].d == 64
+    assert digits_result.definitions["rankme"].params["eps"] == 1e-7
+
+
+def test_gaussian_entropy_matches_closed_form(mnist1d) -> None:  # type: ignore[no-untyped-def]
+    x, _ = mnist1d
+    res = evaluate(x, metrics=["entropy_gaussian"])
+    _, logdet = np.linalg.slogdet(np.cov(x, rowvar=False))
+    expected = 0.5 * (x.shape[1] * math.log(2 * math.pi * math.e) + logdet)
+    assert res["entropy_gaussian"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_point_metrics_use_the_seeded_sample(digits, digits_result) -> None:  # type: ignore[no-untyped-def]
+    x, y = digits
+    idx = sample_indices(len(x), 1000, 3)
+    assert idx is not None and len(idx) == 1000 and len(np.unique(idx)) == 1000
+    sample, ys = x[idx], y[idx]
+    k = len(np.unique(y))
+    labels = kmeans(sample, k, n_init=3, seed=3).labels
+    assert digits_result["silhouette"] == pytest.approx(silhouette_score(sample, labels), abs=1e-6)
+    assert digits_result["label_ami"] == pytest.approx(
+        adjusted_mutual_info_score(ys, labels), abs=1e-12
+    )
+    defn = digits_result.definitions["silhouette"]
+    assert defn.n == 1000 and defn.params["k"] == 10 and defn.params["seed"] == 3
+
+
+def test_labels_add_probes(digits_result) -> None:  # type: ignore[no-untyped-def]
+    assert digits_result["linear_probe"] > 0.9
+    assert digits_result["knn_accuracy"] > 0.9
+    assert 0.3 < digits_result["label_ami"] <= 1.0
+
+
+def test_views_add_view_metrics_and_agreement_across_views(rng) -> None:  # type: ignore[no-untyped-def]
+    base = rng.normal(size=(300, 16))
+    views = np.stack([base + 0.1 * rng.normal(size=base.shape) for _ in range(3)], axis=1)
+    res = evaluate(base, views=views, sample_size=None)
+    for name in ("lidar", "alignment", "uniformity"):
+        assert name in res and math.isfinite(res[name])
+    assert res.definitions["cluster_agreement"].params["source"] == "views"
+    assert res.definitions["lidar"].n == 300
+    plain = evaluate(base, metrics=["cluster_agreement"], sample_size=None)
+    assert plain.definitions["cluster_agreement"].params["source"] == "seeds"
+    assert not plain.definitions["cluster_agreement"].comparable_with(
+        res.definitions["cluster_agreement"]
+    )
+
+
+def test_deterministic_and_permutation_invariant_spectrum(rng) -> None:  # type: ignore[no-untyped-def]
+    z = rng.normal(size=(400, 12)) @ np.diag(np.linspace(3, 0.1, 12))
+    a = evaluate(z, sample_size=200, seed=1)
+    b = evaluate(z, sample_size=200, seed=1)
+    assert dict(a) == dict(b)
+    perm = evaluate(z[rng.permutation(len(z))], metrics=["rankme", "stable_rank", "alpha_req"])
+    for name in perm:
+        assert perm[name] == pytest.approx(a[name], rel=1e-9)
+
+
+def test_torch_and_half_precision_inputs(rng) -> None:  # type: ignore[no-untyped-def]
+    z = rng.normal(size=(256, 8)).astype(np.float32)
+    res32 = evaluate(torch.from_numpy(z), metrics=["rankme"])
+    res16 = evaluate(torch.from_numpy(z).to(torch.bfloat16), metrics=["rankme"])
+    assert res16.definitions["rankme"].dtype == "float32"  # bf16 upcast before recording
+    assert res16["rankme"] == pytest.approx(res32["rankme"], rel=1e-2)
+
+
+def test_param_overrides_are_recorded_and_validated(rng) -> None:  # type: ignore[no-untyped-def]
+    z = rng.normal(size=(100, 5))
+    res = evaluate(z, metrics=["rankme"], params={"rankme": {"eps": 1e-3}})
+    assert res["rankme"] == pytest.approx(numpy_rankme(z, eps=1e-3), rel=1e-8)
+    assert res.definitions["rankme"].params["eps"] == 1e-3
+    with pytest.raises(ValueError, match="unknown parameter"):
+        evaluate(z, metrics=["rankme"], params={"rankme": {"epsilon": 1}})
+    with pytest.raises(ValueError, match="not among the selected"):
+        evaluate(z, metrics=["rankme"], params={"silhouette": {"metric": "cosine"}})
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"metrics": ["no_such_metric"]}, "unknown metric"),
+        ({"metrics": ["linear_probe"]}, "needs labels"),
+        ({"metrics": ["lidar"]}, "needs augmented views"),
+        ({"labels": np.zeros(3)}, "length 3"),
+        ({"k": 1}, "k must be"),
+        ({"k": 60, "sample_size": 50}, "k=60"),
+    ],
+)
+def test_bad_arguments(rng, kwargs, match) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=match):
+        evaluate(rng.normal(size=(100, 4)), **kwargs)
+
+
+def test_bad_embeddings() -> None:
+    z = np.ones((10, 3))
+    z[2, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate(z)
+    with pytest.raises(ValueError, match="2-D"):
+        evaluate(np.ones(10))
+
+
+def test_collapsed_embeddings_do_not_crash() -> None:
+    z = np.tile(np.arange(6, dtype=np.float64), (200, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = evaluate(z, sample_size=None)
+    assert res["rankme"] == pytest.approx(1.0, abs=1e-3)
+    assert math.isnan(res["silhouette"])
+    assert res["collapse_std"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_on_error_warn_records_nan(monkeypatch, rng) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    def boom(ctx, p):  # type: ignore[no-untyped-def]
+        raise RuntimeError("planted failure")
+
+    broken = replace(REGISTRY["stable_rank"], compute=boom)
+    monkeypatch.setitem(REGISTRY._specs, "stable_rank", broken)
+    z = rng.normal(size=(50, 4))
+    with pytest.raises(RuntimeError, match="planted"):
+        evaluate(z, metrics=["rankme", "stable_rank"])
+    with pytest.warns(RuntimeWarning, match="stable_rank"):
+        res = evaluate(z, metrics=["rankme", "stable_rank"], on_error="warn")
+    assert math.isnan(res["stable_rank"]) and math.isfinite(res["rankme"])
+    assert "planted failure" in res.errors["stable_rank"]
+
+
+def test_public_api_names() -> None:
+    for name in (
+        "rankme",
+        "singular_values",
+        "stable_rank",
+        "nesum",
+        "participation_ratio",
+        "condition_number",
+        "alpha_req",
+        "kmeans",
+        "KMeansResult",
+        "silhouette",
+        "cluster_agreement",
+        "entropy",
+        "lidar",
+        "alignment",
+        "uniformity",
+        "collapse_std",
+        "linear_probe",
+        "knn_accuracy",
+        "evaluate",
+        "REGISTRY",
+    ):
+        assert hasattr(sslwatch, name), name
