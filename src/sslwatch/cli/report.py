@@ -1,0 +1,385 @@
+"""``sslwatch analyze DB`` (rich tables) and ``sslwatch report DB -o report.html``."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from sslwatch.cli import app, console, fail, format_value
+
+_GROUP_BY = ("method", "architecture", "none")
+_ARROWS = {"higher": "↑", "lower": "↓", "none": "·"}
+_SEVERITY_STYLE = {"critical": "bold white on red", "warning": "black on yellow", "info": "dim"}
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    out = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    return out or None
+
+
+def _open_rows(db: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    from sslwatch.store import ResultStore
+
+    if not db.is_file():
+        raise fail(f"no results store at {db}; pass the database written by `sslwatch sweep`")
+    try:
+        with ResultStore(db) as store:
+            return store.tidy_rows(), store.failures()
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+
+
+def _analyze_kwargs(
+    reference: str | None,
+    reference_representation: str | None,
+    representation: list[str] | None,
+    metric: list[str] | None,
+    group_by: str,
+    epoch: int | None,
+    source: str | None,
+    min_epoch: int,
+    n_boot: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, Any]:
+    if group_by not in _GROUP_BY:
+        raise fail(f"--group-by must be one of {', '.join(_GROUP_BY)}, got {group_by!r}")
+    return {
+        "reference": reference,
+        "reference_representation": reference_representation,
+        "representations": _split(representation),
+        "metrics": _split(metric),
+        "group_by": None if group_by == "none" else group_by,
+        "epoch": epoch,
+        "source": source,
+        "min_epoch": min_epoch,
+        "n_boot": n_boot,
+        "confidence": confidence,
+        "seed": seed,
+    }
+
+
+# Options shared by both commands.
+ReferenceOpt = Annotated[
+    str | None,
+    typer.Option(help="Label-based reference (default: linear_probe, else knn_accuracy, ...)."),
+]
+ReferenceRepOpt = Annotated[
+    str | None,
+    typer.Option(help="Read the reference on this representation (default: the metric's own)."),
+]
+RepresentationOpt = Annotated[
+    list[str] | None,
+    typer.Option("--representation", help="Representation(s) to analyse (default: all)."),
+]
+MetricOpt = Annotated[
+    list[str] | None,
+    typer.Option("--metric", help="Label-free metric(s) to analyse (default: all stored)."),
+]
+GroupByOpt = Annotated[
+    str, typer.Option(help="Group runs by 'method', 'architecture' or 'none' for selection.")
+]
+EpochOpt = Annotated[
+    int | None,
+    typer.Option(help="Compare runs at this epoch (default: the runs' last common epoch)."),
+]
+SourceOpt = Annotated[
+    str | None, typer.Option(help="Only points of this source: 'checkpoint' or 'online'.")
+]
+MinEpochOpt = Annotated[
+    int, typer.Option(help="Leave out checkpoints before this epoch (0 keeps the initial one).")
+]
+NBootOpt = Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")]
+ConfidenceOpt = Annotated[float, typer.Option(help="Confidence level of the intervals.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed of the bootstrap.")]
+
+
+def _ci(est: Any) -> str:
+    text = format_value(est.value)
+    if math.isfinite(est.low):
+        text += f" [{format_value(est.low)}, {format_value(est.high)}]"
+    return text
+
+
+def _trust_style(c: Any) -> str:
+    s = c.stats.spearman
+    if not c.oriented or not math.isfinite(s.low):
+        return ""
+    return "green" if s.low > 0 else "red" if s.high < 0 else ""
+
+
+@app.command()
+def analyze(
+    db: Annotated[Path, typer.Argument(help="Results store (SQLite) written by a sweep.")],
+    reference: ReferenceOpt = None,
+    reference_representation: ReferenceRepOpt = None,
+    representation: RepresentationOpt = None,
+    metric: MetricOpt = None,
+    group_by: GroupByOpt = "method",
+    epoch: EpochOpt = None,
+    source: SourceOpt = None,
+    min_epoch: MinEpochOpt = 1,
+    n_boot: NBootOpt = 1000,
+    confidence: ConfidenceOpt = 0.9,
+    seed: SeedOpt = 0,
+) -> None:
+    """How far each label-free metric can be trusted, and which run/checkpoint to keep."""
+    from sslwatch.analysis import analyze as run_analysis
+
+    rows, failures = _open_rows(db)
+    if not rows:
+        raise fail(f"{db} holds no results yet; run `sslwatch sweep` first")
+    kwargs = _analyze_kwargs(
+        reference, reference_representation, representation, metric, group_by, epoch,
+        source, min_epoch, n_boot, confidence, seed,
+    )  # fmt: skip
+    try:
+        result = run_analysis(rows, **kwargs)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    console.print(
+        f"[bold]{db}[/]: {len(result.runs)} runs, {len(rows)} values; reference "
+        f"[bold]{result.reference or 'none'}[/]; {100 * confidence:g}% bootstrap intervals "
+        f"({n_boot} resamples, seed {seed}); checkpoints before epoch {min_epoch} left out",
+        highlight=False,
+    )
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    _print_trust(result)
+    _print_selection(result)
+    _print_warnings_and_findings(result, failures)
+
+
+def _group_label(result: Any, run: str) -> str:
+    group_by = result.settings.get("group_by")
+    for name, method, arch in result.runs:
+        if name == run:
+            value = method if group_by == "method" else arch
+            return "all runs" if group_by is None else value or f"(no {group_by})"
+    return run
+
+
+def _print_trust(result: Any) -> None:
+    per_run: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
+    for c in result.correlations:
+        if c.scope == "run" and math.isfinite(c.stats.spearman.value):
+            key = (_group_label(result, c.group), c.representation, c.metric, c.digest)
+            per_run[key].append(c.stats.spearman.value)
+    finals = {
+        (c.group, c.representation, c.metric, c.digest): c
+        for c in result.correlations
+        if c.scope == "final"
+    }
+    counts = Counter(d.metric for d in result.definitions)
+    several = {m for m, count in counts.items() if count > 1}
+    pooled = [c for c in result.correlations if c.scope == "pooled"]
+    for group in sorted({c.group for c in pooled}):
+        table = Table(
+            title=f"{group}: correlation with {result.reference} (pooled over checkpoints; "
+            "↓ metrics negated, · raw)",
+            title_justify="left",
+        )
+        for col in ("repr.", "metric", "n", "Spearman [CI]", "Kendall [CI]", "Pearson [CI]",
+                    "final ρs", "runs ρs median (min..max)"):  # fmt: skip
+            table.add_column(col, justify="left" if col in ("repr.", "metric") else "right")
+        for c in (c for c in pooled if c.group == group):
+            fin = finals.get((c.group, c.representation, c.metric, c.digest))
+            rs = per_run.get((c.group, c.representation, c.metric, c.digest), [])
+            name = f"{c.metric} {_ARROWS[c.direction]}"
+            if c.architecture and not _cross_architecture(c.metric):
+                name += f" ({c.architecture})"
+            if c.metric in several:
+                name += f" N={c.definition.n}"
+            table.add_row(
+                c.representation,
+                name,
+                str(c.n),
+                _ci(c.stats.spearman),
+                _ci(c.stats.kendall),
+                _ci(c.stats.pearson),
+                f"{format_value(fin.stats.spearman.value)} ({fin.n} runs)" if fin else "-",
+                (
+                    f"{format_value(statistics.median(rs))} ({format_value(min(rs))}.."
+                    f"{format_value(max(rs))})"
+                    if rs
+                    else "-"
+                ),
+                style=_trust_style(c),
+            )
+        console.print(table)
+
+
+def _print_selection(result: Any) -> None:
+    ref = result.reference or "reference"
+    if result.run_selections:
+        table = Table(
+            title=f"Best run per {result.settings.get('group_by') or 'sweep'} "
+            f"(regret = oracle − selected {ref})",
+            title_justify="left",
+        )
+        for col in ("group", "repr.", "metric", "epoch", "selected", "value", ref, "oracle",
+                    "regret", "runs"):  # fmt: skip
+            table.add_column(col)
+        counts = Counter(d.metric for d in result.definitions)
+        for s in result.run_selections:
+            table.add_row(
+                s.group + (f" ({s.architecture})" if s.architecture else ""),
+                s.representation,
+                f"{s.metric} {_ARROWS[_direction(s.metric)]}"
+                + (f" N={s.definition.n}" if counts[s.metric] > 1 else ""),
+                str(s.epoch),
+                s.selected_run,
+                format_value(s.value),
+                format_value(s.reference_value),
+                s.oracle_run or "-",
+                format_value(s.regret),
+                str(len(s.ranking)),
+            )
+        console.print(table)
+    if result.checkpoint_selections:
+        table = Table(title="Best checkpoint per run", title_justify="left")
+        for col in ("run", "repr.", "metric", "epoch", "value", ref, "oracle epoch", "regret"):
+            table.add_column(col)
+        for ck in result.checkpoint_selections:
+            table.add_row(
+                ck.run,
+                ck.representation,
+                f"{ck.metric} {_ARROWS[_direction(ck.metric)]}",
+                str(ck.epoch),
+                format_value(ck.value),
+                format_value(ck.reference_value),
+                str(ck.oracle_epoch) if ck.oracle_epoch is not None else "-",
+                format_value(ck.regret),
+            )
+        console.print(table)
+
+
+def _print_warnings_and_findings(result: Any, failures: list[dict[str, Any]]) -> None:
+    if result.warnings:
+        console.print("[bold yellow]Comparability warnings[/] (these values were not compared):")
+        for w in result.warnings:
+            console.print(f"  - {w.context}: {w.message}", highlight=False)
+    else:
+        console.print("No comparability warnings: every comparison had matching definitions.")
+    if not (result.findings or failures):
+        console.print("No collapse and no falling RankMe detected.")
+        return
+    table = Table(title="Diagnoses", title_justify="left")
+    for col in ("severity", "run", "repr.", "metric", "finding"):
+        table.add_column(col)
+    for f in result.findings:
+        table.add_row(
+            f"[{_SEVERITY_STYLE[f.severity]}]{f.severity}[/]",
+            f.run,
+            f.representation,
+            f.metric,
+            f.message,
+        )
+    for failure in failures:
+        error = str(failure.get("error") or "").strip().splitlines()
+        table.add_row(
+            f"[{_SEVERITY_STYLE['warning']}]failed[/]",
+            str(failure["run"]),
+            "-",
+            "-",
+            f"{failure.get('path') or failure.get('epoch')}: {error[-1] if error else ''}",
+        )
+    console.print(table)
+
+
+def _direction(metric: str) -> str:
+    from sslwatch.registry import REGISTRY
+
+    spec = REGISTRY.get(metric)
+    return "none" if spec is None else spec.direction
+
+
+def _cross_architecture(metric: str) -> bool:
+    from sslwatch.registry import REGISTRY
+
+    spec = REGISTRY.get(metric)
+    return False if spec is None else spec.cross_architecture
+
+
+def _load_spectra(items: list[str], runs: set[str]) -> dict[Any, Any]:
+    """``RUN=FILE`` or ``RUN:REPRESENTATION=FILE`` -> singular values of the embeddings."""
+    from sslwatch.io import load_embedding_file
+    from sslwatch.metrics.spectrum import singular_values
+
+    out: dict[Any, Any] = {}
+    for item in items:
+        name, sep, file = item.partition("=")
+        if not sep or not name or not file:
+            raise fail(f"--embeddings takes RUN=FILE or RUN:REPRESENTATION=FILE, got {item!r}")
+        run, _, rep = name.partition(":") if name not in runs else (name, "", "")
+        if run not in runs:
+            raise fail(f"--embeddings names run {run!r}, not in the store: {', '.join(runs)}")
+        try:
+            data = load_embedding_file(Path(file))
+            out[(run, rep) if rep else run] = singular_values(data.z)
+        except (FileNotFoundError, ValueError) as exc:
+            raise fail(str(exc)) from None
+    return out
+
+
+@app.command()
+def report(
+    db: Annotated[Path, typer.Argument(help="Results store (SQLite) written by a sweep.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="HTML file to write (self-contained).")
+    ] = Path("report.html"),
+    embeddings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--embeddings",
+            help="RUN=FILE (or RUN:REPRESENTATION=FILE): embeddings of a run's latest "
+            "checkpoint, to plot its singular-value spectrum. Repeatable; optional.",
+        ),
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Page title.")] = None,
+    reference: ReferenceOpt = None,
+    reference_representation: ReferenceRepOpt = None,
+    representation: RepresentationOpt = None,
+    metric: MetricOpt = None,
+    group_by: GroupByOpt = "method",
+    epoch: EpochOpt = None,
+    source: SourceOpt = None,
+    min_epoch: MinEpochOpt = 1,
+    n_boot: NBootOpt = 1000,
+    confidence: ConfidenceOpt = 0.9,
+    seed: SeedOpt = 0,
+) -> None:
+    """Write one self-contained HTML report (plots inlined; opens offline)."""
+    from sslwatch.report import write_report
+
+    rows, _ = _open_rows(db)
+    if not rows:
+        raise fail(f"{db} holds no results yet; run `sslwatch sweep` first")
+    kwargs = _analyze_kwargs(
+        reference,
+        reference_representation,
+        representation,
+        metric,
+        group_by,
+        epoch,
+        source,
+        min_epoch,
+        n_boot,
+        confidence,
+        seed,
+    )
+    spectra = _load_spectra(embeddings or [], {str(r["run"]) for r in rows})
+    try:
+        path = write_report(db, output, spectra=spectra, title=title, **kwargs)
+    except (ValueError, ImportError) as exc:
+        raise fail(str(exc)) from None
+    size = path.stat().st_size
+    console.print(f"wrote {path} ({size / 1024:.0f} KiB)", highlight=False)

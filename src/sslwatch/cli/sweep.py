@@ -1,0 +1,360 @@
+"""``sslwatch sweep``, ``sslwatch merge`` and ``sslwatch export``: thin adapters over
+:mod:`sslwatch.sweep` and :mod:`sslwatch.store`.
+
+Exit codes of ``sweep``: 0 when every checkpoint is ok (or was already stored);
+otherwise the number of failed checkpoints, capped at 100; 101 when the sweep cannot
+start (bad data, model factory, option or checkpoint glob; nothing is evaluated);
+command-line usage errors give 2, as for every command.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from sslwatch.cli import app, console, err_console
+
+#: Exit code when the sweep cannot start at all.
+EXIT_SETUP_ERROR = 101
+#: Exit code of ``merge``/``export`` on bad input.
+EXIT_USAGE = 2
+
+
+def _error(message: str, code: int) -> typer.Exit:
+    """Print ``error: message`` on ONE stderr line (never wrapped) and return the Exit."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def format_seconds(seconds: float) -> str:
+    """Human duration: ``0.42 s``, ``12.3 s``, ``4 min 05 s``."""
+    if not math.isfinite(seconds):
+        return str(seconds)
+    if seconds < 10:
+        return f"{seconds:.2f} s"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s"
+
+
+def _parse_params(items: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``["linear_probe.l2=0.001", "rankme.eps=1e-6"]`` -> nested dict (values as JSON)."""
+    from sslwatch.sweep import SweepSetupError
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        metric, dot, name = key.strip().partition(".")
+        if not sep or not dot or not metric or not name:
+            raise SweepSetupError(
+                f"--param {item!r} must look like METRIC.NAME=VALUE, e.g. linear_probe.l2=0.001."
+            )
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw  # a bare string, e.g. silhouette.metric=cosine
+        out.setdefault(metric, {})[name] = value
+    return out
+
+
+@app.command()
+def sweep(
+    model: Annotated[
+        str,
+        typer.Option(help="Model factory: 'package.module:function' or 'path/file.py:function'."),
+    ],
+    checkpoints: Annotated[
+        list[str],
+        typer.Option(help="Checkpoint glob or file (quote globs; repeat for several)."),
+    ],
+    data: Annotated[
+        str,
+        typer.Option(help="Data: digits, mnist1d, mnist5k, npz:PATH or folder:PATH."),
+    ],
+    db: Annotated[Path, typer.Option(help="Results store (SQLite), created when missing.")],
+    labels: Annotated[
+        bool | None,
+        typer.Option(
+            "--labels/--no-labels",
+            help="Use the data set's labels for probes (default: when it has any).",
+        ),
+    ] = None,
+    labelled_fraction: Annotated[
+        float | None,
+        typer.Option(help="Keep labels on this seeded, stratified fraction (probes only)."),
+    ] = None,
+    views: Annotated[int, typer.Option(help="Augmented views per sample (0 or >= 2).")] = 0,
+    augment: Annotated[
+        str | None,
+        typer.Option(help="Augmentation for views: mnist1d, image, auto, none or module:fn."),
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            help="Representations: name=submodule,... e.g. backbone=backbone,projector=projector "
+            "(default: the model output)."
+        ),
+    ] = None,
+    metrics: Annotated[
+        str | None, typer.Option(help="Comma-separated metric names (default: the default set).")
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option(help="Metric parameter METRIC.NAME=VALUE (repeatable)."),
+    ] = None,
+    k: Annotated[
+        int | None, typer.Option(help="k-means clusters (default: classes, else 10).")
+    ] = None,
+    sample_size: Annotated[
+        int, typer.Option(help="Points for point-based metrics (0 = all).")
+    ] = 10000,
+    seed: Annotated[int, typer.Option(help="Seed: samples, k-means, splits, views.")] = 0,
+    recalibrate_bn: Annotated[
+        bool,
+        typer.Option(help="Re-estimate BatchNorm statistics on the data before embedding."),
+    ] = False,
+    bn_batches: Annotated[int, typer.Option(help="Batches for --recalibrate-bn.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Samples per forward pass.")] = 256,
+    device: Annotated[str | None, typer.Option(help="Device (default: cuda > mps > cpu).")] = None,
+    autocast: Annotated[bool, typer.Option(help="Forward passes under autocast.")] = False,
+    state_key: Annotated[
+        str | None, typer.Option(help="Dot path of the weights inside each checkpoint.")
+    ] = None,
+    trust_checkpoints: Annotated[
+        bool,
+        typer.Option(help="Allow checkpoints that need unpickling (runs code: trusted only)."),
+    ] = False,
+    pattern: Annotated[
+        str | None,
+        typer.Option(
+            help="Regex with named groups run/epoch/step, searched in each absolute path "
+            "(default: run = parent folder, epoch/step from the file name)."
+        ),
+    ] = None,
+    method: Annotated[str | None, typer.Option(help="SSL method recorded on the runs.")] = None,
+    architecture: Annotated[
+        str | None, typer.Option(help="Architecture recorded on the runs.")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="I/N: evaluate slice I (0-based) of N of the sorted checkpoints."),
+    ] = None,
+    summary_json: Annotated[
+        Path | None, typer.Option(help="Write the sweep summary (counts, outcomes) as JSON.")
+    ] = None,
+) -> None:
+    """Embed and score every checkpoint; store values; skip what is already stored.
+
+    Exit code: the number of failed checkpoints (capped at 100), 0 when all are ok;
+    101 when the sweep cannot start.
+    """
+    from sslwatch.sweep import SweepConfig, SweepSetupError, parse_layers, parse_shard, run_sweep
+
+    try:
+        config = SweepConfig(
+            model=model,
+            checkpoints=tuple(checkpoints),
+            data=data,
+            db=db,
+            layers=parse_layers(layers),
+            labels=labels,
+            labelled_fraction=labelled_fraction,
+            views=views,
+            augment=augment,
+            metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+            params=_parse_params(param),
+            k=k,
+            sample_size=sample_size or None,
+            seed=seed,
+            recalibrate_bn=recalibrate_bn,
+            bn_batches=bn_batches,
+            batch_size=batch_size,
+            device=device,
+            autocast=autocast,
+            state_key=state_key,
+            trust_checkpoints=trust_checkpoints,
+            pattern=pattern,
+            method=method,
+            architecture=architecture,
+            workers=workers,
+            shard=parse_shard(shard) if shard is not None else None,
+        )
+        summary = _run_with_progress(config, run_sweep)
+    except SweepSetupError as exc:
+        raise _error(str(exc), EXIT_SETUP_ERROR) from None
+    except KeyboardInterrupt:
+        err_console.print("interrupted: every finished checkpoint is stored; re-run to go on.")
+        raise typer.Exit(130) from None
+
+    _print_summary(summary)
+    if summary_json is not None:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(summary.to_dict(), indent=2))
+    raise typer.Exit(summary.exit_code)
+
+
+def _run_with_progress(config: Any, run_sweep: Any) -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(
+        TextColumn("sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+    task_id = progress.add_task("checkpoints", total=None, last="")
+
+    def on_start(total: int) -> None:
+        progress.update(task_id, total=total)
+
+    done = [0]
+
+    def on_outcome(outcome: Any) -> None:
+        done[0] += 1
+        if outcome.status == "failed":
+            progress.console.print(
+                f"[bold red]error:[/] {escape(outcome.error or 'failed')}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        elif outcome.status == "ok" and progress.disable:  # a log file: one line each
+            total = progress.tasks[0].total
+            err_console.print(
+                f"[{done[0]}/{total}] ok {escape(outcome.path)}: {outcome.values_stored} "
+                f"values in {format_seconds(outcome.timings.get('total', 0.0))}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        progress.update(task_id, advance=1, last=f"{outcome.run} {outcome.status}")
+
+    with progress:
+        return run_sweep(config, on_start=on_start, on_outcome=on_outcome)
+
+
+def _print_summary(summary: Any) -> None:
+    table = Table(title=f"sweep into {summary.db}", title_justify="left")
+    for col in ("checkpoints", "ok", "skipped", "failed", "loaded", "values", "time"):
+        table.add_column(col, justify="right")
+    table.add_row(
+        str(summary.n_checkpoints),
+        str(summary.n_ok),
+        str(summary.n_skipped),
+        f"[red]{summary.n_failed}[/]" if summary.n_failed else "0",
+        str(summary.n_loaded),
+        str(summary.n_values),
+        format_seconds(summary.seconds),
+    )
+    console.print(table)
+    extras = ["skipped: already stored", "loaded: models loaded", "values: newly stored"]
+    if summary.shard:
+        extras.append(f"shard {summary.shard[0]}/{summary.shard[1]}")
+    if summary.workers > 1:
+        extras.append(f"{summary.workers} workers")
+    extras.append("representations: " + ", ".join(summary.representations))
+    console.print("; ".join(extras), style="dim", highlight=False, soft_wrap=True)
+    notes: list[str] = []
+    for outcome in summary.outcomes:
+        for w in outcome.warnings:
+            if w not in notes:
+                notes.append(w)
+    for note in notes[:10]:
+        err_console.print(
+            f"warning: {escape(note)}", style="yellow", highlight=False, soft_wrap=True
+        )
+    if len(notes) > 10:
+        err_console.print(f"... and {len(notes) - 10} more warnings", style="yellow")
+
+
+@app.command()
+def merge(
+    sources: Annotated[list[Path], typer.Argument(help="Result stores to merge, in order.")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Output store (created when missing).")
+    ],
+) -> None:
+    """Merge result stores (e.g. one per --shard job) into one, without duplicates.
+
+    Exit code 0; 1 when two stores disagree on a value (the first one is kept and the
+    conflict is printed); 2 on bad input.
+    """
+    from sslwatch.store import merge_stores
+
+    out_resolved = output.resolve()
+    for src in sources:
+        if src.resolve() == out_resolved:
+            raise _error(f"{src} is both a source and the output; pick another -o.", EXIT_USAGE)
+        if not src.is_file():
+            raise _error(f"merge source {src} does not exist.", EXIT_USAGE)
+    try:
+        result = merge_stores(sources, output)
+    except ValueError as exc:
+        raise _error(str(exc), EXIT_USAGE) from None
+    console.print(
+        f"merged {result.sources} store(s) into {output}: {result.results_added} values added, "
+        f"{result.results_identical} already there, {result.points_added} checkpoints and "
+        f"{result.runs_added} runs added, {result.n_conflicts} conflicts",
+        highlight=False,
+        soft_wrap=True,
+    )
+    for conflict in result.conflicts[:20]:
+        err_console.print(f"conflict: {escape(str(conflict))}", highlight=False, soft_wrap=True)
+    if result.n_conflicts > 20:
+        err_console.print(f"... and {result.n_conflicts - 20} more conflicts")
+    if result.n_conflicts:
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    db: Annotated[Path, typer.Argument(help="Results store to read.")],
+    csv_out: Annotated[
+        Path | None, typer.Option("--csv", help="Write the tidy table as CSV.")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the tidy table as JSON records.")
+    ] = None,
+    run: Annotated[list[str] | None, typer.Option(help="Only this run (repeatable).")] = None,
+    metric: Annotated[list[str] | None, typer.Option(help="Only this metric (repeatable).")] = None,
+    representation: Annotated[
+        list[str] | None, typer.Option(help="Only this representation (repeatable).")
+    ] = None,
+) -> None:
+    """Write the tidy table (one row per checkpoint, representation and metric)."""
+    from sslwatch.store import ResultStore
+
+    if csv_out is None and json_out is None:
+        raise _error("pass --csv PATH and/or --json PATH.", EXIT_USAGE)
+    if not db.is_file():
+        raise _error(f"results store {db} does not exist.", EXIT_USAGE)
+    try:
+        with ResultStore(db) as store:
+            filters = {"run": run or None, "metric": metric or None}
+            filters["representation"] = representation or None
+            if csv_out is not None:
+                n = store.export_csv(csv_out, **filters)
+                console.print(f"wrote {n} rows to {csv_out}", highlight=False, soft_wrap=True)
+            if json_out is not None:
+                n = store.export_json(json_out, **filters)
+                console.print(f"wrote {n} rows to {json_out}", highlight=False, soft_wrap=True)
+    except ValueError as exc:
+        raise _error(str(exc), EXIT_USAGE) from None

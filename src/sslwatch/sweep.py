@@ -1,0 +1,1082 @@
+"""Offline evaluation of a model's checkpoints (``sslwatch sweep``): what to compute when,
+and where to store it.
+
+A sweep takes a model factory, checkpoint files (globs), a data set and a results store
+(:class:`~sslwatch.store.ResultStore`). For every checkpoint it loads the weights
+(:func:`~sslwatch.checkpoints.load_model`), embeds the data once in eval mode at every
+requested place of the model (:func:`~sslwatch.embed.extract_embeddings`; each place is
+one *representation*, e.g. ``backbone`` and ``projector``), scores each representation
+separately with the registry's metrics (:func:`~sslwatch.suite.evaluate`) and stores all
+values of the checkpoint in one transaction.
+
+Conventions (also shown by ``sslwatch sweep --help``):
+
+* **Checkpoints.** Every ``--checkpoints`` entry is a glob (``**`` allowed) or a file.
+  Matches are made absolute (``os.path.abspath``; the store identifies a checkpoint by
+  this path), de-duplicated and sorted in natural order (``epoch_2`` before ``epoch_10``).
+  ``run``, ``epoch`` and ``step`` come from :func:`~sslwatch.checkpoints.
+  parse_checkpoint_path`: by default the run is the parent folder (the grandparent when
+  the parent is a generic ``checkpoints``/``ckpt``/``weights`` folder) and epoch/step are
+  the numbers after ``epoch``/``ep`` and ``step`` in the file name; ``--pattern`` (a regex
+  with named groups ``run``, ``epoch``, ``step``, searched in the absolute path)
+  overrides any of them. Without layers the representation is called ``output``.
+* **Labels.** Label-free metrics use every sample of the data set. Label-based
+  references (linear probe, kNN accuracy, label AMI) use only the samples whose label is
+  known: all of them, or with ``labelled_fraction=f`` a seeded (``seed``),
+  class-stratified fraction (:meth:`~sslwatch.data.Dataset.with_labelled_fraction`).
+  ``labels=None`` uses labels when the data set has any, ``False`` ignores them, ``True``
+  requires them. k (k-means clusters) defaults to the number of classes when labels are
+  used, else to 10 (:func:`sslwatch.context.default_k`), and is the same for every
+  checkpoint.
+* **Definitions.** Every stored value carries the metric definition it was computed with
+  (:class:`~sslwatch.definitions.MetricDefinition`), extended by the sweep with
+  ``data`` (the data set name) and ``bn_recalibrated`` (whether BatchNorm statistics were
+  re-estimated on the data before embedding; with ``bn_batches``, the number of
+  batches), plus ``views`` (q) and ``augment`` for values computed from augmented views
+  and ``labelled_fraction`` for label-based references. Metric parameters win if a name
+  ever collides. Embeddings are always float32 (:func:`~sslwatch.embed.extract_embeddings`).
+* **Skipping.** Before any model work the sweep lists, per checkpoint and
+  representation, the definitions it would produce and skips a checkpoint whose every
+  one is stored. A definition depends on N (known from the data), the embedding
+  dimension D (known only after embedding), the dtype (float32), parameters, k, seed and
+  sample size. D is read from the values already stored for that checkpoint and
+  representation (all metrics of one representation share it), so a finished
+  checkpoint is recognised without loading it, and a re-run of a finished sweep does no
+  model work at all. (A checkpoint path is assumed to keep its architecture between
+  sweeps; use a new database for a different model.) A checkpoint with anything missing
+  is loaded and embedded once, and only the missing definitions are computed.
+* **Failures.** A checkpoint that fails to load or to embed is recorded with its
+  one-line error (:meth:`~sslwatch.store.ResultStore.record_failure`) and the sweep goes
+  on; values already stored are never removed. When single metrics fail
+  (``evaluate(..., on_error="warn")``) or a representation cannot be scored (e.g.
+  non-finite embeddings), the values that worked are stored and the point is marked
+  failed with the error text. A failed checkpoint counts as failed in the summary and
+  is retried (only what is missing) by the next sweep. Exit code of the command line:
+  ``min(failed, 100)``; 0 when every checkpoint is ok or skipped (:func:`exit_code`).
+* **Crash safety.** Each checkpoint's values are written in one transaction; a sweep
+  killed at any moment (even by SIGKILL) loses only the checkpoint in flight, and the
+  next run computes exactly what is missing.
+* **Scale.** ``workers=N`` evaluates checkpoints in N processes (``spawn`` context) on
+  one machine, each with its own store connection and ``max(1, cores // N)`` torch
+  threads. ``shard=(i, n)`` (``--shard i/n``, 0 <= i < n) keeps checkpoints ``i, i + n,
+  i + 2n, ...`` of the sorted list: give each job (e.g. a SLURM array task) its own
+  database file and join them with :func:`~sslwatch.store.merge_stores`
+  (``sslwatch merge``).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from sslwatch.checkpoints import import_factory, load_model, parse_checkpoint_path
+from sslwatch.context import MetricContext, default_k
+from sslwatch.data import Dataset, load_dataset
+from sslwatch.definitions import MetricDefinition
+from sslwatch.embed import VIEWS_SUFFIX, best_device, extract_embeddings, recalibrate_batchnorm
+from sslwatch.registry import REGISTRY, MetricSpec
+from sslwatch.store import ResultStore
+from sslwatch.suite import definition_for, evaluate
+
+__all__ = [
+    "MAX_EXIT_FAILURES",
+    "CheckpointOutcome",
+    "CheckpointTask",
+    "SweepConfig",
+    "SweepSetupError",
+    "SweepSummary",
+    "exit_code",
+    "expected_definitions",
+    "find_checkpoints",
+    "parse_layers",
+    "parse_shard",
+    "plan_checkpoints",
+    "run_sweep",
+]
+
+#: Exit codes count failed checkpoints up to this value.
+MAX_EXIT_FAILURES = 100
+
+#: The dtype of every embedding the sweep scores (``extract_embeddings`` returns float32).
+EMBEDDING_DTYPE = "float32"
+
+#: Representation name when no layers are given (the model output).
+OUTPUT_REPRESENTATION = "output"
+
+_MAX_ERROR_CHARS = 1000
+_METRIC_FAILED = re.compile(r"metric '\w+' failed: ")
+
+
+class SweepSetupError(ValueError):
+    """The sweep cannot start (bad data, factory, option or checkpoint list); one line."""
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """Everything a sweep needs; see the module docstring for the conventions.
+
+    Attributes:
+        model: model factory, ``"package.module:function"`` or ``"path/file.py:function"``
+            (see :func:`~sslwatch.checkpoints.import_factory`), or a callable returning an
+            ``nn.Module`` (picklable when ``workers > 1``).
+        checkpoints: globs or file paths.
+        data: a data set spec for :func:`~sslwatch.data.load_dataset` (``digits``,
+            ``mnist1d``, ``mnist5k``, ``npz:PATH``, ``folder:PATH``) or a loaded
+            :class:`~sslwatch.data.Dataset`.
+        db: the results store file (created when missing).
+        layers: ``{representation: submodule path}``; ``None`` scores the model output
+            (representation ``"output"``).
+        labels: use the data set's labels: ``None`` when it has any, ``True`` (required),
+            ``False`` (ignore; label-free metrics only).
+        labelled_fraction: keep labels on this seeded, class-stratified fraction only.
+        views: q augmented views per sample (0 = none; else >= 2, needs ``augment``).
+        augment: a batched augmentation ``(B, ...) -> (B, ...)``: a callable, a
+            ``"module:callable"`` spec, or a name of :mod:`sslwatch.train.augment`
+            (``mnist1d``, ``image``, ``auto``, ``none``).
+        metrics: registry names; ``None`` = the default set for the inputs.
+        params: per-metric parameter overrides, ``{"linear_probe": {"l2": 1e-3}}``.
+        k: k-means clusters (default: number of classes with labels, else 10).
+        sample_size: rows for point-based metrics (``None`` = all rows).
+        seed: seed for samples, k-means, probe splits, views, BN batches, label fraction.
+        recalibrate_bn: re-estimate BatchNorm statistics on ``bn_batches`` seeded batches
+            of the data before embedding (recorded in every definition).
+        bn_batches: batches for the BatchNorm re-estimation.
+        batch_size: samples per forward pass.
+        device: where to run the model (default: CUDA > MPS > CPU).
+        autocast: forward passes under ``torch.autocast``.
+        state_key: dot path of the weights inside each checkpoint.
+        trust_checkpoints: allow unpickling Python objects (only for trusted files).
+        pattern: regex overriding how run/epoch/step are read from paths.
+        method: recorded on every run of the sweep (optional).
+        architecture: recorded on every run of the sweep (optional).
+        workers: processes evaluating checkpoints in parallel.
+        shard: ``(i, n)``: evaluate only slice ``i`` of ``n`` of the sorted checkpoints.
+    """
+
+    model: str | Callable[..., Any]
+    checkpoints: Sequence[str]
+    data: str | Dataset
+    db: str | os.PathLike[str]
+    layers: Mapping[str, str] | None = None
+    labels: bool | None = None
+    labelled_fraction: float | None = None
+    views: int = 0
+    augment: str | Callable[[torch.Tensor], torch.Tensor] | None = None
+    metrics: Sequence[str] | None = None
+    params: Mapping[str, Mapping[str, Any]] | None = None
+    k: int | None = None
+    sample_size: int | None = 10000
+    seed: int = 0
+    recalibrate_bn: bool = False
+    bn_batches: int = 10
+    batch_size: int = 256
+    device: str | None = None
+    autocast: bool = False
+    state_key: str | None = None
+    trust_checkpoints: bool = False
+    pattern: str | None = None
+    method: str | None = None
+    architecture: str | None = None
+    workers: int = 1
+    shard: tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.checkpoints, str):
+            object.__setattr__(self, "checkpoints", (self.checkpoints,))
+        if not self.checkpoints:
+            raise SweepSetupError("no checkpoints given; pass one or more globs or files.")
+        if self.views < 0 or self.views == 1:
+            raise SweepSetupError(
+                f"views must be 0 (none) or >= 2 augmented views per sample; got {self.views}."
+            )
+        if self.views and self.augment is None:
+            raise SweepSetupError(f"views={self.views} needs an augmentation; pass augment.")
+        if self.labelled_fraction is not None:
+            if not 0.0 < float(self.labelled_fraction) <= 1.0:
+                raise SweepSetupError(
+                    "labelled_fraction must be in (0, 1] (fraction of labels kept); got "
+                    f"{self.labelled_fraction}."
+                )
+            if self.labels is False:
+                raise SweepSetupError("labelled_fraction needs labels; do not pass labels=False.")
+        if self.sample_size is not None and self.sample_size < 2:
+            raise SweepSetupError(
+                f"sample_size must be >= 2 or None (all rows); got {self.sample_size}."
+            )
+        if self.k is not None and self.k < 2:
+            raise SweepSetupError(f"k must be >= 2 k-means clusters; got {self.k}.")
+        for name in ("workers", "batch_size", "bn_batches"):
+            if int(getattr(self, name)) < 1:
+                raise SweepSetupError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.shard is not None:
+            i, n = self.shard
+            if n < 1 or not 0 <= i < n:
+                raise SweepSetupError(f"shard must be (i, n) with 0 <= i < n; got {self.shard}.")
+        if self.layers is not None and not self.layers:
+            raise SweepSetupError("layers is empty; pass None to score the model output.")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``"I/N"`` (0-based slice ``I`` of ``N``) as ``(I, N)``.
+
+    Raises:
+        SweepSetupError: malformed text or ``I`` outside ``[0, N)``.
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
+    if m is None:
+        raise SweepSetupError(
+            f"--shard must look like I/N (e.g. 0/4: the first of 4 slices); got {text!r}."
+        )
+    i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or i >= n:
+        raise SweepSetupError(
+            f"--shard {text}: need 0 <= I < N (I is 0-based, e.g. $SLURM_ARRAY_TASK_ID with "
+            "--array=0-{N-1})."
+        )
+    return i, n
+
+
+def parse_layers(text: str | None) -> dict[str, str] | None:
+    """Parse ``"backbone=backbone,projector=projector.net"`` (or ``"backbone,projector"``).
+
+    Each item is ``name=submodule.path`` or just a path (used as its own name).
+
+    Raises:
+        SweepSetupError: an empty item, name or path, or a repeated name.
+    """
+    if text is None or not text.strip():
+        return None
+    out: dict[str, str] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            raise SweepSetupError(f"--layers {text!r} has an empty item; use name=path,...")
+        name, sep, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        if not sep:
+            path = name
+        if not name or not path:
+            raise SweepSetupError(f"--layers item {item!r} needs name=submodule.path.")
+        if name in out:
+            raise SweepSetupError(f"--layers names {name!r} twice; names must be unique.")
+        out[name] = path
+    return out
+
+
+def _natural_key(path: str) -> list[Any]:
+    return [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", path)]
+
+
+def find_checkpoints(patterns: Iterable[str], *, shard: tuple[int, int] | None = None) -> list[str]:
+    """Expand globs (``**`` recursive) and file paths into sorted absolute file paths.
+
+    Sorted in natural order (digit runs compared as numbers), de-duplicated, directories
+    ignored; ``shard=(i, n)`` keeps items ``i, i + n, ...`` of that list.
+
+    Raises:
+        SweepSetupError: a pattern matches no file.
+    """
+    found: set[str] = set()
+    for pat in patterns:
+        expanded = os.path.expanduser(str(pat))
+        matches = glob.glob(expanded, recursive=True) if glob.has_magic(expanded) else [expanded]
+        files = [m for m in matches if os.path.isfile(m)]
+        if not files:
+            what = "matched no file" if glob.has_magic(expanded) else "is not a file"
+            raise SweepSetupError(f"checkpoints {pat!r} {what}; check the path or the glob.")
+        found.update(os.path.abspath(f) for f in files)
+    paths = sorted(found, key=_natural_key)
+    if shard is not None:
+        i, n = shard
+        paths = paths[i::n]
+    return paths
+
+
+@dataclass(frozen=True)
+class CheckpointTask:
+    """One checkpoint to evaluate: its absolute path and where it belongs."""
+
+    path: str
+    run: str
+    epoch: int | None
+    step: int | None
+
+
+def plan_checkpoints(config: SweepConfig) -> list[CheckpointTask]:
+    """The checkpoints of this sweep (and shard), with run/epoch/step parsed from paths.
+
+    Raises:
+        SweepSetupError: no checkpoint found, or a path that the pattern does not match.
+    """
+    tasks = []
+    for path in find_checkpoints(config.checkpoints, shard=config.shard):
+        try:
+            run, epoch, step = parse_checkpoint_path(path, config.pattern)
+        except ValueError as exc:
+            raise SweepSetupError(_one_line(str(exc))) from exc
+        if not run:
+            raise SweepSetupError(
+                f"no run name for checkpoint {path}; give --pattern a (?P<run>...) group."
+            )
+        tasks.append(CheckpointTask(path, run, epoch, step))
+    return tasks
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclass(frozen=True)
+class CheckpointOutcome:
+    """What happened to one checkpoint.
+
+    Attributes:
+        path, run, epoch, step: the checkpoint.
+        status: ``"ok"`` (what was missing is now stored), ``"skipped"`` (everything was
+            already stored; no model work) or ``"failed"``.
+        error: the one-line error of a failed checkpoint.
+        loaded: whether the model was loaded (model work was attempted).
+        values_stored: values newly written to the store.
+        warnings: distinct warnings raised while it was processed.
+        timings: seconds: ``load``, ``recalibrate``, ``embed``, ``metrics``, ``store``
+            (store reads and writes) and ``total``.
+    """
+
+    path: str
+    run: str
+    epoch: int | None
+    step: int | None
+    status: str
+    error: str | None = None
+    loaded: bool = False
+    values_stored: int = 0
+    warnings: tuple[str, ...] = ()
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict."""
+        out = asdict(self)
+        out["warnings"] = list(self.warnings)
+        out["timings"] = dict(self.timings)
+        return out
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """The result of :func:`run_sweep`: one outcome per checkpoint, in checkpoint order."""
+
+    db: str
+    outcomes: tuple[CheckpointOutcome, ...]
+    seconds: float
+    workers: int = 1
+    shard: tuple[int, int] | None = None
+    representations: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+
+    def _count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def n_checkpoints(self) -> int:
+        """Checkpoints in this sweep (this shard)."""
+        return len(self.outcomes)
+
+    @property
+    def n_ok(self) -> int:
+        """Checkpoints evaluated successfully by this sweep."""
+        return self._count("ok")
+
+    @property
+    def n_skipped(self) -> int:
+        """Checkpoints whose values were all stored already (no model work)."""
+        return self._count("skipped")
+
+    @property
+    def n_failed(self) -> int:
+        """Checkpoints that failed to load, to embed, or had a metric error."""
+        return self._count("failed")
+
+    @property
+    def n_loaded(self) -> int:
+        """Checkpoints whose model was loaded (model work done)."""
+        return sum(1 for o in self.outcomes if o.loaded)
+
+    @property
+    def n_values(self) -> int:
+        """Values newly stored."""
+        return sum(o.values_stored for o in self.outcomes)
+
+    @property
+    def failures(self) -> list[CheckpointOutcome]:
+        """The failed outcomes."""
+        return [o for o in self.outcomes if o.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """``min(failed, 100)``: 0 when no checkpoint failed (see :func:`exit_code`)."""
+        return exit_code(self.n_failed)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able summary with counts and every outcome."""
+        return {
+            "db": self.db,
+            "checkpoints": self.n_checkpoints,
+            "ok": self.n_ok,
+            "skipped": self.n_skipped,
+            "failed": self.n_failed,
+            "loaded": self.n_loaded,
+            "values_stored": self.n_values,
+            "seconds": self.seconds,
+            "workers": self.workers,
+            "shard": list(self.shard) if self.shard else None,
+            "representations": list(self.representations),
+            "metrics": list(self.metrics),
+            "exit_code": self.exit_code,
+            "outcomes": [o.to_dict() for o in self.outcomes],
+        }
+
+
+def exit_code(n_failed: int) -> int:
+    """The sweep's exit code: the number of failed checkpoints, capped at 100."""
+    return int(min(max(0, n_failed), MAX_EXIT_FAILURES))
+
+
+def _one_line(text: str, limit: int = _MAX_ERROR_CHARS) -> str:
+    line = " ".join(str(text).split()) or "(no message)"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _error_text(exc: BaseException, path: str, doing: str) -> str:
+    msg = str(exc)
+    if path not in msg:
+        msg = f"checkpoint {path}: {doing} failed: {type(exc).__name__}: {msg}"
+    return _one_line(msg)
+
+
+# --------------------------------------------------------------------------- preparation
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One call of ``evaluate`` per representation: which metrics, on which rows."""
+
+    specs: tuple[MetricSpec, ...]
+    rows: np.ndarray | None  # None = every row
+    labels: np.ndarray | None  # aligned with the rows, or None
+    n_total: int
+    use_views: bool
+
+
+@dataclass
+class _Prepared:
+    """Per-process state of a sweep: data, factory, passes, definition extras."""
+
+    config: SweepConfig
+    dataset: Dataset
+    factory: Callable[..., Any]
+    augment: Callable[[torch.Tensor], torch.Tensor] | None
+    representations: tuple[str, ...]
+    passes: tuple[_Pass, ...]
+    k: int | None
+    overrides: dict[str, dict[str, Any]]
+    base_extras: dict[str, Any]
+    view_extras: dict[str, Any]
+    label_extras: dict[str, Any]
+    run_meta: dict[str, Any]
+    _expected: dict[int, dict[str, tuple[MetricDefinition, str]]] = field(default_factory=dict)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return tuple(s.name for p in self.passes for s in p.specs)
+
+    def expected(self, d: int) -> dict[str, tuple[MetricDefinition, str]]:
+        """Metric name -> (decorated definition, digest) for a representation of dim ``d``."""
+        if d not in self._expected:
+            out = {}
+            for p in self.passes:
+                for spec, defn in _predict_pass(self, p, d):
+                    decorated = self.decorate(spec, defn)
+                    out[spec.name] = (decorated, decorated.digest())
+            self._expected[d] = out
+        return self._expected[d]
+
+    def decorate(self, spec: MetricSpec, defn: MetricDefinition) -> MetricDefinition:
+        """Add the sweep's own settings to a definition (metric parameters win)."""
+        extras = dict(self.base_extras)
+        if self.view_extras and (spec.kind == "views" or defn.params.get("source") == "views"):
+            extras.update(self.view_extras)
+        if spec.needs == "labels":
+            extras.update(self.label_extras)
+        return replace(defn, params={**extras, **dict(defn.params)})
+
+
+def _load_data(config: SweepConfig) -> Dataset:
+    if isinstance(config.data, Dataset):
+        ds = config.data
+        if config.labelled_fraction is not None:
+            ds = ds.with_labelled_fraction(config.labelled_fraction, seed=config.seed)
+        return ds
+    try:
+        return load_dataset(
+            config.data, labelled_fraction=config.labelled_fraction, seed=config.seed
+        )
+    except FileNotFoundError as exc:
+        raise SweepSetupError(
+            _one_line(f"data {config.data!r}: {exc} (no such file or folder)")
+        ) from exc
+    except ValueError as exc:
+        raise SweepSetupError(_one_line(f"data {config.data!r}: {exc}")) from exc
+
+
+def _resolve_augment(
+    config: SweepConfig, dataset: Dataset
+) -> tuple[Callable[[torch.Tensor], torch.Tensor] | None, str | None]:
+    aug = config.augment
+    if config.views == 0 or aug is None:
+        return None, None
+    if callable(aug):
+        return aug, getattr(aug, "__qualname__", type(aug).__name__)
+    spec = str(aug)
+    if ":" in spec:
+        try:
+            return import_factory(spec), spec
+        except (ValueError, FileNotFoundError) as exc:
+            raise SweepSetupError(_one_line(f"augment: {exc}")) from exc
+    try:
+        from sslwatch.train.augment import build_augment
+
+        built = build_augment(spec, tuple(int(s) for s in dataset.x.shape[1:]))
+    except (ImportError, ValueError) as exc:
+        raise SweepSetupError(_one_line(f"augment {spec!r}: {exc}")) from exc
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        return built(x, None)
+
+    return augment, spec
+
+
+def _prepare(config: SweepConfig, dataset: Dataset | None = None) -> _Prepared:
+    ds = _load_data(config) if dataset is None else dataset
+    n = len(ds)
+    if n < 2:
+        raise SweepSetupError(f"data set {ds.name!r} has {n} sample(s); need at least 2.")
+
+    if isinstance(config.model, str):
+        try:
+            factory = import_factory(config.model)
+        except (ValueError, FileNotFoundError) as exc:
+            raise SweepSetupError(_one_line(f"model: {exc}")) from exc
+        model_name = config.model
+    elif callable(config.model):
+        factory = config.model
+        model_name = getattr(config.model, "__qualname__", type(config.model).__name__)
+    else:
+        raise SweepSetupError(
+            f"model must be a factory spec 'module:function' or a callable; got "
+            f"{type(config.model).__name__}."
+        )
+    augment, augment_name = _resolve_augment(config, ds)
+
+    has_labels = ds.y is not None and bool(ds.labelled_mask.any())
+    if config.labels is True and not has_labels:
+        raise SweepSetupError(f"labels requested but data set {ds.name!r} has no labels.")
+    use_labels = has_labels and config.labels is not False
+    mask = ds.labelled_mask if use_labels else np.zeros(n, dtype=bool)
+    n_lab = int(mask.sum())
+
+    try:
+        specs = REGISTRY.select(
+            list(config.metrics) if config.metrics is not None else None,
+            has_views=config.views > 0,
+            has_labels=use_labels,
+        )
+    except ValueError as exc:
+        raise SweepSetupError(_one_line(f"metrics: {exc}")) from exc
+    if not specs:
+        raise SweepSetupError("no metric selected; check --metrics.")
+    overrides = _check_params(config.params or {}, specs)
+
+    y_all = ds.y if use_labels else None
+    k = config.k
+    if k is None and use_labels:
+        k = max(2, int(np.unique(y_all[mask]).size))  # type: ignore[index]
+
+    free = tuple(s for s in specs if not s.label_based)
+    labelled = tuple(s for s in specs if s.label_based)
+    passes: list[_Pass] = []
+    if labelled and n_lab == n:
+        # Every sample is labelled: one pass, the k-means shared by all metrics.
+        passes.append(_Pass(tuple(specs), None, y_all, n, config.views > 0))
+    else:
+        if free:
+            passes.append(_Pass(free, None, None, n, config.views > 0))
+        if labelled:
+            rows = np.flatnonzero(mask)
+            passes.append(_Pass(labelled, rows, y_all[rows], n_lab, False))  # type: ignore[index]
+    for p in passes:
+        point_based = any(s.kind in ("sample", "labels") for s in p.specs)
+        n_points = p.n_total if config.sample_size is None else min(config.sample_size, p.n_total)
+        kk = k if k is not None else default_k(n_points, None)
+        if point_based and (n_points < 2 or kk >= n_points):
+            which = "labelled samples" if p.rows is not None else "samples"
+            raise SweepSetupError(
+                f"k={kk} k-means clusters need more than {n_points} {which}; lower k or use "
+                "more (labelled) data."
+            )
+
+    layers = dict(config.layers) if config.layers is not None else None
+    representations = tuple(layers) if layers is not None else (OUTPUT_REPRESENTATION,)
+    base_extras: dict[str, Any] = {
+        "data": ds.name,
+        "bn_recalibrated": bool(config.recalibrate_bn),
+    }
+    if config.recalibrate_bn:
+        base_extras["bn_batches"] = int(config.bn_batches)
+    view_extras = {"views": int(config.views), "augment": augment_name} if config.views else {}
+    label_extras = {"labelled_fraction": config.labelled_fraction}
+    run_meta = {
+        "sweep": {
+            "model": model_name,
+            "data": ds.name,
+            "layers": layers,
+            "views": int(config.views),
+            "augment": augment_name,
+            "labelled_fraction": config.labelled_fraction,
+            "bn_recalibrated": bool(config.recalibrate_bn),
+            "state_key": config.state_key,
+        }
+    }
+    return _Prepared(
+        config=config,
+        dataset=ds,
+        factory=factory,
+        augment=augment,
+        representations=representations,
+        passes=tuple(passes),
+        k=k,
+        overrides=overrides,
+        base_extras=base_extras,
+        view_extras=view_extras,
+        label_extras=label_extras,
+        run_meta=run_meta,
+    )
+
+
+def _check_params(
+    params: Mapping[str, Mapping[str, Any]], specs: Sequence[MetricSpec]
+) -> dict[str, dict[str, Any]]:
+    selected = {s.name: s for s in specs}
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in params.items():
+        if name not in selected:
+            raise SweepSetupError(
+                f"parameters given for metric {name!r}, which is not selected "
+                f"(selected: {', '.join(selected)})."
+            )
+        unknown = set(values) - set(selected[name].params)
+        if unknown:
+            raise SweepSetupError(
+                f"unknown parameter(s) {sorted(unknown)} for metric {name!r}; it takes "
+                f"{sorted(selected[name].params) or 'no parameters'}."
+            )
+        out[name] = dict(values)
+    return out
+
+
+def _predict_pass(prep: _Prepared, p: _Pass, d: int) -> list[tuple[MetricSpec, MetricDefinition]]:
+    """The definitions ``evaluate`` will give for pass ``p`` on embeddings of dimension d.
+
+    Builds a :class:`MetricContext` of the right shape from zero-size "meta" tensors (no
+    data, no memory) and asks :func:`sslwatch.suite.definition_for`, so the prediction
+    follows the suite's own rules.
+    """
+    cfg = prep.config
+    point_based = any(s.kind in ("sample", "labels") for s in p.specs)
+    sample = None
+    if point_based:
+        n_points = p.n_total if cfg.sample_size is None else min(cfg.sample_size, p.n_total)
+        sample = torch.empty((n_points, 0), device="meta")
+    n_sample = 0 if sample is None else int(sample.shape[0])
+    views = None
+    if p.use_views:
+        views = torch.empty((p.n_total, cfg.views, 0), device="meta")
+    kk = prep.k if prep.k is not None else default_k(n_sample, None)
+    ctx = MetricContext(
+        n_total=p.n_total,
+        d=int(d),
+        dtype=EMBEDDING_DTYPE,
+        sample=sample,
+        views=views,
+        labels=None,
+        k=kk,
+        seed=cfg.seed,
+        sample_size=cfg.sample_size,
+    )
+    return [
+        (s, definition_for(s, ctx, {**s.params, **prep.overrides.get(s.name, {})})) for s in p.specs
+    ]
+
+
+def expected_definitions(
+    config: SweepConfig, dims: Mapping[str, int], dataset: Dataset | None = None
+) -> list[tuple[str, MetricDefinition]]:
+    """The ``(representation, definition)`` pairs a sweep stores for one checkpoint.
+
+    Computed without any model work from the data set's size, the embedding dimension of
+    each representation (``dims``), the metric selection and the sweep's settings.
+
+    Raises:
+        SweepSetupError: as :func:`run_sweep` for bad settings.
+    """
+    prep = _prepare(config, dataset)
+    return [(rep, defn) for rep in dims for defn, _ in prep.expected(int(dims[rep])).values()]
+
+
+# --------------------------------------------------------------------------- skipping
+
+
+def _stored_state(
+    store: ResultStore,
+) -> dict[tuple[str, str], dict[str, tuple[set[str], set[int]]]]:
+    """(run, path) -> representation -> (stored digests, embedding dimensions seen)."""
+    state: dict[tuple[str, str], dict[str, tuple[set[str], set[int]]]] = {}
+    for row in store.tidy_rows(source="checkpoint"):
+        if row["path"] is None:
+            continue
+        reps = state.setdefault((row["run"], row["path"]), {})
+        digests, dims = reps.setdefault(row["representation"], (set(), set()))
+        digests.add(row["digest"])
+        dims.add(int(row["d"]))
+    return state
+
+
+def _is_complete(prep: _Prepared, reps: Mapping[str, tuple[set[str], set[int]]] | None) -> bool:
+    if not reps:
+        return False
+    for rep in prep.representations:
+        if rep not in reps:
+            return False
+        digests, dims = reps[rep]
+        if not any(all(dg in digests for _, dg in prep.expected(d).values()) for d in dims):
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- one checkpoint
+
+
+def _process(task: CheckpointTask, prep: _Prepared, store: ResultStore) -> CheckpointOutcome:
+    """Load, embed, score what is missing and store it; never raises an ``Exception``."""
+    cfg = prep.config
+    timings = dict.fromkeys(("load", "recalibrate", "embed", "metrics", "store"), 0.0)
+    start = time.perf_counter()
+    seen: list[str] = []
+
+    def outcome(status: str, error: str | None, loaded: bool, stored: int) -> CheckpointOutcome:
+        timings["total"] = time.perf_counter() - start
+        return CheckpointOutcome(
+            task.path,
+            task.run,
+            task.epoch,
+            task.step,
+            status,
+            error,
+            loaded,
+            stored,
+            tuple(dict.fromkeys(seen)),
+            dict(timings),
+        )
+
+    t = time.perf_counter()
+    try:
+        run_id = store.ensure_run(
+            task.run, method=cfg.method, architecture=cfg.architecture, meta=prep.run_meta
+        )
+        point = store.ensure_point(run_id, path=task.path, epoch=task.epoch, step=task.step)
+        stored_before = store.stored_digests(point)
+    except Exception as exc:  # a conflicting stored point, a locked database...
+        timings["store"] += time.perf_counter() - t
+        return outcome("failed", _error_text(exc, task.path, "recording"), False, 0)
+    timings["store"] += time.perf_counter() - t
+
+    def fail(error: str, loaded: bool) -> CheckpointOutcome:
+        t0 = time.perf_counter()
+        try:
+            store.record_failure(point, error)
+        except Exception as exc:  # pragma: no cover - the database itself failed
+            error = f"{error} (could not record the failure: {exc})"
+        timings["store"] += time.perf_counter() - t0
+        return outcome("failed", error, loaded, 0)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        try:
+            t = time.perf_counter()
+            model = load_model(
+                prep.factory,
+                task.path,
+                state_key=cfg.state_key,
+                trust_checkpoints=cfg.trust_checkpoints,
+            )
+            timings["load"] = time.perf_counter() - t
+        except Exception as exc:
+            timings["load"] = time.perf_counter() - t
+            seen.extend(_warning_texts(caught))
+            return fail(_error_text(exc, task.path, "loading the model"), False)
+        try:
+            dev = torch.device(cfg.device) if cfg.device else best_device()
+            if cfg.recalibrate_bn:
+                t = time.perf_counter()
+                model.to(dev)
+                recalibrate_batchnorm(
+                    model,
+                    prep.dataset,
+                    batches=cfg.bn_batches,
+                    batch_size=cfg.batch_size,
+                    seed=cfg.seed,
+                )
+                timings["recalibrate"] = time.perf_counter() - t
+            t = time.perf_counter()
+            emb = extract_embeddings(
+                model,
+                prep.dataset,
+                layers=dict(cfg.layers) if cfg.layers is not None else None,
+                batch_size=cfg.batch_size,
+                device=dev,
+                autocast=cfg.autocast,
+                views=cfg.views,
+                augment=prep.augment,
+                seed=cfg.seed,
+                progress=False,
+            )
+            timings["embed"] = time.perf_counter() - t
+        except Exception as exc:
+            seen.extend(_warning_texts(caught))
+            return fail(_error_text(exc, task.path, "embedding"), True)
+        del model
+
+        t = time.perf_counter()
+        rows, errors = _score(prep, emb, stored_before)
+        timings["metrics"] = time.perf_counter() - t
+        seen.extend(_warning_texts(caught))
+
+    t = time.perf_counter()
+    try:
+        n_new = store.record_results(point, rows, status="failed" if errors else "ok")
+        if errors:
+            error = _one_line(f"checkpoint {task.path}: " + "; ".join(errors))
+            store.record_failure(point, error)
+    except Exception as exc:
+        timings["store"] += time.perf_counter() - t
+        return outcome("failed", _error_text(exc, task.path, "storing the results"), True, 0)
+    timings["store"] += time.perf_counter() - t
+    if errors:
+        return outcome("failed", error, True, n_new)
+    return outcome("ok", None, True, n_new)
+
+
+def _score(
+    prep: _Prepared, emb: Mapping[str, torch.Tensor], stored: set[tuple[str, str]]
+) -> tuple[list[tuple[str, MetricDefinition, float]], list[str]]:
+    """Compute the missing values of every representation; (rows, error texts)."""
+    cfg = prep.config
+    rows: list[tuple[str, MetricDefinition, float]] = []
+    errors: list[str] = []
+    for rep in prep.representations:
+        z = emb[rep]
+        views = emb.get(rep + VIEWS_SUFFIX)
+        expected = prep.expected(int(z.shape[1]))
+        for p in prep.passes:
+            names = [s.name for s in p.specs if (rep, expected[s.name][1]) not in stored]
+            if not names:
+                continue
+            zp = z if p.rows is None else z[torch.from_numpy(p.rows)]
+            try:
+                result = evaluate(
+                    zp,
+                    views=views if p.use_views else None,
+                    labels=p.labels,
+                    k=prep.k,
+                    metrics=names,
+                    sample_size=cfg.sample_size,
+                    seed=cfg.seed,
+                    params={n: v for n, v in prep.overrides.items() if n in names},
+                    on_error="warn",
+                )
+            except Exception as exc:
+                errors.append(f"{rep}: {type(exc).__name__}: {_one_line(str(exc), 300)}")
+                continue
+            for name, rec in result.records.items():
+                if rec.error:
+                    errors.append(f"{rep}/{name}: {_one_line(rec.error, 300)}")
+                    continue
+                defn = prep.decorate(REGISTRY[name], rec.definition)
+                if defn.digest() != expected[name][1]:  # the skip rule would miss this value
+                    warnings.warn(
+                        f"sslwatch sweep: the predicted definition of {name!r} on {rep!r} "
+                        f"differs from the computed one "
+                        f"({'; '.join(defn.differences(expected[name][0]))}); re-runs will "
+                        "recompute it. Please report this.",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                rows.append((rep, defn, rec.value))
+    return rows, errors
+
+
+def _warning_texts(caught: list[warnings.WarningMessage]) -> list[str]:
+    out = []
+    for w in caught:
+        message = str(w.message)
+        if issubclass(w.category, RuntimeWarning) and _METRIC_FAILED.match(message):
+            continue  # already recorded as the point's error
+        text = f"{w.category.__name__}: {_one_line(message, 300)}"
+        if text not in out:
+            out.append(text)
+    caught.clear()
+    return out
+
+
+# --------------------------------------------------------------------------- workers
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_threads(workers: int) -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
+
+
+def _init_worker(config: SweepConfig, dataset: Dataset, threads: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER["prep"] = _prepare(config, dataset)
+
+
+def _worker_job(task: CheckpointTask) -> CheckpointOutcome:
+    prep: _Prepared = _WORKER["prep"]
+    with ResultStore(prep.config.db) as store:
+        return _process(task, prep, store)
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def run_sweep(
+    config: SweepConfig,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_outcome: Callable[[CheckpointOutcome], None] | None = None,
+) -> SweepSummary:
+    """Embed and score every checkpoint of ``config``, storing what is missing.
+
+    Args:
+        config: the sweep (see :class:`SweepConfig` and the module docstring).
+        on_start: called once with the number of checkpoints, after planning.
+        on_outcome: called with each :class:`CheckpointOutcome` as it becomes known
+            (skipped checkpoints first, then evaluated ones as they finish).
+
+    Returns:
+        A :class:`SweepSummary`; its ``exit_code`` is ``min(failed, 100)``.
+
+    Raises:
+        SweepSetupError: the sweep cannot start (data, factory, metrics, checkpoints,
+            database); nothing has been evaluated.
+    """
+    start = time.perf_counter()
+    tasks = plan_checkpoints(config)
+    prep = _prepare(config)
+    try:
+        store = ResultStore(config.db)
+    except (ValueError, OSError) as exc:
+        raise SweepSetupError(_one_line(f"database {config.db}: {exc}")) from exc
+    outcomes: dict[str, CheckpointOutcome] = {}
+
+    def report(o: CheckpointOutcome) -> None:
+        outcomes[o.path] = o
+        if on_outcome is not None:
+            on_outcome(o)
+
+    with store:
+        state = _stored_state(store)
+        todo = []
+        if on_start is not None:
+            on_start(len(tasks))
+        for task in tasks:
+            if _is_complete(prep, state.get((task.run, task.path))):
+                report(CheckpointOutcome(task.path, task.run, task.epoch, task.step, "skipped"))
+            else:
+                todo.append(task)
+        workers = min(int(config.workers), len(todo))
+        if workers <= 1:
+            for task in todo:
+                report(_process(task, prep, store))
+        else:
+            _run_parallel(config, prep, todo, workers, store, report)
+    return SweepSummary(
+        db=str(config.db),
+        outcomes=tuple(outcomes[t.path] for t in tasks),
+        seconds=time.perf_counter() - start,
+        workers=int(config.workers),
+        shard=config.shard,
+        representations=prep.representations,
+        metrics=prep.metric_names,
+    )
+
+
+def _run_parallel(
+    config: SweepConfig,
+    prep: _Prepared,
+    todo: list[CheckpointTask],
+    workers: int,
+    store: ResultStore,
+    report: Callable[[CheckpointOutcome], None],
+) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        # The data travel once, as the initializer's argument (not inside the config).
+        initargs=(replace(config, data=prep.dataset.name), prep.dataset, _worker_threads(workers)),
+    ) as pool:
+        futures: dict[Future[CheckpointOutcome], CheckpointTask] = {
+            pool.submit(_worker_job, task): task for task in todo
+        }
+        from concurrent.futures import as_completed
+
+        for fut in as_completed(futures):
+            task = futures[fut]
+            try:
+                report(fut.result())
+            except Exception as exc:  # the worker process died (e.g. out of memory)
+                error = _error_text(exc, task.path, "the worker process")
+                _record_failure_safely(store, task, error)
+                report(
+                    CheckpointOutcome(task.path, task.run, task.epoch, task.step, "failed", error)
+                )
+
+
+def _record_failure_safely(store: ResultStore, task: CheckpointTask, error: str) -> None:
+    try:
+        run_id = store.ensure_run(task.run)
+        point = store.ensure_point(run_id, path=task.path, epoch=task.epoch, step=task.step)
+        store.record_failure(point, error)
+    except Exception:  # pragma: no cover - the failure is still reported to the caller
+        return

@@ -1,0 +1,312 @@
+"""The HTML report and the `analyze` / `report` commands, on stores built with ResultStore."""
+
+from __future__ import annotations
+
+import base64
+import re
+import struct
+from collections.abc import Sequence
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import sslwatch.cli.report  # noqa: F401  (registers `analyze` and `report`)
+from sslwatch.analysis import analyze
+from sslwatch.cli import app, console
+from sslwatch.definitions import MetricDefinition
+from sslwatch.report import render_report, write_report
+from sslwatch.store import ResultStore
+
+EPOCHS = (0, 5, 10, 15, 20)
+runner = CliRunner()
+
+
+def fill_store(
+    path: Path, runs: Sequence[tuple[str, str, float]], *, mixed_n: bool = False
+) -> None:
+    """Fake but realistic sweep: accuracy rises with quality, the metrics follow it."""
+    with ResultStore(path) as store:
+        for i, (name, method, quality) in enumerate(runs):
+            rng = np.random.default_rng(i)
+            run = store.ensure_run(name, method=method, architecture="cnn1d")
+            n_rank = 25600 if mixed_n and i == len(runs) - 1 else 2000
+            for epoch in EPOCHS:
+                acc = 0.79 + 0.14 * quality * (1 - np.exp(-epoch / 8)) + rng.normal(0, 0.003)
+                values = {
+                    "linear_probe": acc,
+                    "rankme": 110.0 if epoch == 0 else 60 + 400 * (acc - 0.79),
+                    "silhouette": 0.05 + 0.8 * (acc - 0.79) + rng.normal(0, 0.01),
+                    "alignment": 1.2 - 4 * (acc - 0.79) + rng.normal(0, 0.02),
+                    "entropy": 50 - 0.4 * epoch + rng.normal(0, 0.3),
+                }
+                point = store.ensure_point(run, path=f"/ck/{name}/e{epoch}.pt", epoch=epoch)
+                store.record_results(
+                    point,
+                    [
+                        (
+                            "backbone",
+                            MetricDefinition(metric=m, n=n_rank if m == "rankme" else 2000, d=128),
+                            float(v),
+                        )
+                        for m, v in values.items()
+                    ],
+                )
+
+
+class Page(HTMLParser):
+    """Collect images, links, tables (cells with attributes and text) from the report."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[dict[str, str]] = []
+        self.refs: list[str] = []
+        self.tags: set[str] = set()
+        self.tables: list[dict[str, Any]] = []
+        self._cell: dict[str, Any] | None = None
+        self._row: list[dict[str, Any]] | None = None
+        self._row_attrs: dict[str, str] = {}
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        self.tags.add(tag)
+        if tag == "img":
+            self.images.append(a)
+        for key in ("src", "href", "action", "srcset", "poster"):
+            if key in a:
+                self.refs.append(a[key])
+        if tag == "table":
+            self.tables.append({"attrs": a, "rows": []})
+        elif tag == "tr" and self.tables:
+            self._row, self._row_attrs = [], a
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = {"tag": tag, "attrs": a, "text": ""}
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._row is not None:
+            self._cell["text"] = " ".join(self._cell["text"].split())
+            self._row.append(self._cell)
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.tables[-1]["rows"].append({"attrs": self._row_attrs, "cells": self._row})
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell["text"] += data
+
+
+def parse(page: str) -> Page:
+    parser = Page()
+    parser.feed(page)
+    return parser
+
+
+def png_size(src: str) -> tuple[int, int]:
+    """Width and height from the PNG header of a data URI (independent of matplotlib)."""
+    prefix = "data:image/png;base64,"
+    assert src.startswith(prefix)
+    data = base64.b64decode(src[len(prefix) :], validate=True)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def table(page: Page, **attrs: str) -> dict[str, Any]:
+    found = [t for t in page.tables if all(t["attrs"].get(k) == v for k, v in attrs.items())]
+    assert len(found) == 1, attrs
+    return found[0]
+
+
+def body_rows(t: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    return [r["cells"] for r in t["rows"] if r["cells"] and r["cells"][0]["tag"] == "td"]
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("report") / "results.db"
+    fill_store(
+        path,
+        [("simclr-lr0.1", "simclr", 0.6), ("simclr-lr0.3", "simclr", 1.0),
+         ("simsiam-a", "simsiam", 0.8)],
+    )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def rows(store_path: Path) -> list[dict[str, Any]]:
+    with ResultStore(store_path) as store:
+        return store.tidy_rows()
+
+
+@pytest.fixture(scope="module")
+def spectrum() -> np.ndarray:
+    return np.sort(np.random.default_rng(0).pareto(1.5, 128))[::-1] + 0.01
+
+
+@pytest.fixture(scope="module")
+def page(store_path: Path, spectrum: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("html") / "report.html"
+    write_report(store_path, out, spectra={"simclr-lr0.3": spectrum}, n_boot=100)
+    return out.read_text(encoding="utf-8")
+
+
+def test_report_is_self_contained(page: str) -> None:
+    doc = parse(page)
+    assert not {"script", "link", "iframe", "object", "embed"} & doc.tags
+    assert not re.search(r"https?://", page)
+    assert not re.search(r"url\(|@import", page)
+    assert all(ref.startswith(("#", "data:image/png;base64,")) for ref in doc.refs)
+    # one curves figure per run, one scatter figure per method, one spectrum
+    assert len(doc.images) == 3 + 2 + 1
+    for img in doc.images:
+        width, height = png_size(img["src"])
+        assert width > 200 and height > 150
+        assert img.get("alt")
+
+
+def test_latest_values_table_holds_the_store_numbers(page: str, rows: list[dict[str, Any]]) -> None:
+    latest: dict[tuple[str, str, str, str], tuple[int, float]] = {}
+    for r in rows:
+        key = (r["run"], r["representation"], r["metric"], r["digest"])
+        if key not in latest or r["epoch"] > latest[key][0]:
+            latest[key] = (r["epoch"], r["value"])
+    doc = parse(page)
+    seen = set()
+    for t in doc.tables:
+        if "latest" not in t["attrs"].get("class", ""):
+            continue
+        run = t["attrs"]["data-run"]
+        for row in t["rows"]:
+            rep = row["attrs"].get("data-representation")
+            for cell in row["cells"]:
+                a = cell["attrs"]
+                if "data-metric" not in a:
+                    continue
+                key = (run, rep, a["data-metric"], a["data-digest"])
+                assert float(a["data-value"]) == latest[key][1]
+                assert cell["text"] == f"{latest[key][1]:.4g}"
+                seen.add(key)
+    assert seen == set(latest)
+
+
+def test_selection_table_matches_an_independent_computation(
+    page: str, rows: list[dict[str, Any]]
+) -> None:
+    final = {(r["run"], r["metric"]): r["value"] for r in rows if r["epoch"] == EPOCHS[-1]}
+    simclr = ("simclr-lr0.1", "simclr-lr0.3")
+    best = max(simclr, key=lambda r: final[(r, "rankme")])
+    oracle = max(final[(r, "linear_probe")] for r in simclr)
+    sel = table(parse(page), id="run-selection")
+    (row,) = [
+        cells for cells in body_rows(sel)
+        if cells[0]["text"] == "simclr" and cells[2]["text"].startswith("rankme")
+    ]  # fmt: skip
+    assert row[3]["text"] == str(EPOCHS[-1])
+    assert row[4]["text"] == best
+    assert float(row[5]["attrs"]["data-value"]) == final[(best, "rankme")]
+    assert float(row[6]["attrs"]["data-value"]) == final[(best, "linear_probe")]
+    assert float(row[9]["attrs"]["data-value"]) == pytest.approx(
+        oracle - final[(best, "linear_probe")], abs=1e-15
+    )
+
+
+def test_definitions_and_spectrum_sections(
+    page: str, rows: list[dict[str, Any]], spectrum: np.ndarray
+) -> None:
+    doc = parse(page)
+    defs = table(doc, id="definitions-table")
+    assert {cells[1]["text"] for cells in body_rows(defs)} == {r["digest"] for r in rows}
+    alts = [img["alt"] for img in doc.images]
+    assert "singular-value spectrum, simclr-lr0.3" in alts
+    text = " ".join(" ".join(doc.text).split())
+    assert text.count("No spectrum stored for this run") == 2
+    assert "None: every comparison was between matching definitions" in text
+
+
+def test_spectra_are_validated(rows: list[dict[str, Any]], spectrum: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="not in the store"):
+        render_report(rows, spectra={"no-such-run": spectrum}, n_boot=0)
+    with pytest.raises(ValueError, match="non-negative"):
+        render_report(rows, spectra={"simsiam-a": -spectrum}, n_boot=0)
+    with pytest.raises(ValueError, match="not both"):
+        render_report(rows, analysis=analyze(rows, n_boot=0), n_boot=10)
+
+
+def test_mixed_definitions_are_shown_as_warnings(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.db"
+    fill_store(path, [("a", "simclr", 0.6), ("b", "simclr", 0.9)], mixed_n=True)
+    with ResultStore(path) as store:
+        page = render_report(store.tidy_rows(), n_boot=0)
+    doc = parse(page)
+    warnings = " ".join(" ".join(doc.text).split())
+    assert "n: 2000 vs 25600" in warnings
+    sel = table(doc, id="run-selection")
+    labels = [cells[2]["text"] for cells in body_rows(sel) if cells[2]["text"].startswith("rankme")]
+    assert sorted(labels) == ["rankme (N=2000, D=128) ↑", "rankme (N=25600, D=128) ↑"]
+
+
+def test_names_are_escaped(tmp_path: Path) -> None:
+    path = tmp_path / "esc.db"
+    fill_store(path, [('<img src="x">', "simclr", 0.7)])
+    with ResultStore(path) as store:
+        page = render_report(store.tidy_rows(), n_boot=0)
+    assert '<img src="x">' not in page and "&lt;img src=&#34;x&#34;&gt;" in page
+
+
+def test_write_report_refuses_a_missing_store(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no results store"):
+        write_report(tmp_path / "missing.db", tmp_path / "r.html")
+    assert not (tmp_path / "missing.db").exists() and not (tmp_path / "r.html").exists()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_analyze_prints_trust_selection_and_diagnoses(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # rich fixes the console width when the console is created (80 without a terminal);
+    # widen it for this test so that no table cell is cut short with an ellipsis
+    monkeypatch.setattr(console, "_width", 220)
+    result = runner.invoke(app, ["analyze", str(store_path), "--n-boot", "50"])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "simclr: correlation with linear_probe" in out
+    assert "Best run per method" in out and "regret" in out
+    assert "simclr-lr0.3" in out and "simsiam-a" in out
+    assert "No comparability warnings" in out
+
+
+def test_cli_report_writes_html_with_a_spectrum(
+    store_path: Path, tmp_path: Path, rng: np.random.Generator
+) -> None:
+    emb = tmp_path / "epoch=20.npy"  # '=' in a file name must work
+    np.save(emb, rng.normal(size=(300, 32)).astype(np.float32))
+    out = tmp_path / "sub" / "r.html"
+    result = runner.invoke(
+        app,
+        ["report", str(store_path), "-o", str(out), "--n-boot", "20", "--representation",
+         "backbone", "--embeddings", f"simsiam-a={emb}"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and out.is_file()
+    alts = [img["alt"] for img in parse(out.read_text(encoding="utf-8")).images]
+    assert "singular-value spectrum, simsiam-a" in alts
+
+
+def test_cli_errors_are_one_line(store_path: Path, tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["analyze", str(tmp_path / "none.db")])
+    assert missing.exit_code == 2 and "no results store" in missing.output
+    assert not (tmp_path / "none.db").exists()
+    bad = runner.invoke(app, ["report", str(store_path), "--embeddings", "nofile"])
+    assert bad.exit_code == 2 and "RUN=FILE" in bad.output
+    unknown = runner.invoke(app, ["report", str(store_path), "--embeddings", "zz=a.npy"])
+    assert unknown.exit_code == 2 and "not in the store" in unknown.output
+    ref = runner.invoke(app, ["analyze", str(store_path), "--reference", "knn_accuracy"])
+    assert ref.exit_code == 2 and "knn_accuracy" in ref.output

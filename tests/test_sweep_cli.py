@@ -1,0 +1,337 @@
+"""`sslwatch sweep / merge / export` on the command line.
+
+Crash safety is tested for real: a sweep in a subprocess is killed with SIGKILL as soon
+as the store shows its first finished checkpoint, then re-run; the result must equal an
+uninterrupted sweep's, with one value per (checkpoint, representation, definition), and
+the re-run must load only the checkpoints that were not finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import sslwatch.cli.sweep  # noqa: F401  (registers sweep, merge and export)
+import sweep_models as sm
+from sslwatch.cli import app
+from sslwatch.registry import REGISTRY
+from sslwatch.store import ResultStore
+
+runner = CliRunner()
+SAMPLE = str(sm.REFERENCE["sample_size"])
+N_METRICS = len(REGISTRY.select(None, has_labels=True))
+LAUNCH = "import sslwatch.cli.sweep; from sslwatch.cli import app; app()"
+
+
+def sweep_args(root: Path, db: Path, *extra: str, model: str = sm.TINY) -> list[str]:
+    return [
+        "sweep",
+        "--model",
+        model,
+        "--checkpoints",
+        str(root / "runs/*/epoch_*"),
+        "--checkpoints",
+        str(root / "runs/*/checkpoints/*.ckpt"),
+        "--data",
+        "digits",
+        "--db",
+        str(db),
+        "--layers",
+        "backbone=backbone,projector=projector",
+        "--sample-size",
+        SAMPLE,
+        "--param",
+        "linear_probe.l2=0.001",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def ckpt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.getbasetemp() / "sweep_checkpoints"
+    sm.make_checkpoints(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(ckpt_root: Path) -> dict[str, Any]:
+    """An uninterrupted, unsharded, single-process sweep through the Python API."""
+    db, _ = sm.reference_db(ckpt_root)
+    with ResultStore(db) as store:
+        return {"db": db, "rows": store.tidy_rows()}
+
+
+def table(rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
+    out = {}
+    for r in rows:
+        key = (r["run"], r["path"], r["epoch"], r["step"], r["representation"], r["digest"])
+        assert key not in out, key
+        out[key] = r["value"]
+    return out
+
+
+def assert_same_table(
+    got: dict[tuple[Any, ...], float], want: dict[tuple[Any, ...], float], rel: float = 0.0
+) -> None:
+    assert got.keys() == want.keys()
+    for key, value in want.items():
+        other = got[key]
+        if math.isnan(value) or math.isinf(value):
+            assert (math.isnan(value) and math.isnan(other)) or value == other, key
+        else:
+            assert other == pytest.approx(value, rel=rel, abs=1e-12 if rel else 0), key
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+# --------------------------------------------------------------------------- sweep + merge
+
+
+def test_shards_merged_equal_one_unsharded_sweep_and_export(
+    reference: dict[str, Any], ckpt_root: Path, tmp_path: Path
+) -> None:
+    shards = [tmp_path / f"shard{i}.db" for i in range(2)]
+    for i, db in enumerate(shards):
+        summary = tmp_path / f"s{i}.json"
+        res = runner.invoke(
+            app, sweep_args(ckpt_root, db, "--shard", f"{i}/2", "--summary-json", str(summary))
+        )
+        assert res.exit_code == 0, res.output
+        assert "checkpoints" in res.stdout and "skipped" in res.stdout  # the summary table
+        assert json.loads(summary.read_text())["checkpoints"] == 2
+    merged = tmp_path / "all.db"
+    res = runner.invoke(app, ["merge", *map(str, shards), "-o", str(merged)])
+    assert res.exit_code == 0, res.output
+    assert f"{4 * 2 * N_METRICS} values added" in res.stdout
+    with ResultStore(merged) as store:
+        rows = store.tidy_rows()
+    assert rows == reference["rows"]  # same rows, same order, same definitions, same values
+    # Merging again adds nothing.
+    res = runner.invoke(app, ["merge", *map(str, shards), "-o", str(merged)])
+    assert res.exit_code == 0 and "0 values added" in res.stdout
+
+    out_csv, out_json = tmp_path / "t.csv", tmp_path / "t.json"
+    res = runner.invoke(
+        app, ["export", str(merged), "--csv", str(out_csv), "--json", str(out_json)]
+    )
+    assert res.exit_code == 0, res.output
+    with out_csv.open() as fh:
+        csv_rows = list(csv.DictReader(fh))
+    assert len(csv_rows) == len(rows) == 4 * 2 * N_METRICS
+    for c, r in zip(csv_rows, rows, strict=True):
+        assert (c["path"], c["metric"], c["representation"]) == (
+            r["path"],
+            r["metric"],
+            r["representation"],
+        )
+        assert (c["value"] == "" and math.isnan(r["value"])) or float(c["value"]) == r["value"]
+    records = json.loads(out_json.read_text())
+    assert [(x["path"], x["metric"], x["value"]) for x in records] == [
+        (r["path"], r["metric"], r["value"]) for r in rows
+    ]
+    res = runner.invoke(
+        app,
+        [
+            "export",
+            str(merged),
+            "--csv",
+            str(out_csv),
+            "--metric",
+            "rankme",
+            "--representation",
+            "backbone",
+        ],
+    )
+    assert res.exit_code == 0 and "wrote 4 rows" in res.stdout
+
+
+@pytest.mark.slow  # starts Python processes (imports of torch dominate)
+def test_two_workers_give_the_same_table_as_one(
+    reference: dict[str, Any], ckpt_root: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "workers.db"
+    summary = tmp_path / "s.json"
+    res = runner.invoke(
+        app, sweep_args(ckpt_root, db, "--workers", "2", "--summary-json", str(summary))
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads(summary.read_text())
+    assert (info["ok"], info["loaded"], info["workers"]) == (4, 4, 2)
+    with ResultStore(db) as store:
+        got = table(store.tidy_rows())
+    # Worker processes run with fewer torch threads; sums may round differently.
+    assert_same_table(got, table(reference["rows"]), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- crash safety
+
+
+def _finished_points(db: Path) -> int:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    except sqlite3.OperationalError:
+        return 0
+    try:
+        return int(con.execute("SELECT count(*) FROM points WHERE status = 'ok'").fetchone()[0])
+    except sqlite3.OperationalError:  # the schema is not there yet
+        return 0
+    finally:
+        con.close()
+
+
+@pytest.mark.slow  # starts Python processes (imports of torch dominate)
+def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(
+    reference: dict[str, Any], ckpt_root: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "crash.db"
+    env = dict(os.environ)
+    env[sm.SLEEP_ENV] = "0.15"  # ~1.2 s of forward passes per checkpoint: killable
+    env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # same arithmetic as in here
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, *sweep_args(ckpt_root, db, model=sm.SLOW)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while _finished_points(db) < 1:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "the sweep never finished a checkpoint"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    finished = _finished_points(db)
+    assert 1 <= finished < 4, finished  # killed part-way
+    with ResultStore(db) as store:
+        partial = table(store.tidy_rows())
+    assert len(partial) == finished * 2 * N_METRICS  # whole checkpoints only
+
+    summary = tmp_path / "resume.json"
+    res = runner.invoke(
+        app, sweep_args(ckpt_root, db, "--summary-json", str(summary), model=sm.SLOW)
+    )
+    assert res.exit_code == 0, res.output
+    info = json.loads(summary.read_text())
+    assert info["loaded"] == 4 - finished and info["skipped"] == finished
+    assert info["values_stored"] == (4 - finished) * 2 * N_METRICS
+    with ResultStore(db) as store:
+        rows = store.tidy_rows()
+    got = table(rows)  # asserts one value per (checkpoint, representation, definition)
+    assert len(rows) == 4 * 2 * N_METRICS
+    assert_same_table(got, table(reference["rows"]))
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def _bad_checkpoints(root: Path, ckpt_root: Path) -> dict[str, Path]:
+    good = torch.load(ckpt_root / "runs/alpha/epoch_1.pt", weights_only=True)
+    paths = {
+        "corrupt": root / "corrupt" / "epoch_1.pt",
+        "missing": root / "missing" / "epoch_1.pt",
+        "pickle": root / "pickle" / "epoch_1.pt",
+    }
+    for p in paths.values():
+        p.parent.mkdir(parents=True)
+    buf = (ckpt_root / "runs/alpha/epoch_1.pt").read_bytes()
+    paths["corrupt"].write_bytes(buf[: len(buf) // 3])  # truncated mid-file
+    torch.save({k: v for k, v in good.items() if not k.startswith("projector.")}, paths["missing"])
+    torch.save({"state_dict": good, "args": argparse.Namespace(lr=0.1)}, paths["pickle"])
+    return paths
+
+
+def test_bad_checkpoints_fail_one_line_each_and_nothing_is_lost(
+    reference: dict[str, Any], ckpt_root: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "bad.db"
+    shutil.copy(reference["db"], db)
+    bad = _bad_checkpoints(tmp_path / "bad", ckpt_root)
+    summary = tmp_path / "s.json"
+    res = runner.invoke(
+        app,
+        sweep_args(
+            ckpt_root,
+            db,
+            "--checkpoints",
+            str(tmp_path / "bad/*/epoch_*.pt"),
+            "--summary-json",
+            str(summary),
+        ),
+    )
+    assert res.exit_code == 3, res.output  # exit code = number of failed checkpoints
+    lines = error_lines(res.stderr)
+    assert len(lines) == 3, res.stderr
+    for kind, path in bad.items():
+        mine = [line for line in lines if str(path) in line]
+        assert len(mine) == 1, (kind, lines)
+    text = {kind: next(x for x in lines if str(p) in x) for kind, p in bad.items()}
+    assert "corrupt" in text["corrupt"] or "truncated" in text["corrupt"]
+    assert "missing" in text["missing"] and "projector" in text["missing"]
+    assert "--trust-checkpoints" in text["pickle"]
+    info = json.loads(summary.read_text())
+    assert (info["skipped"], info["failed"], info["loaded"]) == (4, 3, 0)
+    with ResultStore(db) as store:
+        assert store.tidy_rows() == reference["rows"]  # nothing stored was lost or changed
+        failures = {f["path"]: f["error"] for f in store.failures()}
+    assert failures.keys() == {str(p) for p in bad.values()}
+    assert all(str(path) in err for path, err in failures.items())
+
+    # The documented opt-in loads the pickle-only checkpoint; the others still fail.
+    res = runner.invoke(
+        app,
+        sweep_args(ckpt_root, db, "--checkpoints", str(bad["pickle"]), "--trust-checkpoints"),
+    )
+    assert res.exit_code == 0, res.output
+    with ResultStore(db) as store:
+        assert len(store.tidy_rows(run="pickle")) == 2 * N_METRICS
+        assert {f["path"] for f in store.failures()} == {str(bad["corrupt"]), str(bad["missing"])}
+
+
+def test_missing_data_path_is_a_one_line_error_and_the_store_is_untouched(
+    reference: dict[str, Any], ckpt_root: Path, tmp_path: Path
+) -> None:
+    db = tmp_path / "data.db"
+    shutil.copy(reference["db"], db)
+    for spec in (f"npz:{tmp_path / 'nope' / 'data.npz'}", f"folder:{tmp_path / 'no_images'}"):
+        args = sweep_args(ckpt_root, db)
+        args[args.index("--data") + 1] = spec
+        res = runner.invoke(app, args)
+        assert res.exit_code == 101, res.output
+        lines = error_lines(res.stderr)
+        assert len(lines) == 1 and spec.partition(":")[2] in lines[0], res.stderr
+    with ResultStore(db) as store:
+        assert store.tidy_rows() == reference["rows"]
+
+
+def test_merge_and_export_refuse_bad_input(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.db"
+    res = runner.invoke(app, ["merge", str(missing), "-o", str(tmp_path / "out.db")])
+    assert res.exit_code == 2 and str(missing) in res.stderr
+    res = runner.invoke(app, ["export", str(missing), "--csv", str(tmp_path / "x.csv")])
+    assert res.exit_code == 2 and str(missing) in res.stderr
+    assert not missing.exists()  # export does not create an empty store
+    res = runner.invoke(app, ["export", str(missing)])
+    assert res.exit_code == 2 and "--csv" in res.stderr
