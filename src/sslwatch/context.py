@@ -92,6 +92,11 @@ class MetricContext:
         return result
 
     @property
+    def shared_seconds(self) -> float:
+        """Total time spent building shared intermediate results so far."""
+        return sum(self.timings[key] for key in self._cache if key in self.timings)
+
+    @property
     def n_sample(self) -> int:
         """Number of points the point-based metrics see."""
         return 0 if self.sample is None else int(self.sample.shape[0])

@@ -32,7 +32,11 @@ OnError = Literal["raise", "warn"]
 
 @dataclass(frozen=True)
 class MetricValue:
-    """One computed value with its definition, wall time and error (if any)."""
+    """One computed value with its definition, own wall time and error (if any).
+
+    ``seconds`` excludes shared steps (k-means, spectra) the metric triggered; those are
+    in :attr:`Evaluation.timings` under their own keys.
+    """
 
     name: str
     value: float
@@ -187,7 +191,7 @@ def compute_metrics(
     for spec in specs:
         p = {**spec.params, **overrides.get(spec.name, {})}
         definition = definition_for(spec, ctx, p)
-        start = time.perf_counter()
+        start, shared_before = time.perf_counter(), ctx.shared_seconds
         error = None
         try:
             value = float(spec.compute(ctx, p))
@@ -197,7 +201,8 @@ def compute_metrics(
             error = f"{type(exc).__name__}: {exc}"
             warnings.warn(f"metric {spec.name!r} failed: {error}", RuntimeWarning, stacklevel=2)
             value = math.nan
-        seconds = time.perf_counter() - start
+        # The metric's own time: shared steps it triggered are timed on their own.
+        seconds = time.perf_counter() - start - (ctx.shared_seconds - shared_before)
         ctx.timings[spec.name] = seconds
         out.append(MetricValue(spec.name, value, definition, seconds, error))
     return out
