@@ -61,5 +61,6 @@ def json_value(value: float) -> Any:
 
 # Sub-commands register themselves on ``app`` when imported.
 from sslwatch.cli import report as _report  # noqa: E402,F401
+from sslwatch.cli import reproduce as _reproduce  # noqa: E402,F401
 from sslwatch.cli import score as _score  # noqa: E402,F401
 from sslwatch.cli import sweep as _sweep  # noqa: E402,F401

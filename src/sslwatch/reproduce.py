@@ -1,0 +1,638 @@
+"""The reproduction study behind ``sslwatch demo`` and ``sslwatch reproduce``.
+
+Two studies, both stored in one results database and written as CSV and Markdown:
+
+* **Progress study** (Xu, Lowe, Trappenberg 2024, arXiv 2409.06612): train each SSL
+  method, score every epoch checkpoint (backbone and projector separately) with every
+  label-free metric and the label-based references (linear probe, kNN, AMI of k-means vs
+  labels), then correlate each label-free metric with the backbone linear-probe accuracy
+  (Spearman and Kendall; over all trained epochs and over the later half of training).
+* **Selection study** (Garrido et al. 2023, RankMe): a sweep of one hyperparameter per
+  method at the same epoch budget; select a run per method by each label-free metric
+  and by the linear-probe oracle; report the selected run's accuracy and the regret.
+
+Scoring protocol (recorded in every definition through the run metadata): embeddings in
+eval mode on all samples of the data set; the random initialisation (epoch 0) is scored
+after re-estimating BatchNorm statistics on the training inputs (DESIGN.md); label-based
+references use a seeded stratified 80/20 split (see :func:`sslwatch.evaluate`); views for
+LiDAR, alignment, uniformity and cross-view clustering agreement are two augmentations of
+the first ``views_samples`` inputs. Epoch 0 is stored and shown but kept out of the
+correlations and the selection (RankMe of random features is high).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sslwatch.analysis import correlations, select_runs
+from sslwatch.data import Dataset, load_dataset
+from sslwatch.embed import VIEWS_SUFFIX, extract_embeddings, recalibrate_batchnorm
+from sslwatch.metrics.spectrum import singular_values
+from sslwatch.registry import REGISTRY
+from sslwatch.store import ResultStore
+from sslwatch.suite import Evaluation, evaluate
+from sslwatch.train import SSLMethod, TrainConfig, build_augment, list_checkpoints, train
+from sslwatch.train.loop import load_checkpoint
+from sslwatch.train.recipes import mnist1d_config
+
+REPRESENTATIONS = ("backbone", "projector")
+SpectrumKey = str | tuple[str, str]  # as in sslwatch.report (run, representation)
+REFERENCE = "linear_probe"
+LABEL_METRICS = ("linear_probe", "knn_accuracy", "label_ami")
+PROBE_L2 = 1e-3
+"""Fixed L2 strength of the study's linear probe (on standardised features).
+
+Searching L2 on a held-out split at every checkpoint costs about 7x more; the fixed value
+is recorded in every probe definition."""
+
+
+@dataclass(frozen=True)
+class MethodRecipe:
+    """One SSL method, the hyperparameter its selection sweep varies, and its values.
+
+    ``overrides`` are :class:`~sslwatch.train.TrainConfig` fields set on top of the
+    preset's base configuration (``method_kwargs`` are merged). ``sweep_param`` is
+    ``"lr"``, ``"weight_decay"`` or ``"method_kwargs.NAME"``; the progress run uses the
+    configuration's own value, which must be one of ``sweep_values``.
+    """
+
+    method: str
+    sweep_param: str
+    sweep_values: tuple[float, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def with_value(self, value: float) -> MethodRecipe:
+        """The recipe with ``sweep_param`` set to ``value``."""
+        overrides = copy.deepcopy(self.overrides)
+        if self.sweep_param.startswith("method_kwargs."):
+            overrides.setdefault("method_kwargs", {})[self.sweep_name] = value
+        else:
+            overrides[self.sweep_param] = value
+        return replace(self, overrides=overrides)
+
+    @property
+    def sweep_name(self) -> str:
+        """The swept hyperparameter's short name (``temperature``, ``lr``, ...)."""
+        return self.sweep_param.removeprefix("method_kwargs.")
+
+
+def swept_value(config: TrainConfig, recipe: MethodRecipe) -> float:
+    """The value of ``recipe.sweep_param`` in a resolved configuration."""
+    if recipe.sweep_param.startswith("method_kwargs."):
+        return float(config.method_kwargs[recipe.sweep_name])
+    return float(getattr(config, recipe.sweep_param))
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A complete, named study configuration."""
+
+    name: str
+    data: str
+    backbone: str
+    epochs: int
+    batch_size: int
+    recipes: tuple[MethodRecipe, ...]
+    selection: bool = True
+    views_samples: int = 1000
+    sample_size: int | None = None
+    max_samples: int | None = None
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    description: str = ""
+    metrics: tuple[str, ...] | None = None
+    """Label-free metrics to compute (``None``: the default set of the inputs)."""
+
+
+# MNIST-1D: the validated recipes of sslwatch.train.recipes, one swept value each side.
+MNIST1D_RECIPES = (
+    MethodRecipe("simclr", "method_kwargs.temperature", (0.1, 0.2, 0.5)),
+    MethodRecipe("moco_v2", "method_kwargs.temperature", (0.07, 0.2, 0.5)),
+    MethodRecipe("simsiam", "weight_decay", (0.0, 1e-4, 1e-2)),
+    MethodRecipe("byol", "method_kwargs.momentum", (0.9, 0.99, 0.999)),
+    MethodRecipe(
+        "vicreg",
+        "method_kwargs.sim_coeff",
+        (5.0, 25.0, 100.0),
+        {"method_kwargs": {"sim_coeff": 25.0}},
+    ),
+)
+
+PRESETS: dict[str, Preset] = {
+    "demo": Preset(
+        name="demo",
+        data="mnist1d",
+        backbone="conv1d",
+        epochs=8,
+        batch_size=256,
+        recipes=tuple(r for r in MNIST1D_RECIPES if r.method in ("simclr", "simsiam")),
+        selection=False,
+        views_samples=0,
+        sample_size=2000,
+        metrics=("rankme", "stable_rank", "silhouette", "cluster_agreement", "entropy"),
+        description="SimCLR and SimSiam on MNIST-1D, a few epochs (under 3 min on 2 cores)",
+    ),
+    "quick": Preset(
+        name="quick",
+        data="mnist1d",
+        backbone="conv1d",
+        epochs=20,
+        batch_size=256,
+        recipes=MNIST1D_RECIPES,
+        description="five methods on MNIST-1D, progress and selection (about 25 min on 2 cores)",
+    ),
+    "smoke": Preset(
+        name="smoke",
+        data="mnist1d",
+        backbone="conv1d",
+        epochs=1,
+        batch_size=128,
+        recipes=tuple(replace(r, sweep_values=r.sweep_values[:2]) for r in MNIST1D_RECIPES),
+        views_samples=64,
+        max_samples=600,
+        description="test-sized: every method, 1 epoch, 600 samples",
+    ),
+    "full": Preset(
+        name="full",
+        data="npz:cifar10.npz",
+        backbone="resnet18_cifar",
+        epochs=200,
+        batch_size=512,
+        device="auto",
+        sample_size=10000,
+        views_samples=2000,
+        recipes=(
+            MethodRecipe(
+                "simclr",
+                "method_kwargs.temperature",
+                (0.1, 0.2, 0.5),
+                {"method_kwargs": {"temperature": 0.2}},
+            ),
+            MethodRecipe(
+                "moco_v2",
+                "method_kwargs.temperature",
+                (0.1, 0.2, 0.5),
+                {"method_kwargs": {"temperature": 0.2, "queue_size": 4096}},
+            ),
+            MethodRecipe(
+                "simsiam",
+                "weight_decay",
+                (1e-5, 1e-4, 1e-3),
+                {"optimizer": "sgd", "lr": 0.06, "weight_decay": 1e-4},
+            ),
+            MethodRecipe(
+                "byol",
+                "method_kwargs.momentum",
+                (0.9, 0.99, 0.996),
+                {"method_kwargs": {"momentum": 0.99}},
+            ),
+            MethodRecipe(
+                "vicreg",
+                "method_kwargs.sim_coeff",
+                (10.0, 25.0, 50.0),
+                {"method_kwargs": {"expander_dims": [2048, 2048, 2048]}},
+            ),
+        ),
+        description="CIFAR-10 / ResNet-18 on a GPU; pass --data npz:PATH or folder:PATH",
+    ),
+}
+
+
+@dataclass
+class StudyResult:
+    """Where a study wrote its outputs, and the rows of its tables."""
+
+    out_dir: Path
+    db: Path
+    progress: dict[str, list[dict[str, Any]]]
+    correlations: list[dict[str, Any]]
+    selection: list[dict[str, Any]]
+    files: list[Path]
+    seconds: float
+
+
+EpochPrinter = Callable[[str, int, dict[str, float]], None]
+
+
+def _train_inputs(data: Dataset) -> torch.Tensor:
+    if data.split is not None:
+        mask = np.asarray(data.split) == "train"
+        if mask.any():
+            return data.x[torch.as_tensor(mask)]
+    return data.x
+
+
+def load_study_data(preset: Preset, data_spec: str | None = None, seed: int = 0) -> Dataset:
+    """The preset's data set (labelled), optionally capped at ``max_samples`` rows."""
+    data = load_dataset(data_spec or preset.data)
+    if data.y is None:
+        raise ValueError(
+            f"the reproduction study needs labels for its references; {data.name} has none"
+        )
+    if preset.max_samples is not None and len(data) > preset.max_samples:
+        rng = np.random.default_rng(seed)
+        data = data.subset(np.sort(rng.choice(len(data), preset.max_samples, replace=False)))
+    return data
+
+
+def _config(preset: Preset, recipe: MethodRecipe, out_dir: Path, seed: int) -> TrainConfig:
+    """The run's training configuration: the preset's base plus the recipe's overrides."""
+    common: dict[str, Any] = {
+        "epochs": preset.epochs,
+        "seed": seed,
+        "out_dir": str(out_dir),
+        "progress": False,
+        "device": preset.device,
+    }
+    overrides = copy.deepcopy(recipe.overrides)
+    if preset.backbone == "conv1d":
+        return mnist1d_config(recipe.method, **common, **overrides)
+    method_kwargs = overrides.pop("method_kwargs", {})
+    return TrainConfig(
+        method=recipe.method,
+        method_kwargs=method_kwargs,
+        backbone=preset.backbone,
+        backbone_kwargs=dict(preset.backbone_kwargs),
+        batch_size=preset.batch_size,
+        **common,
+        **overrides,
+    )
+
+
+def score_model(
+    method: SSLMethod,
+    data: Dataset,
+    *,
+    epoch: int,
+    preset: Preset,
+    config: TrainConfig,
+    seed: int = 0,
+    with_labels: bool = True,
+) -> dict[str, Evaluation]:
+    """Score one checkpoint: backbone and projector, label-free metrics and references."""
+    model = copy.deepcopy(method).eval()
+    net = nn.Sequential(model.backbone, model.projector)
+    if epoch == 0:
+        recalibrate_batchnorm(net, _train_inputs(data), batches=8, batch_size=preset.batch_size)
+    layers = {"backbone": "0", "projector": "1"}
+    emb = extract_embeddings(net, data.x, layers=layers, batch_size=512, progress=False)
+    views: dict[str, torch.Tensor] = {}
+    if preset.views_samples:
+        augment = build_augment(config.augment, tuple(data.x.shape[1:]), **config.augment_kwargs)
+        subset = data.x[: preset.views_samples]
+        vemb = extract_embeddings(
+            net,
+            subset,
+            layers=layers,
+            views=2,
+            augment=lambda x: augment(x, None),
+            seed=seed,
+            progress=False,
+        )
+        views = {rep: vemb[rep + VIEWS_SUFFIX] for rep in layers}
+    out = {}
+    for rep in REPRESENTATIONS:
+        # The references are read on the backbone (the representation users keep).
+        labelled = with_labels and rep == "backbone"
+        metrics = None
+        if preset.metrics is not None:
+            metrics = list(preset.metrics) + (list(LABEL_METRICS) if labelled else [])
+        out[rep] = evaluate(
+            emb[rep],
+            views=views.get(rep),
+            labels=data.y if labelled else None,
+            metrics=metrics,
+            sample_size=preset.sample_size,
+            seed=seed,
+            params={"linear_probe": {"l2": PROBE_L2}} if labelled else None,
+            on_error="warn",
+        )
+    return out
+
+
+def _store_scores(
+    store: ResultStore,
+    run_id: int,
+    path: Path,
+    epoch: int,
+    scores: dict[str, Evaluation],
+) -> None:
+    point = store.ensure_point(run_id, source="checkpoint", path=str(path), epoch=epoch)
+    rows = []
+    errors = []
+    for rep, res in scores.items():
+        for rec in res.records.values():
+            if rec.error:
+                errors.append(f"{rep}/{rec.name}: {rec.error}")
+            else:
+                rows.append((rep, rec.definition, rec.value))
+    store.record_results(point, rows)
+    if errors:
+        store.record_failure(point, "; ".join(errors))
+
+
+def _scored_epochs(store: ResultStore, run: str) -> set[int]:
+    return {
+        int(r["epoch"])
+        for r in store.tidy_rows(run=run, metric=REFERENCE, representation="backbone")
+        if r["epoch"] is not None and r["status"] == "ok"
+    }
+
+
+def train_and_score(
+    preset: Preset,
+    recipe: MethodRecipe,
+    data: Dataset,
+    store: ResultStore,
+    *,
+    run: str,
+    out_dir: Path,
+    seed: int = 0,
+    score_every_epoch: bool = True,
+    printer: EpochPrinter | None = None,
+) -> None:
+    """Train one run (resuming from its checkpoints) and score the checkpoints it needs.
+
+    Every epoch is scored as it completes when ``score_every_epoch``; otherwise only the
+    last epoch. Scores already stored are skipped, so an interrupted study resumes.
+    """
+    config = _config(preset, recipe, out_dir, seed)
+    run_id = store.ensure_run(
+        run,
+        method=recipe.method,
+        architecture=preset.backbone,
+        meta={
+            "train_config": config.to_dict(),
+            "preset": preset.name,
+            "bn_recalibrated_at_epoch_0": True,
+        },
+    )
+    done = _scored_epochs(store, run)
+    wanted = set(range(preset.epochs + 1)) if score_every_epoch else {preset.epochs}
+
+    def on_epoch(epoch: int, method: SSLMethod, path: Path | None) -> None:
+        if epoch in wanted and epoch not in done and path is not None:
+            scores = score_model(method, data, epoch=epoch, preset=preset, config=config, seed=seed)
+            _store_scores(store, run_id, path, epoch, scores)
+            done.add(epoch)
+            if printer is not None:
+                printer(run, epoch, _summary(scores))
+
+    train(config, _train_inputs(data), callbacks=[on_epoch])
+    # Epochs trained in an earlier, interrupted call were not scored by the callback.
+    for epoch, path in list_checkpoints(out_dir):
+        if epoch in wanted and epoch not in done:
+            on_epoch(epoch, load_checkpoint(path), path)
+
+
+def _summary(scores: dict[str, Evaluation]) -> dict[str, float]:
+    flat = {}
+    for rep, res in scores.items():
+        for name, value in res.items():
+            flat[f"{rep}/{name}"] = value
+    return flat
+
+
+def run_study(
+    preset: Preset,
+    out_dir: str | Path,
+    *,
+    data_spec: str | None = None,
+    methods: Sequence[str] | None = None,
+    seed: int = 0,
+    printer: EpochPrinter | None = None,
+    report: bool = True,
+) -> StudyResult:
+    """Run the progress study (and the selection study when the preset has one)."""
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_study_data(preset, data_spec, seed)
+    recipes = [r for r in preset.recipes if methods is None or r.method in methods]
+    if not recipes:
+        raise ValueError(f"no method selected; the preset has {[r.method for r in preset.recipes]}")
+    db = out / "results.db"
+    with ResultStore(db) as store:
+        for recipe in recipes:
+            train_and_score(
+                preset,
+                recipe,
+                data,
+                store,
+                run=progress_run(recipe),
+                out_dir=out / "runs" / progress_run(recipe),
+                seed=seed,
+                printer=printer,
+            )
+        if preset.selection:
+            for recipe in recipes:
+                own = swept_value(_config(preset, recipe, out, seed), recipe)
+                for value in recipe.sweep_values:
+                    if math.isclose(value, own):
+                        continue
+                    variant = recipe.with_value(value)
+                    run = selection_run(recipe, value)
+                    train_and_score(
+                        preset,
+                        variant,
+                        data,
+                        store,
+                        run=run,
+                        out_dir=out / "runs" / run,
+                        seed=seed,
+                        score_every_epoch=False,
+                        printer=printer,
+                    )
+        rows = store.tidy_rows()
+
+    progress = progress_tables(rows, [progress_run(r) for r in recipes])
+    corr = correlation_table(rows, preset.epochs)
+    sel = selection_table(rows, recipes, preset.epochs) if preset.selection else []
+    files = write_tables(out, progress, corr, sel)
+    if report:
+        spectra = latest_spectra(data, out, [progress_run(r) for r in recipes])
+        files.extend(_write_report(db, out, spectra))
+    return StudyResult(out, db, progress, corr, sel, files, time.perf_counter() - start)
+
+
+def progress_run(recipe: MethodRecipe) -> str:
+    """Run name of a method's progress run."""
+    return f"progress/{recipe.method}"
+
+
+def selection_run(recipe: MethodRecipe, value: float) -> str:
+    """Run name of one selection-sweep variant (the progress run is the recipe's value)."""
+    return f"select/{recipe.method}/{recipe.sweep_name}={value:g}"
+
+
+TABLE_METRICS = (
+    "rankme",
+    "alpha_req",
+    "silhouette",
+    "cluster_agreement",
+    "entropy",
+    "entropy_gaussian",
+    "lidar",
+    "linear_probe",
+    "knn_accuracy",
+    "label_ami",
+)
+
+
+def progress_tables(rows: Sequence[dict[str, Any]], runs: Sequence[str]) -> dict[str, list[dict]]:
+    """Per run: one row per epoch, columns ``representation/metric``."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_epoch: dict[int, dict[str, Any]] = {}
+        for r in rows:
+            if r["run"] == run and r["epoch"] is not None:
+                row = by_epoch.setdefault(int(r["epoch"]), {"epoch": int(r["epoch"])})
+                row[f"{r['representation']}/{r['metric']}"] = r["value"]
+        out[run] = [by_epoch[e] for e in sorted(by_epoch)]
+    return out
+
+
+def correlation_table(rows: Sequence[dict[str, Any]], epochs: int) -> list[dict[str, Any]]:
+    """Spearman and Kendall of every label-free metric with backbone LP accuracy.
+
+    Two windows: all trained epochs (1..E) and the later half (epochs > E/2), per
+    progress run (one run per method).
+    """
+    progress_rows = [r for r in rows if str(r["run"]).startswith("progress/")]
+    out = []
+    for window, min_epoch in (("all", 1), ("later half", epochs // 2 + 1)):
+        for c in correlations(
+            progress_rows,
+            reference=REFERENCE,
+            reference_representation="backbone",
+            scopes=("run",),
+            min_epoch=min_epoch,
+            n_boot=200,
+            on_incomparable="split",
+        ):
+            if REGISTRY[c.metric].label_based:
+                continue
+            out.append(
+                {
+                    "method": c.method or c.group,
+                    "window": window,
+                    "representation": c.representation,
+                    "metric": c.metric,
+                    "direction": c.direction,
+                    "n": c.n,
+                    "spearman": c.stats.spearman.value,
+                    "spearman_lo": c.stats.spearman.low,
+                    "spearman_hi": c.stats.spearman.high,
+                    "kendall": c.stats.kendall.value,
+                }
+            )
+    return out
+
+
+def selection_table(
+    rows: Sequence[dict[str, Any]], recipes: Sequence[MethodRecipe], epochs: int
+) -> list[dict[str, Any]]:
+    """Per method and label-free metric: the selected run, its LP accuracy and regret."""
+    study = [
+        r
+        for r in rows
+        if (str(r["run"]).startswith("select/") or str(r["run"]).startswith("progress/"))
+        and r["epoch"] == epochs
+    ]
+    out = []
+    for spec in REGISTRY.values():
+        if spec.label_based or spec.higher_is_better is None:
+            continue
+        if not any(r["metric"] == spec.name for r in study):
+            continue
+        for sel in select_runs(
+            study, spec.name, representation="backbone", epoch=epochs, on_incomparable="split"
+        ):
+            out.append(
+                {
+                    "method": sel.group,
+                    "metric": spec.name,
+                    "selected_run": sel.selected_run,
+                    "selected_lp": sel.reference_value,
+                    "oracle_run": sel.oracle_run,
+                    "oracle_lp": sel.oracle_value,
+                    "regret": sel.regret,
+                    "candidates": len(sel.ranking),
+                }
+            )
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _write(path: Path, rows: Sequence[dict[str, Any]]) -> list[Path]:
+    if not rows:
+        return []
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(c for c in row if c not in columns)
+    with path.with_suffix(".csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return [path.with_suffix(".csv"), path.with_suffix(".md")]
+
+
+def write_tables(
+    out: Path,
+    progress: dict[str, list[dict[str, Any]]],
+    corr: list[dict[str, Any]],
+    sel: list[dict[str, Any]],
+) -> list[Path]:
+    """Write every table as CSV and Markdown into ``out``; return the files."""
+    files = []
+    for run, rows in progress.items():
+        files += _write(out / f"progress_{run.split('/')[-1]}", rows)
+    files += _write(out / "correlations", corr)
+    files += _write(out / "selection", sel)
+    return files
+
+
+def latest_spectra(data: Dataset, out: Path, runs: Sequence[str]) -> dict[SpectrumKey, np.ndarray]:
+    """Singular values of each run's latest checkpoint, per representation (for the report)."""
+    spectra: dict[SpectrumKey, np.ndarray] = {}
+    for run in runs:
+        checkpoints = list_checkpoints(out / "runs" / run)
+        if not checkpoints:
+            continue
+        model = load_checkpoint(checkpoints[-1][1]).eval()
+        net = nn.Sequential(model.backbone, model.projector)
+        emb = extract_embeddings(
+            net, data.x, layers={"backbone": "0", "projector": "1"}, progress=False
+        )
+        for rep in REPRESENTATIONS:
+            spectra[(run, rep)] = singular_values(emb[rep])
+    return spectra
+
+
+def _write_report(db: Path, out: Path, spectra: dict[SpectrumKey, np.ndarray]) -> list[Path]:
+    try:
+        from sslwatch.report import write_report
+    except ImportError:  # the report extra (matplotlib, jinja2) is not installed
+        return []
+    path = out / "report.html"
+    write_report(db, path, spectra=spectra, title="sslwatch reproduction study")
+    return [path]

@@ -1,0 +1,73 @@
+"""Reference SSL training code (optional extra ``sslwatch[train]``).
+
+Backbones, batched augmentations, five SSL methods (SimCLR, MoCo v2, SimSiam, BYOL,
+VICReg), a resumable deterministic training loop with per-epoch checkpoints, and the
+helpers needed to score checkpoints (BatchNorm recalibration, feature extraction, a
+linear probe). Used by ``sslwatch demo`` and ``sslwatch reproduce``.
+"""
+
+from sslwatch.train.augment import ImageAugment, MNIST1DAugment, build_augment
+from sslwatch.train.backbones import (
+    BACKBONES,
+    Conv1dNet,
+    ResNet18Cifar,
+    SmallConv2d,
+    build_backbone,
+)
+from sslwatch.train.data import mnist1d_tensors
+from sslwatch.train.evaluate import extract_features, linear_probe_accuracy, recalibrate_batchnorm
+from sslwatch.train.loop import (
+    StopTraining,
+    TrainConfig,
+    TrainResult,
+    build_from_config,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    read_checkpoint_metadata,
+    state_path,
+    train,
+)
+from sslwatch.train.methods import (
+    BYOL,
+    METHODS,
+    MoCoV2,
+    SimCLR,
+    SimSiam,
+    SSLMethod,
+    VICReg,
+    build_method,
+)
+
+__all__ = [
+    "BACKBONES",
+    "BYOL",
+    "METHODS",
+    "Conv1dNet",
+    "ImageAugment",
+    "MNIST1DAugment",
+    "MoCoV2",
+    "ResNet18Cifar",
+    "SSLMethod",
+    "SimCLR",
+    "SimSiam",
+    "SmallConv2d",
+    "StopTraining",
+    "TrainConfig",
+    "TrainResult",
+    "VICReg",
+    "build_augment",
+    "build_backbone",
+    "build_from_config",
+    "build_method",
+    "checkpoint_path",
+    "extract_features",
+    "linear_probe_accuracy",
+    "list_checkpoints",
+    "load_checkpoint",
+    "mnist1d_tensors",
+    "read_checkpoint_metadata",
+    "recalibrate_batchnorm",
+    "state_path",
+    "train",
+]

@@ -1,0 +1,76 @@
+"""The reproduction study end to end at smoke size, and the recipes' plumbing."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+
+from sslwatch.reproduce import (
+    MNIST1D_RECIPES,
+    PRESETS,
+    _config,
+    run_study,
+    selection_run,
+    swept_value,
+)
+from sslwatch.store import ResultStore
+
+
+def test_recipes_sweep_their_own_value(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    preset = PRESETS["quick"]
+    for recipe in MNIST1D_RECIPES:
+        own = swept_value(_config(preset, recipe, tmp_path, 0), recipe)
+        assert any(math.isclose(v, own) for v in recipe.sweep_values)
+        other = next(v for v in recipe.sweep_values if not math.isclose(v, own))
+        variant = _config(preset, recipe.with_value(other), tmp_path, 0)
+        assert swept_value(variant, recipe) == other
+        assert variant.method == recipe.method and variant.epochs == preset.epochs
+    assert selection_run(MNIST1D_RECIPES[0], 0.1) == "select/simclr/temperature=0.1"
+
+
+@pytest.mark.slow
+def test_smoke_study_produces_every_table(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    preset = replace(PRESETS["smoke"], max_samples=400, views_samples=32)
+    seen: list[tuple[str, int]] = []
+    result = run_study(
+        preset,
+        tmp_path,
+        printer=lambda run, epoch, values: seen.append((run, epoch)),
+        report=False,
+    )
+    methods = [r.method for r in preset.recipes]
+    # every method's progress run scored at epoch 0 (random init) and epoch 1
+    assert sorted(seen) == sorted(
+        [(f"progress/{m}", e) for m in methods for e in (0, 1)]
+        + [
+            (f"select/{m}/{r.sweep_param.removeprefix('method_kwargs.')}={v:g}", 1)
+            for m, r in zip(methods, preset.recipes, strict=True)
+            for v in r.sweep_values
+            if not math.isclose(v, r.current_value())
+        ]
+    )
+    for m in methods:
+        rows = result.progress[f"progress/{m}"]
+        assert [r["epoch"] for r in rows] == [0, 1]
+        assert 0.0 <= rows[-1]["backbone/linear_probe"] <= 1.0
+        assert "projector/rankme" in rows[-1] and "backbone/lidar" in rows[-1]
+    names = {p.name for p in result.files}
+    for m in methods:
+        assert f"progress_{m}.csv" in names and f"progress_{m}.md" in names
+    assert {"correlations.csv", "selection.csv", "selection.md"} <= names
+    assert {r["method"] for r in result.selection} == set(methods)
+    for r in result.selection:
+        assert r["regret"] >= 0 or math.isnan(r["regret"])
+
+    # a second call resumes: nothing is retrained or rescored, nothing duplicated
+    with ResultStore(result.db) as store:
+        before = len(store.tidy_rows())
+    seen.clear()
+    run_study(
+        preset, tmp_path, printer=lambda run, epoch, values: seen.append((run, epoch)), report=False
+    )
+    assert seen == []
+    with ResultStore(result.db) as store:
+        assert len(store.tidy_rows()) == before
