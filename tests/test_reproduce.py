@@ -45,10 +45,10 @@ def test_smoke_study_produces_every_table(tmp_path) -> None:  # type: ignore[no-
     assert sorted(seen) == sorted(
         [(f"progress/{m}", e) for m in methods for e in (0, 1)]
         + [
-            (f"select/{m}/{r.sweep_param.removeprefix('method_kwargs.')}={v:g}", 1)
-            for m, r in zip(methods, preset.recipes, strict=True)
+            (selection_run(r, v), 1)
+            for r in preset.recipes
             for v in r.sweep_values
-            if not math.isclose(v, r.current_value())
+            if not math.isclose(v, swept_value(_config(preset, r, tmp_path, 0), r))
         ]
     )
     for m in methods:
