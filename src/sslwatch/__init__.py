@@ -22,16 +22,21 @@ from sslwatch.metrics.spectrum import (
     stable_rank,
 )
 from sslwatch.metrics.views import alignment, collapse_std, lidar, uniformity
+from sslwatch.monitor import CollapseAlarms, CollapseWarning, Monitor, MonitorResult
 from sslwatch.registry import REGISTRY, MetricSpec
 from sslwatch.suite import Evaluation, MetricValue, evaluate
 
 __all__ = [
     "REGISTRY",
+    "CollapseAlarms",
+    "CollapseWarning",
     "Evaluation",
     "KMeansResult",
     "MetricDefinition",
     "MetricSpec",
     "MetricValue",
+    "Monitor",
+    "MonitorResult",
     "SecondMoments",
     "__version__",
     "alignment",

@@ -1,0 +1,1315 @@
+"""Training-time monitoring: label-free metrics streamed from inside a training loop.
+
+:class:`Monitor` is the framework-free core. Call :meth:`Monitor.update` with each batch
+of embeddings (and, optionally, augmented views) inside the loop, :meth:`Monitor.compute`
+whenever you want values (every N steps, every epoch), :meth:`Monitor.reset` to start a
+new window. The Lightning callback (:mod:`sslwatch.integrations.lightning`) and the
+writers for plain loops (:mod:`sslwatch.sinks`) are thin layers over it.
+
+What the monitor keeps (its state is a torchmetrics ``Metric``, so DDP works the
+torchmetrics way):
+
+* **Second moments** (spectrum metrics: RankMe, alpha-ReQ, stable rank, ...): the row
+  count, the float64 sum of rows (D,) and the float64 sum of outer products (D, D) of
+  *every* finite embedding seen, i.e. O(D^2) memory for any number of embeddings. The
+  values equal the one-shot functions on the concatenated embeddings (to about 1e-12
+  relative for float64 input; see ``gram_dtype`` for float32 input).
+* **A reservoir sample** (point metrics: k-means + silhouette + agreement, kNN entropy,
+  collapse_std) of at most ``reservoir_size`` rows (default
+  :data:`DEFAULT_RESERVOIR_SIZE` = 4096), and a second one of views (LiDAR, alignment,
+  uniformity) when views are given.
+
+The reservoir is a *bottom-R sketch with content-derived keys*: every row gets a
+pseudo-random 60-bit key computed from its exact bits by a seeded universal hash
+(:func:`content_keys`), and the sample is the R rows with the smallest keys, sorted by key.
+Because a key depends only on the row's content and the seed, the kept set is the same
+whatever the batch split, the arrival order, or the split across DDP ranks: merging two
+sketches is "keep the R smallest keys of the union". Distinct rows get pairwise
+independent, uniform keys, so the sample is a uniform sample without replacement of the
+distinct rows ("uniform-like": exact duplicates share a key and enter or leave together).
+
+Distributed: under ``torch.distributed`` (any backend), :meth:`Monitor.compute` sums the
+moments over the process group (``process_group``, default: the world group that DDP
+training uses) and gathers the reservoirs (uneven sizes per rank are fine) through
+torchmetrics; every rank then computes the values of one process fed all the data
+(spectrum metrics up to float64 summation order; point metrics on the very same sample,
+because the reservoir is rank-split-invariant), and all ranks adopt the first rank's
+values through one small broadcast, so logs and alarm decisions agree to the bit.
+``compute`` is a collective: call it on every rank at the same point. A rank that saw no
+batch is fine (``dim=`` need not be given): ranks first agree on the embedding dimension
+and dtype with one small ``all_reduce``; ranks that saw embeddings of different
+dimensions all get the same ``ValueError``.
+
+Robustness: an exception inside a metric never propagates (``on_error="warn"``): it
+becomes a ``RuntimeWarning`` naming the metric and the value is NaN. Rows with NaN or Inf
+are never folded into the state: they are counted, reported with the step in a
+:class:`NonFiniteWarning`, and in the result (:attr:`MonitorResult.n_nonfinite`).
+
+Alarms (:class:`CollapseAlarms`): RankMe below an absolute floor or a fraction of its
+running maximum, collapse_std near 0, the kNN entropy dropping sharply between computes
+raise a :class:`CollapseWarning` with the step and the values; with
+``stop_on_collapse=True`` the monitor sets :attr:`Monitor.should_stop`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from scipy.linalg import blas as _blas
+from torchmetrics import Metric
+from torchmetrics.utilities.distributed import gather_all_tensors
+
+import sslwatch.catalog  # noqa: F401  (fills the registry)
+from sslwatch.context import MetricContext, default_k
+from sslwatch.definitions import MetricDefinition
+from sslwatch.metrics._validation import as_matrix
+from sslwatch.metrics.spectrum import SecondMoments
+from sslwatch.registry import REGISTRY, MetricSpec
+from sslwatch.suite import Evaluation, MetricValue, OnError, compute_metrics, definition_for
+
+__all__ = [
+    "DEFAULT_ALARMS",
+    "DEFAULT_RESERVOIR_SIZE",
+    "KEY_SPACE",
+    "AlarmEvent",
+    "CollapseAlarms",
+    "CollapseWarning",
+    "Monitor",
+    "MonitorResult",
+    "NonFiniteWarning",
+    "content_keys",
+]
+
+DEFAULT_RESERVOIR_SIZE = 4096
+"""Rows kept for the point metrics (k-means, silhouette, kNN entropy, collapse_std).
+
+4096 points make the O(R^2 D) point metrics take a few seconds on a CPU at D = 512 (see
+``benchmarks/bench_monitor.py``) while k-means with k = 10 has ~400 points per cluster.
+"""
+
+KEY_PRIME = 1_048_573
+"""The largest prime below 2**20: each of the three hash components lives in Z_p."""
+
+KEY_SPACE = KEY_PRIME**3
+"""Keys lie in [0, KEY_SPACE) (about 2**60); key / KEY_SPACE is the row's uniform draw."""
+
+_NO_KEY = torch.iinfo(torch.int64).max  # key of a non-finite row: never sampled
+_HASHES = 3
+_LIMB_CHUNK = 1 << 16  # limb columns per exact float64 product (see content_keys)
+_VIEW_SALT = 0x5EED  # views are hashed with an independent seed
+_DTYPE_CODES = {torch.float32: 1, torch.float64: 2}
+_CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
+
+GramDtype = Literal["auto", "float64", "float32"]
+
+
+class CollapseWarning(UserWarning):
+    """A collapse alarm fired (see :class:`CollapseAlarms`)."""
+
+
+class NonFiniteWarning(RuntimeWarning):
+    """Embedding rows with NaN or Inf were seen; they were skipped, not averaged in."""
+
+
+# --------------------------------------------------------------------------------------
+# Content-derived keys
+# --------------------------------------------------------------------------------------
+
+
+def _hash_coefficients(width: int, seed: int) -> torch.Tensor:
+    """(width + 1, 3) float64 integer coefficients in [0, p); the last row is the offset."""
+    gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
+    return torch.randint(0, KEY_PRIME, (width + 1, _HASHES), generator=gen).to(torch.float64)
+
+
+def _limbs(z: torch.Tensor) -> list[torch.Tensor]:
+    """The row bits as 16-bit limbs (exact small integers in float64), one (n, D) per limb."""
+    if z.dtype == torch.float64:
+        bits = z.contiguous().view(torch.int64)
+        return [((bits >> s) & 0xFFFF).to(torch.float64) for s in (0, 16, 32, 48)]
+    if z.dtype != torch.float32:
+        raise ValueError(f"content keys need float32 or float64 rows; got {z.dtype}")
+    bits32 = z.contiguous().view(torch.int32)
+    return [(bits32 & 0xFFFF).to(torch.float64), ((bits32 >> 16) & 0xFFFF).to(torch.float64)]
+
+
+def _limbs_numpy(a: np.ndarray) -> list[np.ndarray]:
+    """numpy twin of :func:`_limbs` (the CPU path: no thread wake-ups for small ops)."""
+    a = np.ascontiguousarray(a)
+    if a.dtype == np.float64:
+        b64 = a.view(np.uint64)
+        return [((b64 >> s) & 0xFFFF).astype(np.float64) for s in (0, 16, 32, 48)]
+    if a.dtype != np.float32:
+        raise ValueError(f"content keys need float32 or float64 rows; got {a.dtype}")
+    b32 = a.view(np.uint32)
+    return [(b32 & 0xFFFF).astype(np.float64), (b32 >> 16).astype(np.float64)]
+
+
+def _combine(h: list[Any]) -> Any:
+    return (h[0] * KEY_PRIME + h[1]) * KEY_PRIME + h[2]
+
+
+def content_keys(
+    z: torch.Tensor, seed: int = 0, *, coefficients: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Deterministic pseudo-random keys in [0, :data:`KEY_SPACE`), one per row of ``z``.
+
+    The key of a row is a function of its exact bit pattern (float32 or float64) and the
+    seed only: the same row gets the same key in any batch, on any rank, on any device.
+    It is the seeded affine universal hash (Carter & Wegman 1979) of the row's 16-bit limbs
+    x_j, with three independent components
+
+        h_c = (b_c + sum_j a_{c,j} x_j) mod p,   p = 1,048,573,   key = (h_1 p + h_2) p + h_3,
+
+    a_{c,j}, b_c uniform in [0, p) drawn from ``torch.Generator().manual_seed(seed)``.
+    For distinct rows the keys are pairwise independent and uniform on [0, p^3), so "the R
+    smallest keys" is a uniform-like sample (a bottom-k sketch). The sums are evaluated
+    as float64 matrix-vector products of integers below 2^53, which are exact in any
+    summation order, so BLAS blocking cannot change a key (CPU tensors go through numpy,
+    other devices through torch; both give the same integers).
+
+    Args:
+        z: (n, D) float32 or float64 tensor (upcast half precision first).
+        seed: hash seed.
+        coefficients: precomputed ``(L * D + 1, 3)`` coefficients for this width (a cache);
+            L = 2 limbs per float32 value, 4 per float64 value.
+
+    Returns:
+        (n,) int64 keys on ``z``'s device.
+    """
+    limbs_per_value = 4 if z.dtype == torch.float64 else 2
+    d = int(z.shape[1])
+    if coefficients is None:
+        coefficients = _hash_coefficients(limbs_per_value * d, seed)
+    if coefficients.shape != (limbs_per_value * d + 1, _HASHES):
+        raise ValueError(
+            f"coefficients have shape {tuple(coefficients.shape)}, expected "
+            f"({limbs_per_value * d + 1}, {_HASHES}) for {z.dtype} rows of width {d}"
+        )
+    if z.device.type == "cpu":
+        return torch.from_numpy(_keys_numpy(z.numpy(), coefficients.T.contiguous().numpy()))
+    return _keys_torch(z, coefficients.to(z.device).T.contiguous())
+
+
+def _keys_numpy(a: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Keys of the rows of ``a``; ``columns`` is the (3, L * D + 1) coefficient matrix."""
+    limbs = _limbs_numpy(a)
+    d = a.shape[1]
+    parts = []
+    for c in range(_HASHES):
+        h = np.full(a.shape[0], columns[c, -1])
+        for index, limb in enumerate(limbs):
+            for start in range(0, d, _LIMB_CHUNK):
+                stop = min(start + _LIMB_CHUNK, d)
+                h = np.fmod(
+                    h + limb[:, start:stop] @ columns[c, index * d + start : index * d + stop],
+                    KEY_PRIME,
+                )
+        parts.append(h.astype(np.int64))
+    return np.asarray(_combine(parts), dtype=np.int64)
+
+
+def _keys_torch(z: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """Keys of the rows of ``z`` on its device (no host sync)."""
+    limbs = _limbs(z)
+    d = int(z.shape[1])
+    parts = []
+    # One matrix-vector product per component: thin (n, D) x (D, 3) GEMMs are much slower
+    # than three GEMVs in several BLAS builds (threading overhead); same exact integers.
+    for c in range(_HASHES):
+        h = columns[c, -1].expand(z.shape[0]).clone()
+        for index, limb in enumerate(limbs):
+            for start in range(0, d, _LIMB_CHUNK):
+                stop = min(start + _LIMB_CHUNK, d)
+                a = columns[c, index * d + start : index * d + stop]
+                h = torch.fmod(h + torch.mv(limb[:, start:stop], a), KEY_PRIME)
+        parts.append(h.to(torch.int64))
+    out: torch.Tensor = _combine(parts)
+    return out
+
+
+class _KeyHasher:
+    """``content_keys`` with the coefficients cached per (width, dtype, device, salt)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+        self._cache: dict[tuple[int, torch.dtype, str], torch.Tensor | np.ndarray] = {}
+
+    def _columns(self, d: int, dtype: torch.dtype, device: torch.device, salt: int) -> Any:
+        key = (d, dtype, f"{device}/{salt}")
+        cols = self._cache.get(key)
+        if cols is None:
+            limbs = 4 if dtype == torch.float64 else 2
+            coef = _hash_coefficients(limbs * d, self.seed ^ salt).T.contiguous()
+            cols = coef.numpy() if device.type == "cpu" else coef.to(device)
+            self._cache[key] = cols
+        return cols
+
+    def numpy(self, a: np.ndarray, salt: int = 0) -> np.ndarray:
+        """Keys of a float32/float64 numpy matrix (the CPU path)."""
+        dtype = torch.float64 if a.dtype == np.float64 else torch.float32
+        return _keys_numpy(a, self._columns(a.shape[1], dtype, torch.device("cpu"), salt))
+
+    def __call__(self, z: torch.Tensor, salt: int = 0) -> torch.Tensor:
+        if z.device.type == "cpu":
+            return torch.from_numpy(self.numpy(z.numpy(), salt))
+        return _keys_torch(z, self._columns(int(z.shape[1]), z.dtype, z.device, salt))
+
+
+# --------------------------------------------------------------------------------------
+# The torchmetrics state
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    """One update, prepared by :meth:`Monitor.update` (all on one device)."""
+
+    fold: torch.Tensor | None  # rows for the moments (non-finite ones removed or zeroed)
+    n_fold: torch.Tensor | int
+    n_seen: torch.Tensor | int  # finite rows in the batch
+    rows: torch.Tensor | None  # candidate reservoir rows
+    keys: torch.Tensor | None
+    nonfinite: torch.Tensor | int
+    view_rows: torch.Tensor | None = None  # (n, q * d)
+    view_keys: torch.Tensor | None = None
+    view_nonfinite: torch.Tensor | int = 0
+    gram32: bool = False
+
+
+def _as_list(state: Any) -> list[torch.Tensor]:
+    if isinstance(state, torch.Tensor):
+        return [state]
+    return list(state)
+
+
+def _bottom(
+    rows: list[torch.Tensor], keys: list[torch.Tensor], size: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The ``size`` finite rows with the smallest keys, sorted by key (ties: stable).
+
+    Ignores torchmetrics' 1-D placeholders for states no rank filled.
+    """
+    rows = [r for r in rows if r.ndim == 2]
+    keys = [k for k in keys if k.dtype == torch.int64]
+    if not rows or not keys:
+        return None, None
+    r, k = torch.cat(rows), torch.cat(keys)
+    order = torch.argsort(k, stable=True)[:size]
+    r, k = r[order], k[order]
+    valid = k != _NO_KEY
+    if not bool(valid.all()):
+        r, k = r[valid], k[valid]
+    if r.shape[0] == 0:
+        return None, None
+    return r, k
+
+
+class _StreamState(Metric):
+    """Additive, mergeable state: moments (``sum``) and key sketches (``cat``).
+
+    ``outer`` holds the moments in its lower triangle (diagonal included); the strict
+    upper triangle is scratch (the CPU path uses BLAS ``dsyrk``, half the flops of a full
+    product). :meth:`compute` returns the symmetrised matrix.
+    """
+
+    full_state_update = False
+    is_differentiable = False
+    higher_is_better = None
+
+    count: torch.Tensor
+    seen: torch.Tensor
+    nonfinite: torch.Tensor
+    view_nonfinite: torch.Tensor
+    total: torch.Tensor
+    outer: torch.Tensor
+
+    def __init__(self, reservoir_size: int, process_group: Any = None) -> None:
+        super().__init__(
+            process_group=process_group, compute_with_cache=False, sync_on_compute=True
+        )
+        i64, f64 = torch.int64, torch.float64
+        self.add_state("count", torch.zeros((), dtype=i64), dist_reduce_fx="sum")
+        self.add_state("seen", torch.zeros((), dtype=i64), dist_reduce_fx="sum")
+        self.add_state("nonfinite", torch.zeros((), dtype=i64), dist_reduce_fx="sum")
+        self.add_state("view_nonfinite", torch.zeros((), dtype=i64), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros(0, dtype=f64), dist_reduce_fx="sum")
+        self.add_state("outer", torch.zeros(0, 0, dtype=f64), dist_reduce_fx="sum")
+        self.add_state("rows", [], dist_reduce_fx="cat")
+        self.add_state("keys", [], dist_reduce_fx="cat")
+        self.add_state("view_rows", [], dist_reduce_fx="cat")
+        self.add_state("view_keys", [], dist_reduce_fx="cat")
+        self.reservoir_size = int(reservoir_size)
+        # Layout, learned from the data (kept across reset: one representation per state).
+        self.dim = 0
+        self.row_dtype: torch.dtype | None = None
+        self.view_shape: tuple[int, int] = (0, 0)  # (q, d)
+        self.view_dtype: torch.dtype | None = None
+        self.force_device_path = False
+        self._local_reset()
+
+    def host_path(self, t: torch.Tensor) -> bool:
+        """Use the CPU code path (data-dependent shapes, BLAS syrk) for ``t``.
+
+        On accelerators the update avoids host-device syncs instead: no per-step
+        filtering, non-finite rows zeroed rather than dropped, counts kept as tensors.
+        ``force_device_path`` runs that path on the CPU too (used by the tests).
+        """
+        return t.device.type == "cpu" and not self.force_device_path
+
+    def _local_reset(self) -> None:
+        self._buffered = {"rows": 0, "view_rows": 0}
+        self._threshold: dict[str, int | None] = {"rows": None, "view_rows": None}
+        self._scratch32: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Clear the accumulated state (the learned layout is kept)."""
+        super().reset()
+        self._local_reset()
+
+    # -- update ---------------------------------------------------------------------------
+
+    def update(self, batch: _Batch) -> None:
+        """Fold one prepared batch into the state."""
+        self.count += batch.n_fold
+        self.seen += batch.n_seen
+        self.nonfinite += batch.nonfinite
+        self.view_nonfinite += batch.view_nonfinite
+        if batch.fold is not None:
+            self._fold(batch.fold, batch.gram32)
+        if batch.rows is not None and batch.keys is not None:
+            self._offer("rows", "keys", batch.rows, batch.keys)
+        if batch.view_rows is not None and batch.view_keys is not None:
+            self._offer("view_rows", "view_keys", batch.view_rows, batch.view_keys)
+
+    def _ensure_moments(self, d: int, device: torch.device) -> None:
+        if self.total.numel() == 0:
+            self.total = torch.zeros(d, dtype=torch.float64, device=device)
+            self.outer = torch.zeros(d, d, dtype=torch.float64, device=device)
+
+    def _fold(self, z: torch.Tensor, gram32: bool) -> None:
+        self._ensure_moments(int(z.shape[1]), z.device)
+        if z.shape[0] == 0:
+            return
+        if self.host_path(z):
+            total = self.total.numpy()
+            total += z.numpy().sum(axis=0, dtype=np.float64)
+        else:
+            self.total += torch.sum(z, dim=0, dtype=torch.float64)
+        if self.host_path(z):
+            if not self.outer.is_contiguous():
+                self.outer = self.outer.contiguous()
+            # outer.numpy().T is a Fortran-ordered view: dsyrk updates its upper triangle,
+            # i.e. the lower triangle of ``outer``, in place.
+            target = self.outer.numpy().T
+            a = np.ascontiguousarray(z.numpy())
+            if gram32 and a.dtype == np.float32:
+                d = a.shape[1]
+                if self._scratch32 is None or self._scratch32.shape != (d, d):
+                    self._scratch32 = np.zeros((d, d), dtype=np.float32)
+                out = _blas.ssyrk(
+                    1.0, a.T, beta=0.0, c=self._scratch32.T, trans=0, lower=0, overwrite_c=1
+                )
+                if not np.shares_memory(out, self._scratch32):  # pragma: no cover
+                    self._scratch32 = np.ascontiguousarray(out.T)
+                # numpy's mixed-precision add is ~10x faster than torch's here
+                np.add(target.T, self._scratch32, out=target.T)
+            else:
+                a64 = np.ascontiguousarray(a, dtype=np.float64)
+                out = _blas.dsyrk(1.0, a64.T, beta=1.0, c=target, trans=0, lower=0, overwrite_c=1)
+                if not np.shares_memory(out, target):  # pragma: no cover
+                    self.outer = torch.from_numpy(np.ascontiguousarray(out.T))
+        elif gram32 and z.dtype == torch.float32:
+            self.outer += z.T @ z
+        else:
+            z64 = z.to(torch.float64)
+            self.outer.addmm_(z64.T, z64)
+
+    def _offer(
+        self, rows_attr: str, keys_attr: str, rows: torch.Tensor, keys: torch.Tensor
+    ) -> None:
+        threshold = self._threshold[rows_attr]
+        if self.host_path(rows) and threshold is not None:
+            keep = keys.numpy() < threshold
+            if not keep.any():
+                return
+            rows = torch.from_numpy(rows.numpy()[keep])
+            keys = torch.from_numpy(keys.numpy()[keep])
+        elif self.host_path(rows):
+            rows = torch.from_numpy(rows.numpy().copy())
+            keys = torch.from_numpy(keys.numpy().copy())
+        else:
+            rows, keys = rows.clone(), keys.clone()
+        getattr(self, rows_attr).append(rows)
+        getattr(self, keys_attr).append(keys)
+        self._buffered[rows_attr] += int(rows.shape[0])
+        if self._buffered[rows_attr] >= 2 * self.reservoir_size:
+            self._compact(rows_attr, keys_attr)
+
+    def _compact(self, rows_attr: str, keys_attr: str) -> None:
+        rows, keys = _bottom(
+            _as_list(getattr(self, rows_attr)),
+            _as_list(getattr(self, keys_attr)),
+            self.reservoir_size,
+        )
+        if rows is None or keys is None:
+            return
+        setattr(self, rows_attr, [rows])
+        setattr(self, keys_attr, [keys])
+        self._buffered[rows_attr] = int(rows.shape[0])
+        if self.host_path(rows) and rows.shape[0] >= self.reservoir_size:
+            self._threshold[rows_attr] = int(keys[-1])
+
+    # -- distributed ----------------------------------------------------------------------
+
+    def _sync_dist(self, dist_sync_fn: Any = gather_all_tensors, process_group: Any = None) -> None:
+        self._agree_layout(process_group or self.process_group)
+        super()._sync_dist(dist_sync_fn, process_group=process_group)
+
+    def broadcast_values(self, values: list[float]) -> list[float]:
+        """Every rank adopts the values of the group's first rank (no-op without DDP).
+
+        Ranks compute on identical states, but BLAS kernels may round differently on
+        different hardware; one broadcast makes alarms and logs agree to the bit, so a
+        stop decision can never differ between ranks.
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized() and values):
+            return values
+        group = self.process_group
+        src = 0 if group is None else torch.distributed.get_global_rank(group, 0)
+        buf = torch.tensor(values, dtype=torch.float64, device=self._comm_device(group))
+        torch.distributed.broadcast(buf, src=src, group=group)
+        return [float(v) for v in buf.tolist()]
+
+    def _comm_device(self, group: Any) -> torch.device:
+        backend = str(torch.distributed.get_backend(group))
+        if backend == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return self.device
+
+    def _agree_layout(self, group: Any) -> None:
+        """Agree on dimension and dtypes across ranks; give empty ranks empty states.
+
+        One ``all_reduce(MAX)`` of 9 integers. Ranks that saw embeddings of different
+        widths raise the same ``ValueError`` everywhere (no rank is left waiting).
+        """
+        big = 1 << 62
+        q, dv = self.view_shape
+        local = [
+            self.dim,
+            q,
+            dv,
+            _DTYPE_CODES.get(self.row_dtype, 0) if self.row_dtype is not None else 0,
+            _DTYPE_CODES.get(self.view_dtype, 0) if self.view_dtype is not None else 0,
+            int(self.total.numel() > 0),  # this rank holds moments
+        ]
+        negated = [-x if x else -big for x in local[:3]]
+        device = self._comm_device(group)
+        info = torch.tensor(local + negated, dtype=torch.int64, device=device)
+        torch.distributed.all_reduce(info, op=torch.distributed.ReduceOp.MAX, group=group)
+        got = [int(x) for x in info.tolist()]
+        d_max, q_max, dv_max, row_code, view_code, has_moments = got[:6]
+        mins = [-x for x in got[6:]]
+        for what, hi, lo in (
+            ("embedding dimension", d_max, mins[0]),
+            ("number of views", q_max, mins[1]),
+            ("view dimension", dv_max, mins[2]),
+        ):
+            if lo != big and lo != hi:
+                raise ValueError(
+                    f"ranks disagree on the {what} ({lo} vs {hi}); every rank must feed the "
+                    "monitor the same representation"
+                )
+        if device != self.device:
+            self.to(device)
+        if d_max:
+            self.dim = d_max
+            if has_moments:
+                self._ensure_moments(d_max, device)
+            self._ensure_rows("rows", "keys", d_max, _CODE_DTYPES.get(row_code), device)
+        if q_max and dv_max:
+            self.view_shape = (q_max, dv_max)
+            self._ensure_rows(
+                "view_rows", "view_keys", q_max * dv_max, _CODE_DTYPES.get(view_code), device
+            )
+
+    def _ensure_rows(
+        self,
+        rows_attr: str,
+        keys_attr: str,
+        width: int,
+        dtype: torch.dtype | None,
+        device: torch.device,
+    ) -> None:
+        if dtype is None:
+            return
+        rows = [r.to(dtype) for r in _as_list(getattr(self, rows_attr))]
+        keys = _as_list(getattr(self, keys_attr))
+        if not rows:
+            rows = [torch.empty(0, width, dtype=dtype, device=device)]
+            keys = [torch.empty(0, dtype=torch.int64, device=device)]
+        setattr(self, rows_attr, rows)
+        setattr(self, keys_attr, keys)
+
+    # -- compute --------------------------------------------------------------------------
+
+    def compute(self) -> dict[str, Any]:
+        """The (synced) state: counts, symmetrised moments and the two sorted samples."""
+        rows, keys = _bottom(_as_list(self.rows), _as_list(self.keys), self.reservoir_size)
+        view_rows, view_keys = _bottom(
+            _as_list(self.view_rows), _as_list(self.view_keys), self.reservoir_size
+        )
+        outer = self.outer
+        if outer.numel():
+            lower = torch.tril(outer)
+            outer = lower + torch.tril(outer, -1).T
+        return {
+            "count": int(self.count),
+            "seen": int(self.seen),
+            "nonfinite": int(self.nonfinite),
+            "view_nonfinite": int(self.view_nonfinite),
+            "total": self.total,
+            "outer": outer,
+            "rows": rows,
+            "keys": keys,
+            "view_rows": view_rows,
+            "view_keys": view_keys,
+        }
+
+
+# --------------------------------------------------------------------------------------
+# Alarms
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CollapseAlarms:
+    """When to raise a :class:`CollapseWarning` (set a threshold to ``None`` to disable it).
+
+    Attributes:
+        rankme_min: fire when RankMe < this absolute value (a fully collapsed
+            representation has RankMe ~ 1).
+        rankme_fraction: fire when RankMe < this fraction of its running maximum over
+            earlier computes (after ``warmup``).
+        collapse_std_fraction: fire when collapse_std < this fraction of 1/sqrt(D), the
+            value of healthy, spread-out L2-normalised embeddings (Chen & He 2021).
+        entropy_drop: fire when the kNN entropy (metric ``"entropy"``, nats) falls by more
+            than this many nats *per dimension* between two consecutive computes (a
+            factor e^-1 of scale in every direction), or becomes -inf (duplicate points).
+        warmup: computes at the start that do not count for the relative alarms
+            (``rankme_fraction``, ``entropy_drop``): features at random initialisation
+            have a high RankMe and a large entropy that training legitimately lowers.
+        stop_on_collapse: also set :attr:`Monitor.should_stop` when an alarm fires (the
+            Lightning callback then sets ``trainer.should_stop``).
+    """
+
+    rankme_min: float | None = 2.0
+    rankme_fraction: float | None = 0.25
+    collapse_std_fraction: float | None = 0.1
+    entropy_drop: float | None = 1.0
+    warmup: int = 1
+    stop_on_collapse: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("rankme_min", "entropy_drop"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0 or None; got {value!r}")
+        for name in ("rankme_fraction", "collapse_std_fraction"):
+            value = getattr(self, name)
+            if value is not None and not (0 < value <= 1):
+                raise ValueError(f"{name} must be in (0, 1] or None; got {value!r}")
+        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ValueError(f"warmup must be an int >= 0 (computes); got {self.warmup!r}")
+
+
+@dataclass(frozen=True)
+class AlarmEvent:
+    """One fired alarm: which rule, on which metric, the value and the threshold."""
+
+    alarm: str
+    metric: str
+    value: float
+    threshold: float
+    step: int | None
+    name: str
+
+    @property
+    def message(self) -> str:
+        """Human-readable one-liner (the warning text)."""
+        return (
+            f"sslwatch collapse alarm on {self.name!r} at step {self.step}: {self.alarm} "
+            f"({self.metric} = {self.value:.6g}, threshold {self.threshold:.6g})"
+        )
+
+
+DEFAULT_ALARMS = CollapseAlarms()
+"""The alarms a :class:`Monitor` uses unless told otherwise (warn only, never stop)."""
+
+
+class _AlarmTracker:
+    """Running references (RankMe maximum, last entropy) for :class:`CollapseAlarms`."""
+
+    def __init__(self, config: CollapseAlarms) -> None:
+        self.config = config
+        self.checks = 0
+        self.rankme_max = math.nan
+        self.last_entropy = math.nan
+
+    def check(
+        self, values: Mapping[str, float], d: int, step: int | None, name: str
+    ) -> list[AlarmEvent]:
+        cfg = self.config
+        events: list[AlarmEvent] = []
+
+        def fire(alarm: str, metric: str, value: float, threshold: float) -> None:
+            events.append(AlarmEvent(alarm, metric, value, threshold, step, name))
+
+        relative = self.checks >= cfg.warmup
+        rankme = values.get("rankme", math.nan)
+        if math.isfinite(rankme):
+            if cfg.rankme_min is not None and rankme < cfg.rankme_min:
+                fire("rankme below minimum", "rankme", rankme, cfg.rankme_min)
+            if (
+                relative
+                and cfg.rankme_fraction is not None
+                and math.isfinite(self.rankme_max)
+                and rankme < cfg.rankme_fraction * self.rankme_max
+            ):
+                fire(
+                    f"rankme below {cfg.rankme_fraction:g} x its running maximum "
+                    f"{self.rankme_max:.6g}",
+                    "rankme",
+                    rankme,
+                    cfg.rankme_fraction * self.rankme_max,
+                )
+            if relative:
+                self.rankme_max = (
+                    rankme if math.isnan(self.rankme_max) else max(self.rankme_max, rankme)
+                )
+        std = values.get("collapse_std", math.nan)
+        if cfg.collapse_std_fraction is not None and math.isfinite(std) and d > 0:
+            threshold = cfg.collapse_std_fraction / math.sqrt(d)
+            if std < threshold:
+                fire("collapse_std near 0", "collapse_std", std, threshold)
+        entropy = values.get("entropy", math.nan)
+        if not math.isnan(entropy) and d > 0:
+            if (
+                relative
+                and cfg.entropy_drop is not None
+                and math.isfinite(self.last_entropy)
+                and (self.last_entropy - entropy) / d > cfg.entropy_drop
+            ):
+                fire(
+                    f"entropy dropped from {self.last_entropy:.6g} nats",
+                    "entropy",
+                    entropy,
+                    self.last_entropy - cfg.entropy_drop * d,
+                )
+            self.last_entropy = entropy
+        self.checks += 1
+        return events
+
+    def state_dict(self) -> dict[str, float]:
+        return {
+            "checks": float(self.checks),
+            "rankme_max": self.rankme_max,
+            "last_entropy": self.last_entropy,
+        }
+
+    def load_state_dict(self, state: Mapping[str, float]) -> None:
+        self.checks = int(state.get("checks", 0))
+        self.rankme_max = float(state.get("rankme_max", math.nan))
+        self.last_entropy = float(state.get("last_entropy", math.nan))
+
+
+# --------------------------------------------------------------------------------------
+# The result
+# --------------------------------------------------------------------------------------
+
+
+class MonitorResult(Evaluation):
+    """What :meth:`Monitor.compute` returns: an :class:`~sslwatch.suite.Evaluation`
+    (metric name -> float, with definitions) plus where in training it was taken.
+
+    Attributes:
+        name: the monitor's representation name (e.g. ``"backbone"``).
+        step: the training step passed to ``compute``, else that of the last ``update``.
+        epoch: the epoch passed to ``compute`` (or ``None``).
+        n_rows: finite embedding rows seen since the last reset (over all ranks).
+        n_nonfinite: embedding rows skipped because they held NaN or Inf (all ranks).
+        n_sample: rows in the reservoir sample the point metrics used.
+        nonfinite_steps: this rank's steps whose batches held non-finite rows.
+        alarms: the :class:`AlarmEvent` objects this compute fired.
+    """
+
+    def __init__(
+        self,
+        records: Iterable[MetricValue],
+        timings: Mapping[str, float],
+        *,
+        name: str,
+        step: int | None,
+        epoch: int | None,
+        n_rows: int,
+        n_nonfinite: int,
+        n_sample: int,
+        nonfinite_steps: tuple[int | None, ...] = (),
+        alarms: tuple[AlarmEvent, ...] = (),
+    ) -> None:
+        super().__init__(records, timings)
+        self.name = name
+        self.step = step
+        self.epoch = epoch
+        self.n_rows = n_rows
+        self.n_nonfinite = n_nonfinite
+        self.n_sample = n_sample
+        self.nonfinite_steps = nonfinite_steps
+        self.alarms = alarms
+
+    def log_dict(self, prefix: str = "sslwatch") -> dict[str, float]:
+        """Flat ``{"<prefix>/<name>/<metric>": value}`` for loggers, plus
+        ``"<prefix>/<name>/nonfinite_rows"`` (always present, usually 0)."""
+        base = f"{prefix}/{self.name}" if prefix else self.name
+        out = {f"{base}/{metric}": float(value) for metric, value in self.items()}
+        out[f"{base}/nonfinite_rows"] = float(self.n_nonfinite)
+        return out
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v:.6g}" for k, v in self.items())
+        return f"MonitorResult(name={self.name!r}, step={self.step}, n_rows={self.n_rows}, {inner})"
+
+
+# --------------------------------------------------------------------------------------
+# The monitor
+# --------------------------------------------------------------------------------------
+
+
+def _dtype_name(x: Any) -> str:
+    dtype = getattr(x, "dtype", None)
+    return str(dtype).replace("torch.", "") if dtype is not None else "float64"
+
+
+class Monitor:
+    """Streaming, DDP-aware label-free metrics of one representation during training.
+
+    Args:
+        metrics: registry names to compute; ``None`` = the default label-free set (plus
+            the view metrics once views are passed to :meth:`update`). Label-based
+            references are not available online (no labels): use :func:`sslwatch.evaluate`.
+        reservoir_size: rows kept for the point metrics (and view samples kept for the
+            view metrics); see :data:`DEFAULT_RESERVOIR_SIZE`. Recorded as
+            ``sample_size`` in the definitions.
+        k: k-means clusters; ``None`` = 10 clipped to [2, n_sample - 1]
+            (:func:`sslwatch.context.default_k`).
+        seed: seeds the reservoir keys and k-means.
+        name: representation name, used in results and log keys (``"backbone"``, ...).
+        dim: the embedding dimension D, if known; otherwise learned from the first update.
+            Every update must have this width.
+        process_group: the ``torch.distributed`` group to reduce over (``None`` = the world
+            group, which is what DDP training uses).
+        alarms: :class:`CollapseAlarms` thresholds, or ``None`` for no alarms.
+        on_error: ``"warn"`` (default) turns an exception inside a metric into a warning
+            naming it and a NaN value; ``"raise"`` propagates it.
+        params: per-metric parameter overrides, e.g. ``{"rankme": {"eps": 1e-6}}``.
+        gram_dtype: precision of each batch's z^T z before it is added to the float64
+            moments. ``"float64"`` upcasts first (values match the one-shot functions to
+            ~1e-12 relative); ``"float32"`` multiplies float32 rows in float32 (about 2x
+            faster on CPU; relative error of the moments ~1e-7 x sqrt(batch), i.e. the
+            precision of the float32 embeddings themselves; on GPUs TF32 settings apply);
+            ``"auto"`` (default) is ``"float64"`` (exact) -- see the benchmark.
+        moment_fraction: fold only this fraction of the rows into the moments (rows whose
+            content key is below ``moment_fraction * KEY_SPACE``: a seeded, content-derived
+            Bernoulli subsample, still rank-split-invariant). 1.0 (default) folds every
+            row. Lowers the O(B D^2) cost per update proportionally; the spectrum metrics
+            are then those of the subsample (recorded as ``moment_fraction`` in their
+            definitions, with its row count as N). Below 1 it costs a device sync per
+            update on accelerators.
+        blas_threads: threads of the numpy/scipy BLAS pools during a CPU :meth:`update`
+            (default 1: the training loop owns the cores, and small per-step products on
+            a shared pool mostly wait for threads; see ``benchmarks/bench_monitor.py``).
+            ``None`` leaves the pools as they are. torch's thread pool is never changed.
+    """
+
+    def __init__(
+        self,
+        metrics: Iterable[str] | None = None,
+        *,
+        reservoir_size: int = DEFAULT_RESERVOIR_SIZE,
+        k: int | None = None,
+        seed: int = 0,
+        name: str = "embeddings",
+        dim: int | None = None,
+        process_group: Any = None,
+        alarms: CollapseAlarms | None = DEFAULT_ALARMS,
+        on_error: OnError = "warn",
+        params: Mapping[str, Mapping[str, Any]] | None = None,
+        gram_dtype: GramDtype = "auto",
+        moment_fraction: float = 1.0,
+        blas_threads: int | None = 1,
+    ) -> None:
+        if blas_threads is not None and (
+            isinstance(blas_threads, bool) or not isinstance(blas_threads, int) or blas_threads < 1
+        ):
+            raise ValueError(f"blas_threads must be a positive int or None; got {blas_threads!r}")
+        if (
+            isinstance(reservoir_size, bool)
+            or not isinstance(reservoir_size, int)
+            or (reservoir_size < 2)
+        ):
+            raise ValueError(f"reservoir_size must be an int >= 2; got {reservoir_size!r}")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
+            raise ValueError(f"k must be an integer >= 2 (k-means clusters) or None; got {k!r}")
+        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
+            raise ValueError(f"dim must be a positive int or None (learned); got {dim!r}")
+        if on_error not in ("raise", "warn"):
+            raise ValueError(f"on_error must be 'raise' or 'warn'; got {on_error!r}")
+        if gram_dtype not in ("auto", "float64", "float32"):
+            raise ValueError(
+                f"gram_dtype must be 'auto', 'float64' or 'float32'; got {gram_dtype!r}"
+            )
+        if not (0.0 < float(moment_fraction) <= 1.0):
+            raise ValueError(f"moment_fraction must be in (0, 1]; got {moment_fraction!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string; got {name!r}")
+        if alarms is not None and not isinstance(alarms, CollapseAlarms):
+            raise ValueError(
+                f"alarms must be a CollapseAlarms or None; got {type(alarms).__name__}"
+            )
+        self._metric_names = None if metrics is None else list(metrics)
+        if self._metric_names is not None:
+            for metric in self._metric_names:
+                if metric in REGISTRY and REGISTRY[metric].needs == "labels":
+                    raise ValueError(
+                        f"metric {metric!r} needs labels, which a training-time monitor does "
+                        "not have; compute it offline with sslwatch.evaluate(..., labels=)"
+                    )
+        candidates = REGISTRY.select(self._metric_names, has_views=True, has_labels=False)
+        self._overrides = _check_params(params or {}, candidates)
+        self._needs_moments = any(s.kind == "spectrum" for s in candidates)
+        self._needs_sample = any(s.kind == "sample" for s in candidates)
+        self._needs_views = any(
+            s.kind == "views" or s.name == "cluster_agreement" for s in candidates
+        )
+        self.reservoir_size = reservoir_size
+        self.k = k
+        self.seed = int(seed)
+        self.name = name
+        self.dim = dim
+        self.process_group = process_group
+        self.alarms = alarms
+        self.on_error: OnError = on_error
+        self.gram_dtype: GramDtype = gram_dtype
+        self.moment_fraction = float(moment_fraction)
+        self.blas_threads = blas_threads
+        self.should_stop = False
+        self.alarm_events: list[AlarmEvent] = []
+        self._tracker = _AlarmTracker(alarms) if alarms is not None else None
+        self._state = _StreamState(reservoir_size, process_group)
+        self._hasher = _KeyHasher(self.seed)
+        self._input_dtype: str | None = None
+        self._updates = 0
+        self._last_step: int | None = None
+        self._nonfinite_steps: list[int | None] = []
+        # (step, count tensor, batch size; negative for view samples), read at compute
+        self._pending_nonfinite: list[tuple[int | None, torch.Tensor, int]] = []
+
+    # -- public API -----------------------------------------------------------------------
+
+    @property
+    def metrics(self) -> list[str]:
+        """The metric names this monitor computes (views metrics once views are seen)."""
+        return [s.name for s in self._specs(has_views=self._state.view_shape != (0, 0))]
+
+    @property
+    def n_updates(self) -> int:
+        """Calls to :meth:`update` on this rank since the last :meth:`reset`."""
+        return self._updates
+
+    @property
+    def last_step(self) -> int | None:
+        """The step of the last update (``step=`` if given, else a running counter)."""
+        return self._last_step
+
+    def update(self, embeddings: Any, views: Any = None, *, step: int | None = None) -> None:
+        """Fold one batch of embeddings (and optionally its views) into the state.
+
+        Args:
+            embeddings: (B, D) torch tensor (any float dtype incl. fp16/bf16, any device)
+                or numpy array. Detached; no gradient is kept.
+            views: optional (n, q, d) augmented views (q >= 2) for the view metrics and
+                for clustering agreement across views.
+            step: the training step, for reports (default: a counter of updates).
+
+        Rows with NaN/Inf are skipped and reported (a :class:`NonFiniteWarning` on CPU
+        immediately; on accelerators at the next :meth:`compute`, to avoid a device sync
+        per step).
+
+        Raises:
+            ValueError: a wrongly shaped input, or a width different from earlier updates.
+        """
+        device = embeddings.device if isinstance(embeddings, torch.Tensor) else torch.device("cpu")
+        blas = _blas_limit(self.blas_threads) if device.type == "cpu" else contextlib.nullcontext()
+        with torch.no_grad(), _no_autocast(device), blas:
+            self._update(embeddings, views, step)
+
+    def _update(self, embeddings: Any, views: Any, step: int | None) -> None:
+        if self._input_dtype is None and hasattr(embeddings, "dtype"):
+            self._input_dtype = _dtype_name(embeddings)
+        z = as_matrix(embeddings, name="embeddings", min_rows=0, check_finite=False)
+        step = self._updates if step is None else int(step)
+        self._check_width(z)
+        st = self._state
+        if st.row_dtype is None:
+            st.row_dtype = z.dtype
+        elif z.dtype != st.row_dtype:
+            z = z.to(st.row_dtype)
+        if st.device != z.device:
+            st.to(z.device)
+        on_cpu = st.host_path(z)
+        nonfinite: torch.Tensor | int
+        if on_cpu:
+            # numpy for the small host-side ops: no thread wake-ups per call
+            a = np.ascontiguousarray(z.numpy())
+            ok_np = np.isfinite(a).all(axis=1)
+            bad = int(a.shape[0] - np.count_nonzero(ok_np))
+            if bad:
+                self._report_nonfinite(step, bad, int(z.shape[0]), "embedding rows", 4)
+                a = a[ok_np]
+            z = torch.from_numpy(a)
+            nonfinite = bad
+            n_seen: torch.Tensor | int = int(z.shape[0])
+        else:
+            ok = torch.isfinite(z).all(dim=1)
+            nonfinite = (~ok).sum()
+            self._pending_nonfinite.append((step, nonfinite, int(z.shape[0])))
+            z = torch.where(ok[:, None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+            n_seen = ok.sum()
+        n_fold = n_seen
+        need_keys = self._needs_sample or self.moment_fraction < 1.0
+        keys = self._hasher(z) if need_keys and z.shape[0] else None
+        if keys is not None and not on_cpu:
+            keys = torch.where(ok, keys, torch.full_like(keys, _NO_KEY))
+        fold: torch.Tensor | None = z if self._needs_moments else None
+        if fold is not None and self.moment_fraction < 1.0 and keys is not None:
+            chosen = keys < int(self.moment_fraction * KEY_SPACE)
+            fold = z[chosen]
+            n_fold = int(fold.shape[0]) if on_cpu else (chosen & ok).sum()
+        if fold is None:
+            n_fold = 0
+        batch = _Batch(
+            fold=fold,
+            n_fold=n_fold,
+            n_seen=n_seen,
+            rows=z if self._needs_sample else None,
+            keys=keys if self._needs_sample else None,
+            nonfinite=nonfinite,
+            gram32=self._gram32(z),
+        )
+        if views is not None and self._needs_views:
+            self._prepare_views(views, step, batch)
+        st.update(batch)
+        self._updates += 1
+        self._last_step = step
+
+    def compute(self, *, step: int | None = None, epoch: int | None = None) -> MonitorResult:
+        """Metric values over everything seen since the last :meth:`reset` (all ranks).
+
+        A collective under ``torch.distributed``: call it on every rank. Never raises
+        because a metric failed (``on_error="warn"``): failed metrics are NaN, with a
+        warning. With no embeddings at all every value is NaN.
+
+        Args:
+            step: training step to attach to the result (default: the last update's).
+            epoch: epoch to attach to the result.
+
+        Returns:
+            A :class:`MonitorResult` (metric name -> float, with definitions).
+        """
+        step = self._last_step if step is None else step
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*was called before the ``update``")
+            snap = self._state.compute()
+        st = self._state
+        if st.dim and self.dim is None:
+            self.dim = st.dim
+        self._flush_pending_nonfinite()
+        rows: torch.Tensor | None = snap["rows"]
+        view_rows: torch.Tensor | None = snap["view_rows"]
+        q, dv = st.view_shape
+        views = None
+        if view_rows is not None and view_rows.shape[0] and q and dv:
+            views = view_rows.reshape(-1, q, dv)
+        specs = self._specs(has_views=views is not None)
+        n, seen = snap["count"], snap["seen"]
+        d = st.dim or (self.dim or 0)
+        dtype = self._input_dtype or _dtype_name(
+            torch.empty(0, dtype=st.row_dtype or torch.float32)
+        )
+        sample = rows if rows is not None and rows.shape[0] else None
+        n_sample = 0 if sample is None else int(sample.shape[0])
+        ctx = MetricContext(
+            n_total=n if self._needs_moments else seen,
+            d=d,
+            dtype=dtype,
+            sample=sample,
+            views=views,
+            k=self.k if self.k is not None else default_k(n_sample, None),
+            seed=self.seed,
+            sample_size=self.reservoir_size,
+        )
+        records: list[MetricValue]
+        if seen == 0 and views is None:
+            records = self._nan_records(specs, ctx, "no finite embeddings since the last reset")
+        else:
+            try:
+                if self._needs_moments and n >= 1 and snap["total"].numel():
+                    total, outer = snap["total"], snap["outer"]
+                    ctx.moments = SecondMoments(n=n, total=total, outer=outer)
+                records = compute_metrics(ctx, specs, self._overrides, on_error=self.on_error)
+            except Exception as exc:
+                if self.on_error == "raise":
+                    raise
+                records = self._nan_records(specs, ctx, f"{type(exc).__name__}: {exc}")
+        if self.moment_fraction < 1.0:
+            records = [self._with_fraction(r) for r in records]
+        agreed = st.broadcast_values([r.value for r in records])
+        records = [
+            r if _same(r.value, v) else replace(r, value=v)
+            for r, v in zip(records, agreed, strict=True)
+        ]
+        result = MonitorResult(
+            records,
+            ctx.timings,
+            name=self.name,
+            step=step,
+            epoch=epoch,
+            n_rows=seen,
+            n_nonfinite=snap["nonfinite"],
+            n_sample=n_sample,
+            nonfinite_steps=tuple(self._nonfinite_steps),
+        )
+        if self._tracker is not None and seen > 0:
+            events = self._tracker.check(dict(result), d, step, self.name)
+            for event in events:
+                warnings.warn(event.message, CollapseWarning, stacklevel=2)
+            if events and self._tracker.config.stop_on_collapse:
+                self.should_stop = True
+            self.alarm_events.extend(events)
+            result.alarms = tuple(events)
+        return result
+
+    def sample(self) -> torch.Tensor | None:
+        """The current reservoir sample (rows sorted by key, all ranks), or ``None``.
+
+        Exactly the points the point metrics of :meth:`compute` would see. A collective
+        under ``torch.distributed``, like :meth:`compute`.
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*was called before the ``update``")
+            rows: torch.Tensor | None = self._state.compute()["rows"]
+        return rows
+
+    def reset(self) -> None:
+        """Start a new window: clear moments, reservoirs and non-finite counts.
+
+        The learned dimension, the alarms' running references and :attr:`should_stop`
+        are kept.
+        """
+        self._state.reset()
+        self._updates = 0
+        self._nonfinite_steps = []
+        self._pending_nonfinite = []
+
+    def state_dict(self) -> dict[str, Any]:
+        """The alarms' running references (for checkpointing; windows are not saved)."""
+        tracker = self._tracker.state_dict() if self._tracker is not None else {}
+        return {"alarms": tracker, "should_stop": self.should_stop}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        if self._tracker is not None and state.get("alarms"):
+            self._tracker.load_state_dict(state["alarms"])
+        self.should_stop = bool(state.get("should_stop", False))
+
+    def __repr__(self) -> str:
+        return (
+            f"Monitor(name={self.name!r}, dim={self.dim}, reservoir_size={self.reservoir_size}, "
+            f"updates={self._updates})"
+        )
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _specs(self, *, has_views: bool) -> list[MetricSpec]:
+        if self._metric_names is None:
+            return REGISTRY.select(None, has_views=has_views, has_labels=False)
+        return REGISTRY.select(self._metric_names, has_views=True, has_labels=False)
+
+    def _check_width(self, z: torch.Tensor) -> None:
+        d = int(z.shape[1])
+        known = self.dim or self._state.dim
+        if known and d != known:
+            raise ValueError(
+                f"embeddings have dimension {d}, but this monitor ({self.name!r}) holds "
+                f"dimension {known}; use one Monitor per representation"
+            )
+        self.dim = d
+        self._state.dim = d
+
+    def _gram32(self, z: torch.Tensor) -> bool:
+        return self.gram_dtype == "float32" and z.dtype == torch.float32
+
+    def _report_nonfinite(
+        self, step: int | None, bad: int, n: int, what: str, stacklevel: int
+    ) -> None:
+        self._nonfinite_steps.append(step)
+        warnings.warn(
+            f"sslwatch monitor {self.name!r}: {bad} of {n} {what} at step {step} contain NaN "
+            "or Inf; they were skipped (not folded into the metrics). Non-finite embeddings "
+            "usually mean the training diverged.",
+            NonFiniteWarning,
+            stacklevel=stacklevel,
+        )
+
+    def _flush_pending_nonfinite(self) -> None:
+        if not self._pending_nonfinite:
+            return
+        pending, self._pending_nonfinite = self._pending_nonfinite, []
+        counts = torch.stack([c.to("cpu") for _, c, _ in pending]).tolist()
+        for (step, _, n), count in zip(pending, counts, strict=True):
+            if count:
+                what = "embedding rows" if n >= 0 else "view samples"
+                self._report_nonfinite(step, int(count), abs(n), what, 4)
+
+    def _prepare_views(self, views: Any, step: int, batch: _Batch) -> None:
+        if not hasattr(views, "ndim") or views.ndim != 3:
+            raise ValueError(
+                "views must be 3-D with shape (n_samples, n_views, dim); got "
+                f"{getattr(views, 'shape', type(views).__name__)}. Stack the views with "
+                "torch.stack(views, dim=1)."
+            )
+        n, q, dv = (int(x) for x in views.shape)
+        if q < 2:
+            raise ValueError(f"views has {q} view per sample; multi-view metrics need q >= 2")
+        st = self._state
+        if st.view_shape != (0, 0) and st.view_shape != (q, dv):
+            raise ValueError(
+                f"views have shape (n, {q}, {dv}) but earlier updates had (n, "
+                f"{st.view_shape[0]}, {st.view_shape[1]}); keep q and d fixed"
+            )
+        flat = as_matrix(views.reshape(n, q * dv), name="views", min_rows=1, check_finite=False)
+        if st.view_dtype is None:
+            st.view_dtype = flat.dtype
+        elif flat.dtype != st.view_dtype:
+            flat = flat.to(st.view_dtype)
+        st.view_shape = (q, dv)
+        if st.host_path(flat):
+            a = np.ascontiguousarray(flat.numpy())
+            ok_np = np.isfinite(a).all(axis=1)
+            bad = n - int(np.count_nonzero(ok_np))
+            if bad:
+                self._report_nonfinite(step, bad, n, "view samples", 5)
+                a = a[ok_np]
+            batch.view_nonfinite = bad
+            flat = torch.from_numpy(a)
+            keys = self._hasher(flat, _VIEW_SALT)
+        else:
+            ok = torch.isfinite(flat).all(dim=1)
+            batch.view_nonfinite = (~ok).sum()
+            self._pending_nonfinite.append((step, batch.view_nonfinite, -n))
+            flat = torch.where(
+                ok[:, None], flat, torch.zeros((), dtype=flat.dtype, device=flat.device)
+            )
+            keys = torch.where(
+                ok, self._hasher(flat, _VIEW_SALT), torch.full((n,), _NO_KEY, device=flat.device)
+            )
+        batch.view_rows, batch.view_keys = flat, keys
+
+    def _nan_records(
+        self, specs: list[MetricSpec], ctx: MetricContext, reason: str
+    ) -> list[MetricValue]:
+        if self.on_error == "raise":
+            raise ValueError(f"monitor {self.name!r}: {reason}")
+        warnings.warn(
+            f"sslwatch monitor {self.name!r}: {reason}; every metric is NaN",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        out = []
+        for spec in specs:
+            p = {**spec.params, **self._overrides.get(spec.name, {})}
+            out.append(MetricValue(spec.name, math.nan, definition_for(spec, ctx, p), 0.0, reason))
+        return out
+
+    def _with_fraction(self, record: MetricValue) -> MetricValue:
+        if REGISTRY[record.name].kind != "spectrum":
+            return record
+        params = {**record.definition.params, "moment_fraction": self.moment_fraction}
+        definition: MetricDefinition = replace(record.definition, params=params)
+        return replace(record, definition=definition)
+
+
+_BLAS_CONTROLLER: list[Any] = []  # lazily built threadpoolctl selection (built once)
+
+
+def _blas_limit(threads: int | None) -> contextlib.AbstractContextManager[Any]:
+    """Limit the numpy/scipy BLAS thread pools for the duration of a CPU update.
+
+    The per-step products are small; run on the training loop's busy cores, a BLAS
+    thread pool mostly waits for its threads to be scheduled (measured: a 512 x 512 x 32
+    ``dsyrk`` 0.3 ms on one thread, 15-20 ms on two under load). torch's own pool is not
+    touched. The setting is process-wide while the update runs.
+    """
+    if threads is None:
+        return contextlib.nullcontext()
+    if not _BLAS_CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS_CONTROLLER.append(ThreadpoolController().select(user_api="blas"))
+        except Exception:  # threadpoolctl missing or failing: keep the defaults
+            _BLAS_CONTROLLER.append(None)
+    selection = _BLAS_CONTROLLER[0]
+    if selection is None:
+        return contextlib.nullcontext()
+    limit: contextlib.AbstractContextManager[Any] = selection.limit(limits=threads)
+    return limit
+
+
+def _same(a: float, b: float) -> bool:
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """Disable autocast: the moments and keys must be computed in the stated precision."""
+    if device.type in ("cpu", "cuda", "xpu", "mps", "hpu"):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _check_params(
+    params: Mapping[str, Mapping[str, Any]], specs: list[MetricSpec]
+) -> dict[str, dict[str, Any]]:
+    selected = {s.name: s for s in specs}
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in params.items():
+        if name not in selected:
+            raise ValueError(
+                f"params given for {name!r}, which this monitor does not compute "
+                f"({', '.join(selected)})"
+            )
+        unknown = set(values) - set(selected[name].params)
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {sorted(unknown)} for metric {name!r}; it takes "
+                f"{sorted(selected[name].params) or 'no parameters'}"
+            )
+        out[name] = dict(values)
+    return out

@@ -1,0 +1,298 @@
+"""SSLWatchCallback in real Lightning runs (CPU, a few steps): logging, robustness, alarms."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+pl = pytest.importorskip("lightning.pytorch")
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
+
+from sslwatch.integrations.lightning import (  # noqa: E402
+    ENV_FLAG,
+    SSLWatchCallback,
+    callbacks_factory,
+)
+from sslwatch.monitor import CollapseAlarms, CollapseWarning, NonFiniteWarning  # noqa: E402
+from sslwatch.registry import REGISTRY  # noqa: E402
+
+METRICS = ["rankme", "stable_rank", "silhouette", "collapse_std"]
+
+
+class TinySimCLR(pl.LightningModule):
+    """A 2-layer MLP backbone + linear projector trained with InfoNCE on noisy views."""
+
+    def __init__(self, d_in: int = 16, d_feat: int = 12, d_proj: int = 8) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(d_in, 32), nn.ReLU(), nn.Linear(32, d_feat))
+        self.projector = nn.Linear(d_feat, d_proj)
+
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        (x,) = batch
+        x1 = x + 0.1 * torch.randn_like(x)
+        x2 = x + 0.1 * torch.randn_like(x)
+        h1, h2 = self.backbone(x1), self.backbone(x2)
+        z1 = nn.functional.normalize(self.projector(h1), dim=1)
+        z2 = nn.functional.normalize(self.projector(h2), dim=1)
+        logits = z1 @ z2.T / 0.5
+        loss = nn.functional.cross_entropy(logits, torch.arange(len(x)))
+        return {"loss": loss, "feats": h1, "z": z1, "views": torch.stack([z1, z2], dim=1)}
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        (x,) = batch
+        h = self.backbone(x)
+        z1 = self.projector(h)
+        z2 = self.projector(self.backbone(x + 0.1 * torch.randn_like(x)))
+        return {"feats": h, "z": z1, "views": torch.stack([z1, z2], dim=1)}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def loader(n: int = 96, batch: int = 24, seed: int = 0) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 16, generator=gen) @ torch.randn(16, 16, generator=gen)
+    return DataLoader(TensorDataset(x), batch_size=batch, shuffle=False)
+
+
+def trainer(tmp_path: Path, callback: SSLWatchCallback, **kwargs: Any) -> Any:
+    opts: dict[str, Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "max_epochs": 2,
+        "logger": [CSVLogger(tmp_path, name="csv"), TensorBoardLogger(tmp_path, name="tb")],
+        "callbacks": [callback],
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "log_every_n_steps": 1,
+        "num_sanity_val_steps": 0,
+    }
+    opts.update(kwargs)
+    return pl.Trainer(**opts)
+
+
+def fit(tr: Any, model: pl.LightningModule, val: bool = False) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*(LeafSpec|number of training batches).*")
+        warnings.filterwarnings("ignore", message=".*have no `val_dataloader`.*")
+        tr.fit(model, loader(), loader(48, seed=1) if val else None)
+
+
+def read_csv_metrics(tmp_path: Path) -> list[dict[str, str]]:
+    files = list((tmp_path / "csv").rglob("metrics.csv"))
+    assert len(files) == 1
+    with open(files[0], newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def read_tensorboard(tmp_path: Path) -> Any:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    dirs = {p.parent for p in (tmp_path / "tb").rglob("events.out.tfevents.*")}
+    assert len(dirs) == 1
+    acc = EventAccumulator(str(dirs.pop()))
+    acc.Reload()
+    return acc
+
+
+def test_fit_logs_metrics_to_csv_and_tensorboard(tmp_path: Path) -> None:
+    callback = SSLWatchCallback(
+        {"backbone": "feats", "projector": "z"},
+        views_key={"projector": "views"},
+        metrics=[*METRICS, "lidar"],
+        every_n_steps=3,
+        on_epoch_end=True,
+        validation=True,
+        reservoir_size=64,
+    )
+    tr = trainer(tmp_path, callback)
+    fit(tr, TinySimCLR(), val=True)
+    assert tr.global_step == 8
+
+    rows = read_csv_metrics(tmp_path)
+    columns = set(rows[0])
+    for rep in ("backbone", "projector"):
+        for metric in METRICS:
+            assert f"sslwatch/{rep}/{metric}" in columns
+            assert f"sslwatch/val/{rep}/{metric}" in columns
+    assert "sslwatch/projector/lidar" in columns and "sslwatch/backbone/lidar" not in columns
+    step_rows = [r for r in rows if r.get("sslwatch/backbone/rankme")]
+    logged_steps = sorted({int(r["step"]) for r in step_rows})
+    # every_n_steps=3 -> computed at global steps 3 and 6, written at Lightning's logging
+    # step of those batches (2 and 5, where the batch's own self.log values go); the two
+    # epoch-end logs land at steps 3 and 7
+    assert logged_steps == [2, 3, 5, 7]
+    values = [float(r["sslwatch/backbone/rankme"]) for r in step_rows]
+    assert values and all(math.isfinite(v) and 1.0 <= v <= 12.0 for v in values)
+    val_values = [
+        float(r["sslwatch/val/projector/rankme"])
+        for r in rows
+        if r.get("sslwatch/val/projector/rankme")
+    ]
+    assert len(val_values) == 2 and all(math.isfinite(v) for v in val_values)  # one per epoch
+    lidar = [
+        float(r["sslwatch/val/projector/lidar"])
+        for r in rows
+        if r.get("sslwatch/val/projector/lidar")
+    ]
+    assert len(lidar) == 2 and all(math.isfinite(v) for v in lidar)
+
+    acc = read_tensorboard(tmp_path)
+    tags = set(acc.Tags()["scalars"])
+    assert {
+        "sslwatch/backbone/rankme",
+        "sslwatch/projector/silhouette",
+        "sslwatch/val/backbone/collapse_std",
+    } <= tags
+    events = acc.Scalars("sslwatch/projector/rankme")
+    assert len(events) >= 3 and all(math.isfinite(e.value) for e in events)
+    assert {e.step for e in events} == {2, 3, 5, 7}
+    # the values logged are the monitor's results
+    first = next(r for r in callback.results if r.name == "backbone" and r.step == 3)
+    tb_first = next(e.value for e in acc.Scalars("sslwatch/backbone/rankme") if e.step == 2)
+    assert tb_first == pytest.approx(first["rankme"], rel=1e-6)
+    assert "sslwatch/backbone/rankme" in tr.callback_metrics
+
+
+def test_nan_embeddings_and_a_failing_metric_do_not_stop_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(ctx: Any, p: Any) -> float:
+        raise RuntimeError("planted failure")
+
+    spec = REGISTRY["silhouette"]
+    monkeypatch.setitem(REGISTRY._specs, "silhouette", dataclasses.replace(spec, compute=boom))
+
+    def poisoned(outputs: Any, batch: Any, module: Any) -> torch.Tensor:
+        z = outputs["feats"].detach().clone()
+        z[:3] = float("nan")
+        return z
+
+    callback = SSLWatchCallback(poisoned, name="backbone", metrics=METRICS, reservoir_size=64)
+    tr = trainer(tmp_path, callback)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tr, TinySimCLR())
+    assert tr.global_step == 8  # the run completed
+    messages = [str(w.message) for w in caught]
+    assert any(
+        issubclass(w.category, NonFiniteWarning) and "3 of 24" in str(w.message) for w in caught
+    )
+    assert any("silhouette" in m and "planted failure" in m for m in messages)
+    rows = [r for r in read_csv_metrics(tmp_path) if r.get("sslwatch/backbone/rankme")]
+    assert len(rows) == 2  # one per epoch
+    assert all(math.isnan(float(r["sslwatch/backbone/silhouette"])) for r in rows)
+    assert all(math.isfinite(float(r["sslwatch/backbone/rankme"])) for r in rows)
+    assert all(float(r["sslwatch/backbone/nonfinite_rows"]) == 12.0 for r in rows)
+
+
+def test_missing_key_warns_once_and_training_continues(tmp_path: Path) -> None:
+    callback = SSLWatchCallback("embeddings", metrics=["rankme"])
+    tr = trainer(tmp_path, callback, max_epochs=1, logger=False)
+    with pytest.warns(RuntimeWarning, match="no embeddings key 'embeddings'") as record:
+        fit(tr, TinySimCLR())
+    assert tr.global_step == 4
+    assert sum("no embeddings key" in str(w.message) for w in record) == 1
+
+
+def test_collapse_alarm_stops_the_run(tmp_path: Path) -> None:
+    def collapsing(outputs: Any, batch: Any, module: Any) -> torch.Tensor:
+        z = outputs["feats"].detach()
+        if module.global_step >= 4:  # the representation collapses to one point
+            return torch.ones_like(z) + 1e-6 * torch.randn_like(z)
+        return z
+
+    callback = SSLWatchCallback(
+        collapsing,
+        name="backbone",
+        metrics=["rankme", "collapse_std"],
+        every_n_steps=2,
+        alarms=CollapseAlarms(stop_on_collapse=True),
+    )
+    tr = trainer(tmp_path, callback, max_epochs=10, logger=False)
+    with pytest.warns(CollapseWarning, match="backbone.*at step 6"):
+        fit(tr, TinySimCLR())
+    assert tr.should_stop and tr.global_step < 40
+    assert tr.global_step in (6, 7)
+
+
+def test_callbacks_factory_is_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV_FLAG, raising=False)
+    assert callbacks_factory() == []
+    monkeypatch.setenv(ENV_FLAG, "0")
+    assert callbacks_factory() == []
+    monkeypatch.setenv(ENV_FLAG, "1")
+    monkeypatch.setenv("SSLWATCH_KEY", "backbone=feats, projector=z")
+    monkeypatch.setenv("SSLWATCH_EVERY_N_STEPS", "50")
+    monkeypatch.setenv("SSLWATCH_METRICS", "rankme,collapse_std")
+    (cb,) = callbacks_factory()
+    assert isinstance(cb, SSLWatchCallback)
+    assert cb.key == {"backbone": "feats", "projector": "z"} and cb.every_n_steps == 50
+    assert set(cb.monitors["train"]) == {"backbone", "projector"}
+    assert cb.monitors["train"]["backbone"].metrics == ["rankme", "collapse_std"]
+    monkeypatch.setenv("SSLWATCH_EVERY_N_STEPS", "often")
+    with pytest.raises(ValueError, match="SSLWATCH_EVERY_N_STEPS"):
+        callbacks_factory()
+
+
+def test_lightning_loads_the_factory_through_its_entry_point_loader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Lightning's own loader, given our entry point (as pyproject registers it)."""
+    from importlib.metadata import EntryPoint
+
+    import lightning.fabric.utilities.registry as registry
+
+    group = "lightning.pytorch.callbacks_factory"
+    ours = EntryPoint("sslwatch", "sslwatch.integrations.lightning:callbacks_factory", group)
+    monkeypatch.setattr(registry, "entry_points", lambda group=None: [ours])
+    monkeypatch.delenv(ENV_FLAG, raising=False)
+    assert not any(isinstance(c, SSLWatchCallback) for c in pl.Trainer(logger=False).callbacks)
+    monkeypatch.setenv(ENV_FLAG, "1")
+    assert any(isinstance(c, SSLWatchCallback) for c in pl.Trainer(logger=False).callbacks)
+
+
+def test_installed_entry_point_attaches_only_when_opted_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from importlib.metadata import entry_points
+
+    names = [ep.name for ep in entry_points(group="lightning.pytorch.callbacks_factory")]
+    if "sslwatch" not in names:
+        pytest.skip("the sslwatch entry point is not installed (reinstall: pip install -e .)")
+    monkeypatch.delenv(ENV_FLAG, raising=False)
+    assert not any(isinstance(c, SSLWatchCallback) for c in pl.Trainer(logger=False).callbacks)
+    monkeypatch.setenv(ENV_FLAG, "1")
+    assert any(isinstance(c, SSLWatchCallback) for c in pl.Trainer(logger=False).callbacks)
+
+
+def test_bad_callback_arguments() -> None:
+    with pytest.raises(ValueError, match="every_n_steps"):
+        SSLWatchCallback(every_n_steps=0)
+    with pytest.raises(ValueError, match="key mapping is empty"):
+        SSLWatchCallback({})
+    with pytest.raises(ValueError, match="needs labels"):
+        SSLWatchCallback(metrics=["knn_accuracy"])
+
+
+def test_import_sslwatch_does_not_import_lightning() -> None:
+    code = (
+        "import sys, sslwatch, sslwatch.monitor, sslwatch.sinks, sslwatch.integrations;"
+        "bad = [m for m in ('lightning', 'pytorch_lightning') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
