@@ -38,11 +38,13 @@ from sslwatch.train.methods import (
     VICReg,
     build_method,
 )
+from sslwatch.train.recipes import MNIST1D_METHOD_KWARGS, mnist1d_config
 
 __all__ = [
     "BACKBONES",
     "BYOL",
     "METHODS",
+    "MNIST1D_METHOD_KWARGS",
     "Conv1dNet",
     "ImageAugment",
     "MNIST1DAugment",
@@ -65,6 +67,7 @@ __all__ = [
     "linear_probe_accuracy",
     "list_checkpoints",
     "load_checkpoint",
+    "mnist1d_config",
     "mnist1d_tensors",
     "read_checkpoint_metadata",
     "recalibrate_batchnorm",
