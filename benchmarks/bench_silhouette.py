@@ -86,12 +86,23 @@ def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke test)")
+    p.add_argument("--threads", type=int, default=None, help="threads for both (default: torch's)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per call")
+    p.add_argument("--big", type=int, default=None, help="N of the scaling run (100,000)")
     args = p.parse_args(argv)
 
     n_main, n_big, d, c = (2_000, 5_000, 32, 10) if args.quick else (20_000, 100_000, 256, 10)
+    n_big = args.big or n_big
     repeats = args.repeats or (2 if args.quick else 3)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    wait = os.environ.get("OMP_WAIT_POLICY", "unset")
+    print(
+        f"load average {load} on {os.cpu_count()} CPUs, OMP_WAIT_POLICY={wait} (on a shared "
+        "machine run with OMP_WAIT_POLICY=PASSIVE: spinning OpenMP threads stall both sides)"
+    )
     print(f"torch {torch.__version__}, threads={threads}, D={d}, clusters={c}, float32 data")
 
     # warm-up (BLAS thread pools, allocator)

@@ -62,7 +62,7 @@ def test_silhouette_matches_sklearn_on_real_data(request, data, metric):
 
 @pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize(
-    ("symmetric", "block", "reduce"),
+    ("symmetric", "tile", "reduce"),
     [
         (True, 37, "segments"),
         (True, 37, "index_add"),
@@ -73,7 +73,7 @@ def test_silhouette_matches_sklearn_on_real_data(request, data, metric):
     ],
 )
 def test_silhouette_per_sample_values_match_sklearn_on_every_code_path(
-    digits, metric, symmetric, block, reduce
+    digits, metric, symmetric, tile, reduce
 ):
     x, y = digits
     x, y = x[:400], y[:400].copy()
@@ -85,10 +85,29 @@ def test_silhouette_per_sample_values_match_sklearn_on_every_code_path(
         int(codes.max()) + 1,
         metric,
         symmetric=symmetric,
-        block=block,
+        tile=tile,
         reduce=reduce,
     )
     np.testing.assert_allclose(ours.numpy(), silhouette_samples(x, y, metric=metric), atol=1e-9)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_silhouette_many_small_clusters(digits, symmetric):
+    # 134 clusters of about 3: a 100-wide tile spans more clusters than the slice
+    # reduction handles, so it falls back to index_add_; must still match sklearn.
+    x, _ = digits
+    x = x[:400]
+    y = np.random.default_rng(1).permutation(np.arange(400) // 3)
+    codes = np.unique(y, return_inverse=True)[1]
+    ours = clustering._silhouette_samples(
+        torch.from_numpy(x),
+        torch.from_numpy(codes.astype(np.int64)),
+        int(codes.max()) + 1,
+        "euclidean",
+        symmetric=symmetric,
+        tile=100,
+    )
+    np.testing.assert_allclose(ours.numpy(), silhouette_samples(x, y), atol=1e-9)
 
 
 def test_silhouette_float32_torch_input_and_zero_rows(blobs):
@@ -336,11 +355,15 @@ def test_cluster_agreement_bad_input():
         cluster_agreement([], [])
 
 
-@pytest.mark.parametrize("bounds", [True, False])
+@pytest.mark.parametrize(("bounds", "transposed"), [(True, True), (False, True), (True, False)])
 @pytest.mark.parametrize("data", ["digits", "mnist1d"])
-def test_lloyd_from_given_centres_reproduces_sklearn_iterates(request, data, bounds):
+def test_lloyd_from_given_centres_reproduces_sklearn_iterates(
+    request, monkeypatch, data, bounds, transposed
+):
     # Same initial centres -> the accelerated (Hamerly-bounded) Lloyd must produce the
     # same iterates as scikit-learn's plain Lloyd: labels, centres, inertia, n_iter.
+    if not transposed:  # no budget for the (D, N) copy: GEMMs read x.T instead
+        monkeypatch.setattr(clustering, "_XT_BYTES", 0)
     x, _ = request.getfixturevalue(data)
     init = x[np.random.default_rng(5).choice(len(x), 12, replace=False)]
     mean = x.mean(axis=0)

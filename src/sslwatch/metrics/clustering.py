@@ -13,6 +13,7 @@ match scikit-learn's ``KMeans`` (up to the random seeding) and ``silhouette_scor
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,15 @@ __all__ = ["KMeansResult", "cluster_agreement", "kmeans", "silhouette"]
 _BLOCK_BYTES = 64 * 2**20
 _METRICS = ("euclidean", "cosine")
 _AGREEMENT = ("ami", "ari", "nmi")
+# Silhouette tiles (rows x columns of the distance matrix): 32 MiB of float64 on the
+# CPU (few, large parallel regions; mostly cache-resident for the passes after the
+# GEMM), 128 MiB on accelerators.
+_TILE_CPU = 2048
+_TILE_ACCEL = 4096
+# A tile spanning more clusters than this is reduced with index_add_ instead of slices.
+_MAX_SEGMENTS = 16
+# Lloyd keeps a transposed (D, N) copy of the data for the assignment GEMM up to this size.
+_XT_BYTES = 2 * 2**30
 # Above this fraction of samples needing a search, one plain pass beats gathering them.
 _FULL_PASS_FRACTION = 0.5
 # Below this much work per assignment (N * k * D), Hamerly's bookkeeping costs more than
@@ -85,10 +95,13 @@ def kmeans(
     scikit-learn only up to the seeding, while inertias are of the same quality.
 
     The work runs in torch on ``z``'s device: float32 input is clustered in float32
-    (float64 stays float64, half precision is upcast to float32), the assignment step is
-    one GEMM per block of rows (``argmin_j ||c_j||^2 - 2 z_i . c_j``), the centroid
-    update an ``index_add_``. Memory beyond the centred copy of ``z`` is O(N * k) in
-    blocks of at most 64 MiB.
+    (float64 stays float64, half precision is upcast to float32). The assignment step is
+    one GEMM per block of rows (``argmin_j ||c_j||^2 - 2 z_i . c_j``); from the second
+    iteration on, Hamerly's (2010) bounds skip the samples that provably keep their
+    centre, which gives the same iterates as plain Lloyd (up to floating-point ties)
+    with less work once the centres settle. Cluster sums are kept in float64 and
+    updated for the samples that moved. Memory beyond the centred copy of ``z`` is O(N)
+    plus O(N * k) in blocks of at most 64 MiB.
 
     Degenerate input: when ``z`` has fewer distinct rows than ``k`` (for example fully
     collapsed embeddings), k-means++ picks duplicate centres, the surplus clusters stay
@@ -208,34 +221,45 @@ def _block_rows(n_cols: int, itemsize: int, n: int) -> int:
 
 
 def _assign(
-    x: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor, *, second: bool = False
+    x: torch.Tensor,
+    x_sq: torch.Tensor,
+    centers: torch.Tensor,
+    *,
+    xt: torch.Tensor | None = None,
+    second: bool = False,
+    dist: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Nearest centre of each sample, by blocks of rows (one GEMM per block).
+    """Nearest centre of each sample, by blocks of samples (one GEMM per block).
 
+    The GEMM is laid out as (k, D) x (D, m), which BLAS runs faster than (m, D) x (D, k)
+    for k << m; ``xt``, a contiguous (D, N) copy of ``x``, makes it faster still.
     Returns int64 labels ``argmin_j ||c_j||^2 - 2 x.c_j``, the distance to that centre
-    and, if ``second``, the distance to the second-nearest centre (inf when k = 1;
-    otherwise an empty tensor). Distances come from ``||x||^2 + ||c||^2 - 2 x.c``.
+    (if ``dist``) and the distance to the second-nearest centre (if ``second``; inf when
+    k = 1); tensors not asked for are empty. Distances come from
+    ``||x||^2 + ||c||^2 - 2 x.c``.
     """
     n, k = x.shape[0], centers.shape[0]
-    c_sq = torch.einsum("ij,ij->i", centers, centers).unsqueeze(0)
-    ct = centers.T
+    c_sq = torch.einsum("ij,ij->i", centers, centers).unsqueeze(1)
+    cols = x.T if xt is None else xt
     step = _block_rows(k, x.element_size(), n)
-    labels = torch.empty(n, dtype=torch.int64, device=x.device)
-    near = torch.empty(n, dtype=x.dtype, device=x.device)
-    far = torch.empty(n if second else 0, dtype=x.dtype, device=x.device)
+    parts = []
     for s in range(0, n, step):
-        e = min(n, s + step)
-        part = torch.addmm(c_sq, x[s:e], ct, beta=1.0, alpha=-2.0)
-        vals, idx = part.min(dim=1)
-        labels[s:e] = idx
-        near[s:e] = vals
-        if second:
-            if k > 1:
-                far[s:e] = part.scatter_(1, idx.unsqueeze(1), math.inf).min(dim=1).values
-            else:
-                far[s:e] = math.inf
-    near.add_(x_sq).clamp_(min=0.0).sqrt_()
+        part = torch.addmm(c_sq, centers, cols[:, s : min(n, s + step)], beta=1.0, alpha=-2.0)
+        vals, idx = part.min(dim=0)
+        far = torch.empty(0, dtype=x.dtype, device=x.device)
+        if second and k > 1:
+            far = part.scatter_(0, idx.unsqueeze(0), math.inf).amin(dim=0)
+        elif second:
+            far = torch.full_like(vals, math.inf)
+        parts.append((idx, vals, far))
+    labels = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
+    empty = torch.empty(0, dtype=x.dtype, device=x.device)
+    near, far = empty, empty
+    if dist:
+        near = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
+        near.add_(x_sq).clamp_(min=0.0).sqrt_()
     if second:
+        far = parts[0][2] if len(parts) == 1 else torch.cat([p[2] for p in parts])
         far.add_(x_sq).clamp_(min=0.0).sqrt_()
     return labels, near, far
 
@@ -279,7 +303,9 @@ def _lloyd(
     n, dim = x.shape
     k = centers.shape[0]
     use_bounds = k > 1 and (n * k * dim >= _BOUNDS_MIN_WORK if bounds is None else bounds)
-    labels, upper, lower = _assign(x, x_sq, centers, second=use_bounds)
+    # a (D, N) copy makes the assignment GEMM faster (see _assign), within a budget
+    xt = x.T.contiguous() if x.numel() * x.element_size() <= _XT_BYTES else None
+    labels, upper, lower = _assign(x, x_sq, centers, xt=xt, second=use_bounds)
     sums = _cluster_sums(x, labels, k)
     counts = torch.bincount(labels, minlength=k)
     n_iter = 0
@@ -287,10 +313,10 @@ def _lloyd(
         n_iter = it + 1
         changed = None
         if it > 0 and use_bounds:
-            changed = _hamerly_update(x, x_sq, centers, labels, upper, lower, sums, counts)
+            changed = _hamerly_update(x, xt, x_sq, centers, labels, upper, lower, sums, counts)
         elif it > 0:
-            lab, _, _ = _assign(x, x_sq, centers)
-            changed = _apply_moves(x, torch.arange(n, device=x.device), lab, labels, sums, counts)
+            lab, _, _ = _assign(x, x_sq, centers, xt=xt, dist=False)
+            changed = _apply_moves(x, None, lab, labels, sums, counts)
         if bool((counts == 0).any()):
             # Relocation changes the centres only; sums/counts keep matching labels.
             sums_c, counts_c = sums.clone(), counts.clone()
@@ -314,7 +340,7 @@ def _lloyd(
             break
         if use_bounds:
             _shift_bounds(labels, upper, lower, delta.to(x.dtype))
-    labels, inertia = _labels_inertia(x, x_sq, centers)
+    labels, inertia = _labels_inertia(x, xt, x_sq, centers)
     return labels, centers, inertia, n_iter
 
 
@@ -331,6 +357,7 @@ def _shift_bounds(
 
 def _hamerly_update(
     x: torch.Tensor,
+    xt: torch.Tensor | None,
     x_sq: torch.Tensor,
     centers: torch.Tensor,
     labels: torch.Tensor,
@@ -360,48 +387,49 @@ def _hamerly_update(
     if n_need == 0:
         return 0
     if n_need > _FULL_PASS_FRACTION * n:
-        lab, near, far = _assign(x, x_sq, centers, second=True)
+        lab, near, far = _assign(x, x_sq, centers, xt=xt, second=True)
         upper.copy_(near)
         lower.copy_(far)
-        cand = torch.arange(n, device=x.device)
-    else:
-        cand = torch.nonzero(need).flatten()
-        # tighten the upper bound with the exact distance to the assigned centre
-        u = torch.linalg.vector_norm(
-            x.index_select(0, cand) - centers.index_select(0, labels.index_select(0, cand)),
-            dim=1,
-        )
-        upper.index_copy_(0, cand, u)
-        cand = cand[u > bound.index_select(0, cand)]
-        if cand.numel() == 0:
-            return 0
-        lab, near, far = _assign(
-            x.index_select(0, cand), x_sq.index_select(0, cand), centers, second=True
-        )
-        upper.index_copy_(0, cand, near)
-        lower.index_copy_(0, cand, far)
+        return _apply_moves(x, None, lab, labels, sums, counts)
+    cand = torch.nonzero(need).flatten()
+    # tighten the upper bound with the exact distance to the assigned centre
+    u = torch.linalg.vector_norm(
+        x.index_select(0, cand) - centers.index_select(0, labels.index_select(0, cand)),
+        dim=1,
+    )
+    upper.index_copy_(0, cand, u)
+    cand = cand.index_select(0, torch.nonzero(u > bound.index_select(0, cand)).flatten())
+    if cand.numel() == 0:
+        return 0
+    lab, near, far = _assign(
+        x.index_select(0, cand), x_sq.index_select(0, cand), centers, second=True
+    )
+    upper.index_copy_(0, cand, near)
+    lower.index_copy_(0, cand, far)
     return _apply_moves(x, cand, lab, labels, sums, counts)
 
 
 def _apply_moves(
     x: torch.Tensor,
-    cand: torch.Tensor,
+    cand: torch.Tensor | None,
     lab: torch.Tensor,
     labels: torch.Tensor,
     sums: torch.Tensor,
     counts: torch.Tensor,
 ) -> int:
-    """Set ``labels[cand] = lab`` and update the float64 cluster sums and counts.
+    """Set ``labels[cand] = lab`` (all samples if ``cand`` is None) and update the float64
+    cluster sums and counts.
 
     Only the samples that changed cluster are moved between sums; when more than a third
     of all samples moved, the sums are recomputed from scratch instead. Returns how many
     samples changed cluster.
     """
-    moved = torch.nonzero(lab != labels.index_select(0, cand)).flatten()
+    old = labels if cand is None else labels.index_select(0, cand)
+    moved = torch.nonzero(lab != old).flatten()
     n_moved = int(moved.numel())
     if n_moved == 0:
         return 0
-    idx = cand.index_select(0, moved)
+    idx = moved if cand is None else cand.index_select(0, moved)
     new_l = lab.index_select(0, moved)
     if 3 * n_moved > x.shape[0]:
         labels.index_copy_(0, idx, new_l)
@@ -470,14 +498,14 @@ def _relocate_empty(
 
 
 def _labels_inertia(
-    x: torch.Tensor, x_sq: torch.Tensor, centers: torch.Tensor
+    x: torch.Tensor, xt: torch.Tensor | None, x_sq: torch.Tensor, centers: torch.Tensor
 ) -> tuple[torch.Tensor, float]:
     """Nearest-centre labels and the inertia ``sum_i ||x_i - c_{l_i}||^2``.
 
     Computed from the differences (not from the expanded GEMM form, which cancels), per
     sample in x's dtype and summed over samples in float64.
     """
-    labels, _, _ = _assign(x, x_sq, centers)
+    labels, _, _ = _assign(x, x_sq, centers, xt=xt, dist=False)
     n, d = x.shape
     step = _block_rows(d, x.element_size(), n)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -512,15 +540,16 @@ def silhouette(
     other row (as scikit-learn). A sample's distance to itself is always 0.
 
     Exact, fast algorithm: samples are sorted by label, so that every cluster is a
-    contiguous range. Distances are computed in float64, a block of rows at a time, by
-    one GEMM of augmented factors, ``[x, ||x||^2, 1] . [-2y, 1, ||y||^2] = ||x - y||^2``
-    (data centred first to limit cancellation), clamped at 0 and square-rooted. Only the
-    upper triangle of the symmetric distance matrix is formed: each block adds its row
-    sums over every cluster's column range to its own rows and, mirrored, its column
-    sums over every cluster's row range to the later rows (on accelerators the sums are
-    a one-hot GEMM). Memory is O(block * N), with blocks of at most 64 MiB, plus
-    O(N * C) for the sums; with very many clusters (N * C beyond 64 MiB) each block is
-    reduced on its own instead (twice the arithmetic, memory O(block * (N + C))).
+    contiguous range, and the distance matrix is visited in square tiles (2048 x 2048 on
+    the CPU). Each tile is one float64 GEMM of augmented factors,
+    ``[-2x, ||x||^2, 1] . [y, 1, ||y||^2] = ||x - y||^2`` (data centred first to limit
+    cancellation), clamped at 0 and square-rooted. Only tiles on or above the diagonal
+    are formed (the matrix is symmetric): each adds its row sums over every cluster's
+    column range to its rows and, mirrored, its column sums over every cluster's row
+    range to its columns (on accelerators, a one-hot GEMM). Memory: the float64 copy of
+    the data, one tile, and the (N, C) per-cluster sums; with very many clusters (N * C
+    beyond 64 MiB) each band of rows is reduced on its own instead (twice the
+    arithmetic, O(tile * (tile + C)) for the sums).
 
     Args:
         z: (N, D) embeddings (``torch.Tensor`` or numpy), N >= 2.
@@ -572,51 +601,56 @@ def _silhouette_samples(
     metric: str,
     *,
     symmetric: bool | None = None,
-    block: int | None = None,
+    tile: int | None = None,
     reduce: str | None = None,
 ) -> torch.Tensor:
     """Per-sample silhouette values (float64, (N,)); labels coded 0..C-1, all used.
 
-    Samples are first sorted by label, so each cluster is a contiguous range of columns.
-    ``symmetric`` (default: when the (N, C) sums fit in 64 MiB) forms only the upper
-    triangle of the distance matrix; otherwise each block of rows is reduced on its own
-    (memory O(block * (N + C))). ``reduce`` picks how a block is summed per cluster:
-    ``"segments"`` (contiguous slices, CPU default for C <= 256), ``"index_add"`` (CPU
-    default beyond) or ``"onehot"`` (a GEMM with the one-hot label matrix, the default
-    on accelerators, where ``index_add_`` is atomic and its summation order varies).
+    Samples are first sorted by label, so each cluster is a contiguous index range, and
+    the distance matrix is visited in (tile x tile) blocks. ``symmetric`` (default: when
+    the (N, C) sums fit in 64 MiB) visits only the tiles on or above the diagonal and
+    credits each one to its rows and, mirrored, to its columns; otherwise each row band
+    is reduced on its own (twice the arithmetic, memory O(tile * (tile + C))).
+    ``reduce`` picks how a tile is summed per cluster: ``"segments"`` (contiguous
+    slices, falling back to ``index_add_`` when a tile spans many clusters; the CPU
+    default), ``"index_add"``, or ``"onehot"`` (a GEMM with the one-hot label matrix,
+    the default on accelerators, where ``index_add_`` is atomic and its summation order
+    varies between runs).
     """
     n = x.shape[0]
+    cpu = x.device.type == "cpu"
     order = torch.sort(labels, stable=True).indices
     labels = labels.index_select(0, order)
     aug = _augmented(x.index_select(0, order), metric)
     counts = torch.bincount(labels, minlength=n_labels)
     if symmetric is None:
         symmetric = n * n_labels * 8 <= _BLOCK_BYTES
-    if block is None:
-        block = _block_rows(n, 8, n)
-    if reduce is None:
-        reduce = (
-            "onehot" if x.device.type != "cpu" else ("segments" if n_labels <= 256 else "index_add")
-        )
-    red = _ClusterReducer(labels, counts, reduce)
+    tile = min(n, tile or (_TILE_CPU if cpu else _TILE_ACCEL))
+    red = _ClusterReducer(labels, counts, reduce or ("segments" if cpu else "onehot"))
     counts64 = counts.to(torch.float64)
-    buf = torch.empty(min(block, n) * n, dtype=torch.float64, device=x.device)
+    buf = torch.empty(tile * tile, dtype=torch.float64, device=x.device)
     if symmetric:
         sums = torch.zeros(n, n_labels, dtype=torch.float64, device=x.device)
-        for s in range(0, n, block):
-            e = min(n, s + block)
-            d = _distance_block(aug, s, e, s, metric, buf)
-            sums[s:e] += red.by_column_label(d, s)
-            if e < n:
-                sums[e:] += red.by_row_label(d[:, e - s :], s, e).T
+        for s in range(0, n, tile):
+            e = min(n, s + tile)
+            left = _left_block(aug, s, e, metric)
+            for c0 in range(s, n, tile):
+                c1 = min(n, c0 + tile)
+                d = _distance_tile(left, aug, s, c0, c1, metric, buf)
+                red.add_by_column_label(sums[s:e], d, c0)
+                if c0 != s:
+                    red.add_by_row_label(sums[c0:c1], d, s)
         values = _silhouette_from_sums(sums, labels, counts64)
     else:
         values = torch.empty(n, dtype=torch.float64, device=x.device)
-        for s in range(0, n, block):
-            e = min(n, s + block)
-            d = _distance_block(aug, s, e, 0, metric, buf)
-            sums = red.by_column_label(d, 0)
-            values[s:e] = _silhouette_from_sums(sums, labels[s:e], counts64)
+        for s in range(0, n, tile):
+            e = min(n, s + tile)
+            left = _left_block(aug, s, e, metric)
+            part = torch.zeros(e - s, n_labels, dtype=torch.float64, device=x.device)
+            for c0 in range(0, n, tile):
+                c1 = min(n, c0 + tile)
+                red.add_by_column_label(part, _distance_tile(left, aug, s, c0, c1, metric, buf), c0)
+            values[s:e] = _silhouette_from_sums(part, labels[s:e], counts64)
     out = torch.empty_like(values)
     out[order] = values
     return out
@@ -658,68 +692,89 @@ def _left_block(aug: torch.Tensor, s: int, e: int, metric: str) -> torch.Tensor:
     return left
 
 
-def _distance_block(
-    aug: torch.Tensor, s: int, e: int, c0: int, metric: str, buf: torch.Tensor
+def _distance_tile(
+    left: torch.Tensor,
+    aug: torch.Tensor,
+    s: int,
+    c0: int,
+    c1: int,
+    metric: str,
+    buf: torch.Tensor,
 ) -> torch.Tensor:
-    """Distances from rows ``s:e`` to rows ``c0:N`` (in ``buf``), self-distances 0."""
-    n = aug.shape[0]
-    d = buf[: (e - s) * (n - c0)].view(e - s, n - c0)
-    torch.mm(_left_block(aug, s, e, metric), aug[c0:].T, out=d)
+    """Distances from rows ``s:s+len(left)`` to rows ``c0:c1`` (in ``buf``).
+
+    A tile with ``c0 == s`` is on the diagonal: the self-distances are set to 0.
+    """
+    m = left.shape[0]
+    d = buf[: m * (c1 - c0)].view(m, c1 - c0)
+    torch.mm(left, aug[c0:c1].T, out=d)
     if metric == "euclidean":
         d.clamp_(min=0.0).sqrt_()
     else:
         d.clamp_(min=0.0, max=2.0)
-    if s >= c0:  # rows s:e vs themselves sit at column offsets s - c0 ... e - c0
-        d.diagonal(offset=s - c0).zero_()
+    if c0 == s:
+        d.diagonal().zero_()
     return d
 
 
 class _ClusterReducer:
-    """Sums of a block of distances grouped by cluster label, along rows or columns.
+    """Adds a tile of distances, grouped by cluster label, to per-cluster sums.
 
-    ``labels`` are sorted, so cluster j is the index range ``bounds[j]:bounds[j+1]``.
+    ``labels`` are sorted, so cluster j is the index range ``bounds[j]:bounds[j+1]`` and a
+    tile usually spans one or two clusters: contiguous slice sums are then cheapest.
     """
 
     def __init__(self, labels: torch.Tensor, counts: torch.Tensor, mode: str) -> None:
         if mode not in ("segments", "index_add", "onehot"):
             raise ValueError(f"unknown reduction {mode!r}")
         self.labels = labels
-        self.n_labels = int(counts.numel())
         self.mode = mode
         self.bounds = [0, *torch.cumsum(counts, 0).tolist()]
         self.onehot: torch.Tensor | None = None
         if mode == "onehot":
-            n = labels.shape[0]
-            oh = torch.zeros(n, self.n_labels, dtype=torch.float64, device=labels.device)
+            n, c = labels.shape[0], int(counts.numel())
+            oh = torch.zeros(n, c, dtype=torch.float64, device=labels.device)
             oh[torch.arange(n, device=labels.device), labels] = 1.0
             self.onehot = oh
 
-    def by_column_label(self, d: torch.Tensor, c0: int) -> torch.Tensor:
-        """(m, C): for each row of ``d`` (columns c0:c0+w), the sum per column label."""
-        w = d.shape[1]
-        if self.onehot is not None:
-            return d @ self.onehot[c0 : c0 + w]
-        out = torch.zeros(d.shape[0], self.n_labels, dtype=d.dtype, device=d.device)
-        if self.mode == "index_add":
-            return out.index_add_(1, self.labels[c0 : c0 + w], d)
-        for j in range(self.n_labels):
-            lo, hi = max(self.bounds[j], c0), min(self.bounds[j + 1], c0 + w)
-            if hi > lo:
-                out[:, j] = d[:, lo - c0 : hi - c0].sum(dim=1)
+    def _segments(self, lo: int, hi: int) -> list[tuple[int, int, int]] | None:
+        """(cluster, start, stop) of the clusters meeting ``lo:hi``; None if too many."""
+        j = bisect.bisect_right(self.bounds, lo) - 1
+        out = []
+        while j < len(self.bounds) - 1 and self.bounds[j] < hi:
+            a, b = max(self.bounds[j], lo), min(self.bounds[j + 1], hi)
+            if b > a:
+                out.append((j, a - lo, b - lo))
+            if len(out) > _MAX_SEGMENTS:
+                return None
+            j += 1
         return out
 
-    def by_row_label(self, d: torch.Tensor, s: int, e: int) -> torch.Tensor:
-        """(C, w): for each column of ``d`` (rows s:e), the sum per row label."""
+    def add_by_column_label(self, target: torch.Tensor, d: torch.Tensor, c0: int) -> None:
+        """``target[i, c] += sum_{j: label(c0 + j) = c} d[i, j]`` (target (m, C))."""
+        w = d.shape[1]
         if self.onehot is not None:
-            return self.onehot[s:e].T @ d
-        out = torch.zeros(self.n_labels, d.shape[1], dtype=d.dtype, device=d.device)
-        if self.mode == "index_add":
-            return out.index_add_(0, self.labels[s:e], d)
-        for j in range(self.n_labels):
-            lo, hi = max(self.bounds[j], s), min(self.bounds[j + 1], e)
-            if hi > lo:
-                out[j] = d[lo - s : hi - s].sum(dim=0)
-        return out
+            target.addmm_(d, self.onehot[c0 : c0 + w])
+            return
+        segs = self._segments(c0, c0 + w) if self.mode == "segments" else None
+        if segs is None:
+            target.index_add_(1, self.labels[c0 : c0 + w], d)
+            return
+        for j, a, b in segs:
+            target[:, j] += d[:, a:b].sum(dim=1)
+
+    def add_by_row_label(self, target: torch.Tensor, d: torch.Tensor, s: int) -> None:
+        """``target[j, c] += sum_{i: label(s + i) = c} d[i, j]`` (target (w, C))."""
+        m = d.shape[0]
+        if self.onehot is not None:
+            target.addmm_(d.T, self.onehot[s : s + m])
+            return
+        segs = self._segments(s, s + m) if self.mode == "segments" else None
+        if segs is None:
+            target.index_add_(1, self.labels[s : s + m], d.T)
+            return
+        for j, a, b in segs:
+            target[:, j] += d[a:b].sum(dim=0)
 
 
 def _silhouette_from_sums(

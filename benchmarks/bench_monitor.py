@@ -1,0 +1,204 @@
+"""Overhead of Monitor.update per training step, and the cost of Monitor.compute.
+
+Side by side in one process, interleaved step by step: a training step of a small CNN
+on CPU (forward + backward + SGD step, batch 256 of 3x32x32 images, three conv blocks and
+a final linear layer producing a D-dimensional embedding) and ``Monitor.update`` on that
+step's (detached) embeddings, for D = 512 and D = 2048. Printed: mean milliseconds per
+step (amortised) and the ratio mean(update) / mean(step), for several configurations:
+
+* ``default``: exact float64 moments (BLAS dsyrk on CPU, one BLAS thread) + content
+  keys + reservoir;
+* ``blas_threads=None``: the same with the BLAS library's default thread pool;
+* ``gram_dtype=float32``: each batch's z^T z in float32, added to float64 moments;
+* ``moment_fraction=1/8``, ``1/16``: only a keyed Bernoulli subsample of the rows is
+  folded into the moments;
+* ``deferred fold``: rows buffered and folded 8 batches at a time (amortised per step;
+  measured with the same kernel, to show that batching the Gram does not save work);
+* ``keys+reservoir only`` / ``spectrum only``: the two halves of ``default``.
+
+Then ``compute()`` with the default reservoir (4096 rows) and the default metric set,
+next to the reference a user would otherwise run (``torch.linalg.svdvals`` of all stored
+embeddings, for RankMe), and a check that the streamed RankMe equals the one-shot value.
+
+Run: ``.venv/bin/python benchmarks/bench_monitor.py`` (``--quick``: seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.linalg import blas
+from torch import nn
+
+from sslwatch.metrics.spectrum import rankme
+from sslwatch.monitor import DEFAULT_RESERVOIR_SIZE, Monitor, content_keys
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, dim: int, width: int = 32) -> None:
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
+
+        self.features = nn.Sequential(
+            block(3, width), block(width, 2 * width), block(2 * width, 4 * width)
+        )
+        self.head = nn.Linear(4 * width * 4 * 4, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+def make_step(model: nn.Module, batch: int) -> Callable[[], torch.Tensor]:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 3, 32, 32)
+
+    def step() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        z = model(x + 0.01 * torch.randn_like(x))
+        # a contrastive-style loss on two halves of the batch (SSL-ish, cheap)
+        a, b = (
+            nn.functional.normalize(z[: batch // 2], dim=1),
+            nn.functional.normalize(z[batch // 2 :], dim=1),
+        )
+        loss = nn.functional.cross_entropy(a @ b.T / 0.2, torch.arange(batch // 2))
+        loss.backward()
+        opt.step()
+        return z.detach()
+
+    return step
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+class DeferredFold:
+    """Buffer rows and fold them into float64 moments ``every`` batches at a time."""
+
+    def __init__(self, dim: int, every: int) -> None:
+        self.outer = np.zeros((dim, dim), dtype=np.float64, order="F")
+        self.buffer: list[np.ndarray] = []
+        self.every = every
+
+    def update(self, z: torch.Tensor) -> None:
+        self.buffer.append(z.numpy().astype(np.float64))
+        if len(self.buffer) == self.every:
+            rows = np.concatenate(self.buffer)
+            self.outer = blas.dsyrk(
+                1.0, rows.T, beta=1.0, c=self.outer, trans=0, lower=0, overwrite_c=1
+            )
+            self.buffer = []
+
+
+def bench_dim(dim: int, batch: int, steps: int, warmup: int) -> list[tuple[str, float, float]]:
+    torch.manual_seed(0)
+    model = SmallCNN(dim)
+    step = make_step(model, batch)
+    configs: dict[str, Callable[[], Any]] = {
+        "default": lambda: Monitor(),
+        "blas_threads=None": lambda: Monitor(blas_threads=None),
+        "gram_dtype=float32": lambda: Monitor(gram_dtype="float32"),
+        "moment_fraction=1/8": lambda: Monitor(moment_fraction=0.125),
+        "moment_fraction=1/16": lambda: Monitor(moment_fraction=0.0625),
+        "keys+reservoir only": lambda: Monitor(["silhouette", "entropy", "collapse_std"]),
+        "spectrum only": lambda: Monitor(["rankme", "alpha_req", "stable_rank"]),
+        "deferred fold (x8)": lambda: DeferredFold(dim, 8),
+    }
+    monitors = {name: make() for name, make in configs.items()}
+    step_times: list[float] = []
+    update_times: dict[str, list[float]] = {name: [] for name in configs}
+    fed: list[torch.Tensor] = []
+    for i in range(warmup + steps):
+        t_step, z = timed(step)
+        for name, monitor in monitors.items():
+            t_up, _ = timed(lambda m=monitor, z=z: m.update(z))
+            if i >= warmup:
+                update_times[name].append(t_up)
+        if i >= warmup:
+            step_times.append(t_step)
+        fed.append(z)
+    # amortised: means over the timed steps (reservoir compactions and deferred folds
+    # happen every few steps); the ratio is mean(update) / mean(step), interleaved
+    step_mean = statistics.fmean(step_times)
+    rows = [("training step", 1e3 * step_mean, 1.0)]
+    for name, times in update_times.items():
+        rows.append((name, 1e3 * statistics.fmean(times), statistics.fmean(times) / step_mean))
+    # the streamed value is the one-shot value on everything fed
+    streamed = monitors["spectrum only"].compute()["rankme"]
+    oneshot = rankme(torch.cat(fed).double())  # the one-shot float64 route
+    rel = abs(streamed - oneshot) / abs(oneshot)
+    assert rel <= 1e-9, (streamed, oneshot)
+    rows.append((f"check: streamed RankMe vs one-shot, rel. diff {rel:.1e}", 0.0, 0.0))
+    return rows
+
+
+def bench_compute(dim: int, reservoir: int, n_rows: int) -> list[tuple[str, float]]:
+    gen = torch.Generator().manual_seed(1)
+    z = torch.randn(n_rows, dim, generator=gen) @ torch.randn(dim, dim, generator=gen) / dim**0.5
+    mon = Monitor(reservoir_size=reservoir, alarms=None)
+    for chunk in z.split(256):
+        mon.update(chunk)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t_compute, result = timed(mon.compute)
+        t_svd, s = timed(lambda: torch.linalg.svdvals(z.double()))
+    p = s / s.sum() + 1e-7
+    reference = float(torch.exp(-(p * p.log()).sum()))
+    assert abs(result["rankme"] - reference) <= 1e-6 * reference
+    rows = [(f"compute() all default metrics (R={reservoir})", t_compute)]
+    rows += [
+        (f"  of which {k}", v) for k, v in sorted(result.timings.items(), key=lambda kv: -kv[1])[:5]
+    ]
+    rows.append((f"reference: svdvals of all {n_rows} stored rows (RankMe only)", t_svd))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, runs in seconds")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    batch = 32 if args.quick else 256
+    steps, warmup = (2, 1) if args.quick else (16, 3)
+    warnings.filterwarnings("ignore", message=".*N < D")
+    keys_check = torch.randn(8, 16)
+    assert torch.equal(content_keys(keys_check), content_keys(keys_check))
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, "
+        f"{steps} timed steps after {warmup} warm-up (means, interleaved)"
+    )
+    for dim in (512, 2048):
+        print(f"\nD = {dim}: update() per step vs one CNN training step")
+        print(f"  {'configuration':<24} {'ms/step':>9} {'ratio':>9}")
+        for name, ms, ratio in bench_dim(dim, batch, steps, warmup):
+            if name.startswith("check"):
+                print(f"  {name}")
+            else:
+                print(f"  {name:<24} {ms:9.2f} {ratio:9.2%}")
+    reservoir = 256 if args.quick else DEFAULT_RESERVOIR_SIZE
+    for dim in (512, 2048) if not args.quick else (512,):
+        n_rows = 2 * reservoir if args.quick else 4 * reservoir
+        print(f"\nD = {dim}: compute() on {n_rows} streamed rows")
+        for name, seconds in bench_compute(dim, reservoir, n_rows):
+            print(f"  {name:<58} {seconds:8.3f} s")
+
+
+if __name__ == "__main__":
+    main()
