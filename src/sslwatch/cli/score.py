@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sslwatch._version import __version__
@@ -89,7 +90,7 @@ def score(
     shared = {k: v for k, v in result.timings.items() if k not in result.records}
     if shared:
         console.print(
-            "shared steps: " + ", ".join(f"{k} {v:.2f}s" for k, v in shared.items()),
+            "shared steps: " + escape(", ".join(f"{k} {v:.2f}s" for k, v in shared.items())),
             style="dim",
         )
 
