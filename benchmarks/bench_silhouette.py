@@ -5,7 +5,7 @@
 
 Data: blobs-like float32 embeddings (D = 256, 10 clusters, labels = the generating
 blob). Both libraries compute the exact mean silhouette; the values must agree to 1e-6.
-Timings are the best of a few repeats after a warm-up; both sides use
+Timings are the best of a few repeats (interleaved) after a warm-up; both sides use
 ``torch.get_num_threads()`` threads (scikit-learn through threadpoolctl). Peak memory is
 the largest resident-set growth seen while the call ran (sampled from /proc every 2 ms).
 """
@@ -71,16 +71,25 @@ class PeakRSS:
         self.peak_mib = (self._max - self._base) / 2**20
 
 
-def best_of(fn: Callable[[], Any], repeats: int) -> tuple[float, Any, float]:
-    """(best wall time, last result, peak RSS growth in MiB over the repeats)."""
-    times, result, peak = [], None, 0.0
-    for _ in range(repeats):
-        with PeakRSS() as mem:
-            t0 = time.perf_counter()
-            result = fn()
-            times.append(time.perf_counter() - t0)
-        peak = max(peak, mem.peak_mib)
-    return min(times), result, peak
+def interleaved_best(
+    fns: list[Callable[[], Any]], repeats: list[int]
+) -> list[tuple[float, Any, float]]:
+    """Run the functions in turn (function i at most ``repeats[i]`` times).
+
+    Returns, per function, (best wall time, last result, peak RSS growth in MiB).
+    """
+    out: list[tuple[float, Any, float]] = [(float("inf"), None, 0.0) for _ in fns]
+    for r in range(max(repeats)):
+        for i, fn in enumerate(fns):
+            if r >= repeats[i]:
+                continue
+            with PeakRSS() as mem:
+                t0 = time.perf_counter()
+                result = fn()
+                elapsed = time.perf_counter() - t0
+            best, _, peak = out[i]
+            out[i] = (min(best, elapsed), result, max(peak, mem.peak_mib))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,19 +121,23 @@ def main(argv: list[str] | None = None) -> int:
         silhouette_score(xw, yw)
 
     rows = []
+
+    def sk_score(x: np.ndarray, y: np.ndarray) -> float:
+        with threadpool_limits(threads):
+            return float(silhouette_score(x, y))
+
     x, y = make_data(n_main, d, c)
-    t_ours, v_ours, m_ours = best_of(lambda: silhouette(x, y), repeats)
-    with threadpool_limits(threads):
-        t_sk, v_sk, m_sk = best_of(lambda: silhouette_score(x, y), max(1, repeats - 1))
+    (t_ours, v_ours, m_ours), (t_sk, v_sk, m_sk) = interleaved_best(
+        [lambda: silhouette(x, y), lambda: sk_score(x, y)], [repeats, max(1, repeats - 1)]
+    )
     diff = abs(v_ours - v_sk)
     rows.append((n_main, t_ours, m_ours, t_sk, m_sk, v_ours, v_sk))
 
     xb, yb = make_data(n_big, d, c, seed=2)
-    t_big, v_big, m_big = best_of(lambda: silhouette(xb, yb), 1)
+    ((t_big, v_big, m_big),) = interleaved_best([lambda: silhouette(xb, yb)], [1])
     est_sk_big = t_sk * (n_big / n_main) ** 2
     if est_sk_big <= SKLEARN_BUDGET_S:
-        with threadpool_limits(threads):
-            t_skb, v_skb, m_skb = best_of(lambda: silhouette_score(xb, yb), 1)
+        ((t_skb, v_skb, m_skb),) = interleaved_best([lambda: sk_score(xb, yb)], [1])
         big_note = ""
     else:
         t_skb, v_skb, m_skb = float("nan"), float("nan"), float("nan")
@@ -150,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if big_note:
         print(big_note)
     print(
-        f"scaling N {n_main} -> {n_big} (x{n_big / n_main:.0f}): ours time x{t_big / t_ours:.1f} "
+        f"scaling N {n_main} -> {n_big} (x{n_big / n_main:g}): ours time x{t_big / t_ours:.1f} "
         f"(quadratic would be x{(n_big / n_main) ** 2:.0f}), peak memory "
         f"{m_ours:.0f} -> {m_big:.0f} MiB (inputs: {x.nbytes / 2**20:.0f} -> "
         f"{xb.nbytes / 2**20:.0f} MiB); process max RSS "

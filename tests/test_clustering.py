@@ -242,6 +242,15 @@ def test_kmeans_float32_input(digits):
     assert r32.inertia == pytest.approx(d2[np.arange(len(x)), r32.labels].sum(), rel=1e-5)
 
 
+def test_half_precision_input_is_upcast(blobs):
+    x, y = blobs
+    xh = torch.from_numpy(x).to(torch.bfloat16)
+    exact = xh.float().numpy().astype(np.float64)  # the values bf16 can represent
+    res = kmeans(xh, 5, n_init=2)
+    assert res.inertia <= 1.01 * _sk_kmeans_inertia(exact, 5, n_init=2)
+    assert silhouette(xh, y) == pytest.approx(silhouette_score(exact, y), abs=1e-6)
+
+
 def test_kmeans_k1_and_k_equals_n_closed_forms(blobs):
     x, _ = blobs
     one = kmeans(x, 1)

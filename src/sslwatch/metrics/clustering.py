@@ -100,8 +100,9 @@ def kmeans(
     iteration on, Hamerly's (2010) bounds skip the samples that provably keep their
     centre, which gives the same iterates as plain Lloyd (up to floating-point ties)
     with less work once the centres settle. Cluster sums are kept in float64 and
-    updated for the samples that moved. Memory beyond the centred copy of ``z`` is O(N)
-    plus O(N * k) in blocks of at most 64 MiB.
+    updated for the samples that moved. Memory: a centred copy of ``z`` and, up to
+    2 GiB, a transposed one (the ``(k, D) x (D, N)`` GEMM layout is the faster one),
+    O(N) bounds, and O(N * k) distances in blocks of at most 64 MiB.
 
     Degenerate input: when ``z`` has fewer distinct rows than ``k`` (for example fully
     collapsed embeddings), k-means++ picks duplicate centres, the surplus clusters stay
@@ -150,10 +151,11 @@ def kmeans(
 
     gen = torch.Generator(device="cpu")
     gen.manual_seed(int(seed))
+    xt = _transposed(x)
     best: tuple[float, torch.Tensor, torch.Tensor, int] | None = None
     for _ in range(n_init):
         centers = _kmeans_plusplus(x, x_sq, k, gen)
-        labels, centers, inertia, n_iter = _lloyd(x, x_sq, centers, max_iter, tol_abs)
+        labels, centers, inertia, n_iter = _lloyd(x, x_sq, centers, max_iter, tol_abs, xt=xt)
         if best is None or inertia < best[0]:
             best = (inertia, labels, centers, n_iter)
     assert best is not None
@@ -203,7 +205,7 @@ def _kmeans_plusplus(
         pot = pots[b]
         closest = d[:, b].contiguous()
         idx.append(int(cand[b]))
-    return x[torch.tensor(idx, device=dev)].clone()
+    return x.index_select(0, torch.tensor(idx, device=dev))
 
 
 def _sq_dist_to_rows(x: torch.Tensor, x_sq: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -214,6 +216,12 @@ def _sq_dist_to_rows(x: torch.Tensor, x_sq: torch.Tensor, rows: torch.Tensor) ->
     d = torch.addmm(x_sq[rows].unsqueeze(0), x, x[rows].T, beta=1.0, alpha=-2.0)
     d.add_(x_sq.unsqueeze(1)).clamp_(min=0.0)
     return d
+
+
+def _transposed(x: torch.Tensor) -> torch.Tensor | None:
+    """A contiguous (D, N) copy of ``x``, which speeds up the assignment GEMM (see
+    :func:`_assign`), or None when it would exceed ``_XT_BYTES``."""
+    return x.T.contiguous() if x.numel() * x.element_size() <= _XT_BYTES else None
 
 
 def _block_rows(n_cols: int, itemsize: int, n: int) -> int:
@@ -279,6 +287,7 @@ def _lloyd(
     tol_abs: float,
     *,
     bounds: bool | None = None,
+    xt: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
     """Lloyd iterations from ``centers`` (scikit-learn's ``_kmeans_single_lloyd``).
 
@@ -303,8 +312,8 @@ def _lloyd(
     n, dim = x.shape
     k = centers.shape[0]
     use_bounds = k > 1 and (n * k * dim >= _BOUNDS_MIN_WORK if bounds is None else bounds)
-    # a (D, N) copy makes the assignment GEMM faster (see _assign), within a budget
-    xt = x.T.contiguous() if x.numel() * x.element_size() <= _XT_BYTES else None
+    if xt is None:
+        xt = _transposed(x)
     labels, upper, lower = _assign(x, x_sq, centers, xt=xt, second=use_bounds)
     sums = _cluster_sums(x, labels, k)
     counts = torch.bincount(labels, minlength=k)
