@@ -4,6 +4,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_WORKERS ?= 2
+# Spinning OpenMP threads stall every torch call when the cores are shared.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup demo test lint bench clean
 

@@ -71,7 +71,7 @@ from sslwatch.context import MetricContext, default_k
 from sslwatch.definitions import MetricDefinition
 from sslwatch.metrics._validation import as_matrix
 from sslwatch.metrics.spectrum import SecondMoments
-from sslwatch.registry import REGISTRY, MetricSpec
+from sslwatch.registry import REGISTRY, MetricSpec, check_params
 from sslwatch.suite import Evaluation, MetricValue, OnError, compute_metrics, definition_for
 
 __all__ = [
@@ -892,7 +892,7 @@ class Monitor:
                         "not have; compute it offline with sslwatch.evaluate(..., labels=)"
                     )
         candidates = REGISTRY.select(self._metric_names, has_views=True, has_labels=False)
-        self._overrides = _check_params(params or {}, candidates)
+        self._overrides = check_params(params or {}, candidates)
         self._needs_moments = any(s.kind == "spectrum" for s in candidates)
         self._needs_sample = any(s.kind == "sample" for s in candidates)
         self._needs_views = any(
@@ -1292,24 +1292,3 @@ def _no_autocast(device: torch.device) -> contextlib.AbstractContextManager[Any]
     if device.type in ("cpu", "cuda", "xpu", "mps", "hpu"):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()
-
-
-def _check_params(
-    params: Mapping[str, Mapping[str, Any]], specs: list[MetricSpec]
-) -> dict[str, dict[str, Any]]:
-    selected = {s.name: s for s in specs}
-    out: dict[str, dict[str, Any]] = {}
-    for name, values in params.items():
-        if name not in selected:
-            raise ValueError(
-                f"params given for {name!r}, which this monitor does not compute "
-                f"({', '.join(selected)})"
-            )
-        unknown = set(values) - set(selected[name].params)
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {sorted(unknown)} for metric {name!r}; it takes "
-                f"{sorted(selected[name].params) or 'no parameters'}"
-            )
-        out[name] = dict(values)
-    return out

@@ -151,5 +151,31 @@ class MetricRegistry(Mapping[str, MetricSpec]):
         return out
 
 
+def check_params(
+    params: Mapping[str, Mapping[str, Any]], specs: Iterable[MetricSpec]
+) -> dict[str, dict[str, Any]]:
+    """Validate per-metric parameter overrides against the selected ``specs``.
+
+    Raises ``ValueError`` for a metric that is not selected or a parameter the metric
+    does not take; returns plain dict copies.
+    """
+    selected = {s.name: s for s in specs}
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in params.items():
+        if name not in selected:
+            raise ValueError(
+                f"params given for {name!r}, which is not among the selected metrics "
+                f"({', '.join(selected)})"
+            )
+        unknown = set(values) - set(selected[name].params)
+        if unknown:
+            raise ValueError(
+                f"unknown parameter(s) {sorted(unknown)} for metric {name!r}; it takes "
+                f"{sorted(selected[name].params) or 'no parameters'}"
+            )
+        out[name] = dict(values)
+    return out
+
+
 REGISTRY = MetricRegistry()
 """The global registry, filled by :mod:`sslwatch.catalog` (imported by ``sslwatch``)."""

@@ -25,7 +25,7 @@ from sslwatch.context import MetricContext, default_k
 from sslwatch.definitions import MetricDefinition
 from sslwatch.metrics._validation import as_labels, as_matrix, as_views
 from sslwatch.metrics.spectrum import second_moments
-from sslwatch.registry import REGISTRY, MetricSpec
+from sslwatch.registry import REGISTRY, MetricSpec, check_params
 
 OnError = Literal["raise", "warn"]
 
@@ -142,7 +142,7 @@ def evaluate(
     if on_error not in ("raise", "warn"):
         raise ValueError(f"on_error must be 'raise' or 'warn'; got {on_error!r}")
     specs = REGISTRY.select(metrics, has_views=vt is not None, has_labels=y is not None)
-    overrides = _check_overrides(params or {}, specs)
+    overrides = check_params(params or {}, specs)
 
     point_kinds = {s.kind for s in specs} & {"sample", "labels"}
     sample, sample_labels = None, y
@@ -239,24 +239,3 @@ def sample_indices(n: int, sample_size: int | None, seed: int) -> np.ndarray | N
     gen = torch.Generator().manual_seed(int(seed))
     idx = torch.randperm(n, generator=gen)[:sample_size]
     return np.sort(idx.numpy())
-
-
-def _check_overrides(
-    params: Mapping[str, Mapping[str, Any]], specs: list[MetricSpec]
-) -> dict[str, dict[str, Any]]:
-    selected = {s.name: s for s in specs}
-    out: dict[str, dict[str, Any]] = {}
-    for name, values in params.items():
-        if name not in selected:
-            raise ValueError(
-                f"params given for {name!r}, which is not among the selected metrics "
-                f"({', '.join(selected)})"
-            )
-        unknown = set(values) - set(selected[name].params)
-        if unknown:
-            raise ValueError(
-                f"unknown parameter(s) {sorted(unknown)} for metric {name!r}; it takes "
-                f"{sorted(selected[name].params) or 'no parameters'}"
-            )
-        out[name] = dict(values)
-    return out

@@ -84,7 +84,7 @@ from sslwatch.context import MetricContext, default_k
 from sslwatch.data import Dataset, load_dataset
 from sslwatch.definitions import MetricDefinition
 from sslwatch.embed import VIEWS_SUFFIX, best_device, extract_embeddings, recalibrate_batchnorm
-from sslwatch.registry import REGISTRY, MetricSpec
+from sslwatch.registry import REGISTRY, MetricSpec, check_params
 from sslwatch.store import ResultStore
 from sslwatch.suite import definition_for, evaluate
 
@@ -606,7 +606,10 @@ def _prepare(config: SweepConfig, dataset: Dataset | None = None) -> _Prepared:
         raise SweepSetupError(_one_line(f"metrics: {exc}")) from exc
     if not specs:
         raise SweepSetupError("no metric selected; check --metrics.")
-    overrides = _check_params(config.params or {}, specs)
+    try:
+        overrides = check_params(config.params or {}, specs)
+    except ValueError as exc:
+        raise SweepSetupError(str(exc)) from None
 
     y_all = ds.y if use_labels else None
     k = config.k
@@ -672,27 +675,6 @@ def _prepare(config: SweepConfig, dataset: Dataset | None = None) -> _Prepared:
         label_extras=label_extras,
         run_meta=run_meta,
     )
-
-
-def _check_params(
-    params: Mapping[str, Mapping[str, Any]], specs: Sequence[MetricSpec]
-) -> dict[str, dict[str, Any]]:
-    selected = {s.name: s for s in specs}
-    out: dict[str, dict[str, Any]] = {}
-    for name, values in params.items():
-        if name not in selected:
-            raise SweepSetupError(
-                f"parameters given for metric {name!r}, which is not selected "
-                f"(selected: {', '.join(selected)})."
-            )
-        unknown = set(values) - set(selected[name].params)
-        if unknown:
-            raise SweepSetupError(
-                f"unknown parameter(s) {sorted(unknown)} for metric {name!r}; it takes "
-                f"{sorted(selected[name].params) or 'no parameters'}."
-            )
-        out[name] = dict(values)
-    return out
 
 
 def _predict_pass(prep: _Prepared, p: _Pass, d: int) -> list[tuple[MetricSpec, MetricDefinition]]:

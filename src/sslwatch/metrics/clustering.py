@@ -58,7 +58,8 @@ class KMeansResult:
         centroids: float64 numpy array (k, D) on the CPU, in the input's coordinates.
             A numpy array is used whatever the input device, so the public type is stable.
         inertia: sum over samples of the squared Euclidean distance to the assigned
-            centroid, ``sum_i ||z_i - c_{labels_i}||^2`` (computed exactly in float64).
+            centroid, ``sum_i ||z_i - c_{labels_i}||^2``, computed from the differences
+            (per sample in the working dtype, summed over samples in float64).
         n_iter: Lloyd iterations run by the best of the ``n_init`` runs.
     """
 
@@ -307,7 +308,7 @@ def _lloyd(
     assignment costs at least ``_BOUNDS_MIN_WORK`` multiply-adds and k > 1).
 
     Returns the final labels (nearest-centre assignment of the final centres), the
-    centres, the exact inertia and the number of iterations run.
+    centres, the inertia and the number of iterations run.
     """
     n, dim = x.shape
     k = centers.shape[0]
@@ -624,7 +625,7 @@ def _silhouette_samples(
     slices, falling back to ``index_add_`` when a tile spans many clusters; the CPU
     default), ``"index_add"``, or ``"onehot"`` (a GEMM with the one-hot label matrix,
     the default on accelerators, where ``index_add_`` is atomic and its summation order
-    varies between runs).
+    varies between runs; with very many clusters they use ``index_add_`` all the same).
     """
     n = x.shape[0]
     cpu = x.device.type == "cpu"
@@ -635,7 +636,9 @@ def _silhouette_samples(
     if symmetric is None:
         symmetric = n * n_labels * 8 <= _BLOCK_BYTES
     tile = min(n, tile or (_TILE_CPU if cpu else _TILE_ACCEL))
-    red = _ClusterReducer(labels, counts, reduce or ("segments" if cpu else "onehot"))
+    if reduce is None:  # the one-hot matrix is (N, C): only when the sums are that small
+        reduce = "segments" if cpu else ("onehot" if symmetric else "index_add")
+    red = _ClusterReducer(labels, counts, reduce)
     counts64 = counts.to(torch.float64)
     buf = torch.empty(tile * tile, dtype=torch.float64, device=x.device)
     if symmetric:
