@@ -74,3 +74,27 @@ def test_smoke_study_produces_every_table(tmp_path) -> None:  # type: ignore[no-
     assert seen == []
     with ResultStore(result.db) as store:
         assert len(store.tidy_rows()) == before
+
+
+@pytest.mark.slow
+def test_reproduce_command_prints_epoch_rows_and_tables(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from typer.testing import CliRunner
+
+    from sslwatch.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "study"
+    args = ["reproduce", "--preset", "smoke", "--methods", "simclr", "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = result.output
+    # one growing table per run: a header, then one row per scored epoch (0 and 1)
+    assert "progress/simclr (backbone)" in text
+    header = next(line for line in text.splitlines() if line.lstrip().startswith("epoch"))
+    assert header.split() == ["epoch", "RankMe", "silhouette", "agreement", "entropy", "LP", "acc"]
+    assert "Rank correlation with backbone LP accuracy" in text
+    assert "Selection without labels" in text
+    assert (out / "results.db").exists() and (out / "correlations.md").exists()
+
+    bad = runner.invoke(app, ["reproduce", "--preset", "nope", "--out", str(out)])
+    assert bad.exit_code == 2 and "unknown preset 'nope'" in bad.output

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from sslwatch.embed import extract_embeddings, recalibrate_batchnorm
 from sslwatch.train import (
     BYOL,
     Conv1dNet,
@@ -27,13 +28,10 @@ from sslwatch.train import (
     build_from_config,
     build_method,
     checkpoint_path,
-    extract_features,
-    linear_probe_accuracy,
     list_checkpoints,
     load_checkpoint,
     mnist1d_tensors,
     read_checkpoint_metadata,
-    recalibrate_batchnorm,
     state_path,
     train,
 )
@@ -480,31 +478,16 @@ def test_sgd_and_image_training(tmp_path: Path) -> None:
     assert isinstance(load_checkpoint(result.checkpoints[-1]).backbone, SmallConv2d)
 
 
-# ----------------------------------------------------------------------------- evaluation helpers
-
-
-def test_recalibrate_batchnorm_matches_batch_statistics() -> None:
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(5, 3), nn.BatchNorm1d(3, momentum=0.3))
-    x = torch.randn(40, 5) * 3 + 1
-    model.eval()
-    recalibrate_batchnorm(model, x, batches=4, batch_size=10, seed=1)
-    order = torch.randperm(40, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        h = model[0](x[order]).numpy().astype(np.float64).reshape(4, 10, 3)
-    bn = model[1]
-    np.testing.assert_allclose(bn.running_mean.numpy(), h.mean(axis=1).mean(axis=0), rtol=1e-5)
-    np.testing.assert_allclose(
-        bn.running_var.numpy(), h.var(axis=1, ddof=1).mean(axis=0), rtol=1e-5
-    )
-    assert not model.training and bn.momentum == 0.3
+# ----------------------------------------------------------------------------- scoring protocol
 
 
 def test_recalibrated_init_checkpoint_is_not_collapsed(signals: torch.Tensor) -> None:
+    """The scoring protocol of epoch 0 (sslwatch.embed on backbone + projector) fixes BN."""
     method = build_from_config(_config(None), (40,))
-    raw = extract_features(method, signals)
-    recalibrate_batchnorm(method, signals, batches=3, batch_size=32)
-    fixed = extract_features(method, signals)
+    net = nn.Sequential(method.backbone, method.projector)
+    raw = extract_embeddings(net, signals, layers="0", progress=False)["0"]
+    recalibrate_batchnorm(net, signals, batches=3, batch_size=32)
+    fixed = extract_embeddings(net, signals, layers="0", progress=False)["0"]
     # With recalibrated statistics the eval-mode activations are standardised per
     # channel before the ReLU; with the default ones (mean 0, var 1) they are not.
     with torch.no_grad():
@@ -512,22 +495,6 @@ def test_recalibrated_init_checkpoint_is_not_collapsed(signals: torch.Tensor) ->
         batch = method.backbone(signals)
     assert not torch.allclose(raw, fixed)
     assert float((fixed.mean(0) - batch.mean(0)).abs().max()) < 0.05
-
-
-def test_extract_features_eval_mode_and_probe() -> None:
-    net = Conv1dNet(widths=(4,))
-    net.train()
-    x = torch.randn(10, 40)
-    feats = extract_features(net, x, batch_size=3)
-    net.eval()
-    torch.testing.assert_close(feats, net(x))
-    net.train()
-    extract_features(net, x)
-    assert net.training
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 3, 60)
-    z = np.eye(3)[y] * 5 + rng.normal(scale=0.1, size=(60, 3))
-    assert linear_probe_accuracy(z[:40], y[:40], z[40:], y[40:]) == 1.0
 
 
 def test_mnist1d_tensors_match_the_generator() -> None:

@@ -7,52 +7,89 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from sslwatch.cli import app, console, fail, format_value
 
-DEMO_COLUMNS = (
-    ("backbone/rankme", "RankMe"),
-    ("backbone/silhouette", "silhouette"),
-    ("backbone/cluster_agreement", "agreement"),
-    ("backbone/entropy", "entropy"),
-    ("backbone/linear_probe", "LP acc"),
+EPOCH_COLUMNS = (
+    ("backbone/rankme", "RankMe", "{:9.2f}"),
+    ("backbone/silhouette", "silhouette", "{:11.3f}"),
+    ("backbone/cluster_agreement", "agreement", "{:10.3f}"),
+    ("backbone/entropy", "entropy", "{:9.1f}"),
+    ("backbone/linear_probe", "LP acc", "{:8.3f}"),
 )
+"""Per-epoch columns printed while a study runs (backbone representation)."""
 
 
-def _epoch_printer(run: str, epoch: int, values: dict[str, float]) -> None:
-    cells = "  ".join(
-        f"{label} {format_value(values.get(key, math.nan)):>8}" for key, label in DEMO_COLUMNS
-    )
-    console.print(f"[bold]{run:<22}[/] epoch {epoch:>3}  {cells}", highlight=False)
+class _EpochPrinter:
+    """Prints one growing table per run: a header when a run starts, then a row per epoch."""
+
+    def __init__(self) -> None:
+        self._run: str | None = None
+
+    def __call__(self, run: str, epoch: int, values: dict[str, float]) -> None:
+        if run != self._run:
+            self._run = run
+            head = "".join(f"{label:>{len(fmt.format(0.0))}}" for _, label, fmt in EPOCH_COLUMNS)
+            console.print(f"\n[bold]{run}[/] (backbone)", highlight=False)
+            console.print(f"[dim]{'epoch':>5}{head}[/]", highlight=False)
+        cells = "".join(
+            fmt.format(values[key])
+            if math.isfinite(values.get(key, math.nan))
+            else f"{'nan':>{len(fmt.format(0.0))}}"
+            for key, _, fmt in EPOCH_COLUMNS
+        )
+        console.print(f"{epoch:>5}{cells}", highlight=False)
 
 
-def _correlation_table(rows: list[dict[str, Any]], window: str) -> Table:
+def _rho(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else "nan"
+
+
+def _correlation_table(rows: list[dict[str, Any]]) -> Table:
+    """Spearman (with its bootstrap 90% CI) and Kendall per metric, both windows side by side."""
     table = Table(
-        title=f"Spearman with backbone LP accuracy ({window} trained epochs)", title_justify="left"
+        title="Rank correlation with backbone LP accuracy (epoch 0 excluded)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
     )
-    table.add_column("method")
-    table.add_column("repr.")
-    table.add_column("metric")
-    table.add_column("better", justify="center")
-    table.add_column("n", justify="right")
-    table.add_column("spearman", justify="right")
-    table.add_column("90% CI", justify="right")
-    table.add_column("kendall", justify="right")
+    for col, justify in (
+        ("method", "left"),
+        ("repr.", "left"),
+        ("metric", "left"),
+        ("", "center"),
+        ("n", "right"),
+        ("Spearman ρ [90% CI]", "right"),
+        ("τ", "right"),
+        ("ρ late", "right"),
+    ):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
     arrows = {"higher": "↑", "lower": "↓", "none": "·"}
+    later = {
+        (r["method"], r["representation"], r["metric"]): r
+        for r in rows
+        if r["window"] == "later half"
+    }
     for r in rows:
-        if r["window"] != window:
+        if r["window"] != "all":
             continue
+        half = later.get((r["method"], r["representation"], r["metric"]))
         table.add_row(
             str(r["method"]),
             str(r["representation"]),
             str(r["metric"]),
             arrows.get(str(r["direction"]), "·"),
             str(r["n"]),
-            format_value(r["spearman"]),
-            f"[{format_value(r['spearman_lo'])}, {format_value(r['spearman_hi'])}]",
-            format_value(r["kendall"]),
+            f"{_rho(r['spearman'])} [{_rho(r['spearman_lo'])}, {_rho(r['spearman_hi'])}]",
+            _rho(r["kendall"]),
+            "" if half is None else _rho(half["spearman"]),
         )
+    table.caption = "↑ higher is better, · no direction; τ Kendall; ρ late: Spearman, later half"
+    table.caption_justify = "left"
     return table
 
 
@@ -60,6 +97,9 @@ def _selection_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(
         title="Selection without labels: selected run, its LP accuracy and regret",
         title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
     )
     for col in ("method", "metric", "selected run", "selected LP", "oracle LP", "regret"):
         table.add_column(col)
@@ -100,12 +140,11 @@ def _run(
             data_spec=data,
             methods=[m.strip() for m in methods.split(",")] if methods else None,
             seed=seed,
-            printer=_epoch_printer,
+            printer=_EpochPrinter(),
         )
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from None
-    for window in ("all", "later half"):
-        console.print(_correlation_table(result.correlations, window))
+    console.print(_correlation_table(result.correlations))
     if result.selection:
         console.print(_selection_table(result.selection))
     console.print(f"results store: {result.db}")

@@ -1,9 +1,10 @@
 """Reference SSL training code (optional extra ``sslwatch[train]``).
 
 Backbones, batched augmentations, five SSL methods (SimCLR, MoCo v2, SimSiam, BYOL,
-VICReg), a resumable deterministic training loop with per-epoch checkpoints, and the
-helpers needed to score checkpoints (BatchNorm recalibration, feature extraction, a
-linear probe). Used by ``sslwatch demo`` and ``sslwatch reproduce``.
+VICReg) and a resumable deterministic training loop with per-epoch checkpoints. Scoring
+checkpoints uses the library itself (:mod:`sslwatch.embed` for BatchNorm recalibration
+and embeddings, :mod:`sslwatch.metrics.probes` for the linear probe). Used by
+``sslwatch demo`` and ``sslwatch reproduce``.
 """
 
 from sslwatch.train.augment import ImageAugment, MNIST1DAugment, build_augment
@@ -15,7 +16,6 @@ from sslwatch.train.backbones import (
     build_backbone,
 )
 from sslwatch.train.data import mnist1d_tensors
-from sslwatch.train.evaluate import extract_features, linear_probe_accuracy, recalibrate_batchnorm
 from sslwatch.train.loop import (
     StopTraining,
     TrainConfig,
@@ -63,14 +63,11 @@ __all__ = [
     "build_from_config",
     "build_method",
     "checkpoint_path",
-    "extract_features",
-    "linear_probe_accuracy",
     "list_checkpoints",
     "load_checkpoint",
     "mnist1d_config",
     "mnist1d_tensors",
     "read_checkpoint_metadata",
-    "recalibrate_batchnorm",
     "state_path",
     "train",
 ]

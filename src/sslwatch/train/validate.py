@@ -3,11 +3,12 @@
 Run as ``python -m sslwatch.train.validate --methods simclr simsiam --epochs 30``. For
 each method it trains the MNIST-1D recipe (:func:`sslwatch.train.recipes.mnist1d_config`)
 on the 4000 training signals and scores the backbone with a linear probe
-(:func:`sslwatch.train.linear_probe_accuracy`: logistic regression on standardised
-features, trained on the 4000 training signals, tested on the 1000 test signals):
+(:func:`sslwatch.linear_probe`: multinomial logistic regression on standardised features,
+L2 strength chosen on a held-out split, trained on the 4000 training signals, tested on
+the 1000 test signals):
 
 * at random initialisation, after re-estimating BatchNorm statistics on the training
-  data (:func:`sslwatch.train.recalibrate_batchnorm`), in eval mode;
+  data (:func:`sslwatch.embed.recalibrate_batchnorm`), in eval mode;
 * every ``--every`` epochs and at the end, in eval mode (BN statistics from training).
 
 A recipe whose final accuracy is not clearly above its initial accuracy is broken. This
@@ -23,9 +24,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
+from sslwatch.embed import extract_embeddings, recalibrate_batchnorm
+from sslwatch.metrics.probes import linear_probe
 from sslwatch.train.data import mnist1d_tensors
-from sslwatch.train.evaluate import extract_features, linear_probe_accuracy, recalibrate_batchnorm
 from sslwatch.train.loop import train
 from sslwatch.train.methods import METHODS, SSLMethod
 from sslwatch.train.recipes import mnist1d_config
@@ -60,10 +63,10 @@ def validate(
     """Train each method's MNIST-1D recipe and probe its backbone at init and at the end."""
     x_train, y_train, x_test, y_test = mnist1d_tensors()
 
-    def probe(model: SSLMethod) -> float:
-        z_train = extract_features(model, x_train)
-        z_test = extract_features(model, x_test)
-        return linear_probe_accuracy(z_train, y_train, z_test, y_test)
+    def probe(backbone: nn.Module) -> float:
+        z_train = extract_embeddings(backbone, x_train, batch_size=1024, progress=False)
+        z_test = extract_embeddings(backbone, x_test, batch_size=1024, progress=False)
+        return linear_probe(z_train["output"], y_train, z_test["output"], y_test, seed=seed)
 
     rows = []
     for name in methods:
@@ -71,10 +74,12 @@ def validate(
 
         def score(epoch: int, method: SSLMethod, path: object, row: ValidationRow = row) -> None:
             if epoch == 0:
-                model = recalibrate_batchnorm(copy.deepcopy(method), x_train)
-                row.probe[0] = probe(model)
+                # Statistics as the projector's input sees them in training.
+                net = copy.deepcopy(nn.Sequential(method.backbone, method.projector))
+                recalibrate_batchnorm(net, x_train, batches=10, batch_size=256, seed=seed)
+                row.probe[0] = probe(net[0])
             elif epoch == epochs or (every > 0 and epoch % every == 0):
-                row.probe[epoch] = probe(method)
+                row.probe[epoch] = probe(method.backbone)
 
         start = time.perf_counter()
         config = mnist1d_config(name, epochs=epochs, seed=seed, progress=progress)
@@ -98,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     x_train, y_train, x_test, y_test = mnist1d_tensors()
-    raw = linear_probe_accuracy(x_train, y_train, x_test, y_test)
+    raw = linear_probe(x_train, y_train, x_test, y_test, seed=args.seed)
     print(f"linear probe on the raw signal: {raw:.3f}")
     print(f"{'method':<9} {'LP init':>8} {'LP end':>7} {'gain':>6} {'loss':>8} {'s':>6}  curve")
     for row in validate(
