@@ -15,9 +15,7 @@ setup:
 	@$(PY) -m pip install -q -e ".[dev]"
 
 demo: setup
-	@mkdir -p demo-out
-	$(PY) -m sslwatch.examples.digits demo-out/digits.npz
-	$(VENV)/bin/sslwatch score demo-out/digits.npz --json demo-out/digits.json
+	$(VENV)/bin/sslwatch demo --out demo-out
 
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks
