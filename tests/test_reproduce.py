@@ -59,7 +59,7 @@ def test_smoke_study_produces_every_table(tmp_path) -> None:  # type: ignore[no-
     names = {p.name for p in result.files}
     for m in methods:
         assert f"progress_{m}.csv" in names and f"progress_{m}.md" in names
-    assert {"correlations.csv", "selection.csv", "selection.md"} <= names
+    assert {"correlations.csv", "selection.csv", "selection.md", "selection_summary.md"} <= names
     assert {r["method"] for r in result.selection} == set(methods)
     for r in result.selection:
         assert r["regret"] >= 0 or math.isnan(r["regret"])
@@ -98,3 +98,26 @@ def test_reproduce_command_prints_epoch_rows_and_tables(tmp_path) -> None:  # ty
 
     bad = runner.invoke(app, ["reproduce", "--preset", "nope", "--out", str(out)])
     assert bad.exit_code == 2 and "unknown preset 'nope'" in bad.output
+
+
+def test_selection_summary_against_hand_computed_regrets() -> None:
+    from sslwatch.reproduce import _random_regret, selection_summary
+
+    # candidates' LP accuracies 0.8, 0.7, 0.6: a random pick loses 0.8 - 0.7 on average
+    ranking = (("a", 3.0, 0.6), ("b", 2.0, 0.8), ("c", 1.0, 0.7))
+    assert _random_regret(0.8, ranking) == pytest.approx(0.1)
+    assert math.isnan(_random_regret(0.8, (("a", 1.0, math.nan),)))
+    sel = [
+        {"method": "m1", "metric": "rankme", "regret": 0.0, "random_regret": 0.1},
+        {"method": "m2", "metric": "rankme", "regret": 0.3, "random_regret": 0.2},
+        {"method": "m1", "metric": "silhouette", "regret": 0.2, "random_regret": 0.1},
+        {"method": "m2", "metric": "silhouette", "regret": math.nan, "random_regret": 0.2},
+    ]
+    rows = {r["metric"]: r for r in selection_summary(sel)}
+    assert rows["rankme"]["mean_regret"] == pytest.approx(0.15)
+    assert rows["rankme"]["max_regret"] == pytest.approx(0.3)
+    assert rows["rankme"]["picked_oracle"] == 1 and rows["rankme"]["beat_random"] == 1
+    assert rows["silhouette"]["methods"] == 1 and rows["silhouette"]["beat_random"] == 0
+    assert rows["(random pick)"]["mean_regret"] == pytest.approx(0.15)
+    ordered = [r["metric"] for r in selection_summary(sel)]
+    assert ordered.index("silhouette") > ordered.index("rankme")

@@ -543,7 +543,11 @@ def correlation_table(rows: Sequence[dict[str, Any]], epochs: int) -> list[dict[
 def selection_table(
     rows: Sequence[dict[str, Any]], recipes: Sequence[MethodRecipe], epochs: int
 ) -> list[dict[str, Any]]:
-    """Per method and label-free metric: the selected run, its LP accuracy and regret."""
+    """Per method and label-free metric: the selected run, its LP accuracy and regret.
+
+    ``random_regret`` is the baseline a metric has to beat: the expected regret of picking
+    one of the method's candidate runs uniformly at random, ``oracle - mean(candidates)``.
+    """
     study = [
         r
         for r in rows
@@ -568,10 +572,55 @@ def selection_table(
                     "oracle_run": sel.oracle_run,
                     "oracle_lp": sel.oracle_value,
                     "regret": sel.regret,
+                    "random_regret": _random_regret(sel.oracle_value, sel.ranking),
                     "candidates": len(sel.ranking),
                 }
             )
     return out
+
+
+def _random_regret(oracle: float, ranking: Sequence[tuple[str, float, float]]) -> float:
+    refs = [ref for _, _, ref in ranking if math.isfinite(ref)]
+    return float(oracle - np.mean(refs)) if refs and math.isfinite(oracle) else math.nan
+
+
+def selection_summary(sel: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per label-free metric, over methods: mean and worst regret, and how often it beat
+    or tied a random pick; with the ``random pick`` baseline (and the oracle, regret 0)
+    as rows of their own. Sorted from the lowest mean regret."""
+    by_metric: dict[str, list[dict[str, Any]]] = {}
+    for row in sel:
+        if math.isfinite(row["regret"]):
+            by_metric.setdefault(str(row["metric"]), []).append(row)
+    if not by_metric:
+        return []
+    out = []
+    for metric, rows in by_metric.items():
+        regrets = [float(r["regret"]) for r in rows]
+        out.append(
+            {
+                "metric": metric,
+                "methods": len(rows),
+                "mean_regret": float(np.mean(regrets)),
+                "max_regret": float(np.max(regrets)),
+                "picked_oracle": sum(r <= 0.0 for r in regrets),
+                "beat_random": sum(float(r["regret"]) <= float(r["random_regret"]) for r in rows),
+            }
+        )
+    first = next(iter(by_metric.values()))
+    randoms = [float(r["random_regret"]) for r in first if math.isfinite(r["random_regret"])]
+    if randoms:
+        out.append(
+            {
+                "metric": "(random pick)",
+                "methods": len(randoms),
+                "mean_regret": float(np.mean(randoms)),
+                "max_regret": float(np.max(randoms)),
+                "picked_oracle": math.nan,
+                "beat_random": math.nan,
+            }
+        )
+    return sorted(out, key=lambda r: (r["mean_regret"], r["metric"]))
 
 
 def _fmt(value: Any) -> str:
@@ -608,6 +657,7 @@ def write_tables(
         files += _write(out / f"progress_{run.split('/')[-1]}", rows)
     files += _write(out / "correlations", corr)
     files += _write(out / "selection", sel)
+    files += _write(out / "selection_summary", selection_summary(sel))
     return files
 
 

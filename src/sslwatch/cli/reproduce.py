@@ -10,7 +10,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from sslwatch.cli import app, console, fail, format_value
+from sslwatch.cli import app, console, fail
 
 EPOCH_COLUMNS = (
     ("backbone/rankme", "RankMe", "{:9.2f}"),
@@ -101,16 +101,44 @@ def _selection_table(rows: list[dict[str, Any]]) -> Table:
         pad_edge=False,
         padding=(0, 1),
     )
-    for col in ("method", "metric", "selected run", "selected LP", "oracle LP", "regret"):
-        table.add_column(col)
+    for col in ("method", "metric", "selected run", "LP", "oracle LP", "regret", "random"):
+        table.add_column(
+            col, justify="left" if col in ("method", "metric", "selected run") else "right"
+        )
     for r in rows:
         table.add_row(
             str(r["method"]),
             str(r["metric"]),
-            str(r["selected_run"]),
-            format_value(r["selected_lp"]),
-            format_value(r["oracle_lp"]),
-            format_value(r["regret"]),
+            str(r["selected_run"]).split("/", 1)[-1],
+            f"{r['selected_lp']:.3f}",
+            f"{r['oracle_lp']:.3f}",
+            f"{r['regret']:.3f}",
+            f"{r['random_regret']:.3f}",
+        )
+    table.caption = "random: expected regret of a uniformly random pick among the candidates"
+    table.caption_justify = "left"
+    return table
+
+
+def _summary_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(
+        title="Selection summary over methods (regret in LP accuracy, lower is better)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+    )
+    for col in ("metric", "methods", "mean regret", "worst", "picked oracle", "≤ random"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for r in rows:
+        baseline = r["metric"].startswith("(")
+        table.add_row(
+            str(r["metric"]),
+            str(r["methods"]),
+            f"{r['mean_regret']:.4f}",
+            f"{r['max_regret']:.4f}",
+            "" if baseline else str(r["picked_oracle"]),
+            "" if baseline else str(r["beat_random"]),
         )
     return table
 
@@ -146,7 +174,10 @@ def _run(
         raise fail(str(exc)) from None
     console.print(_correlation_table(result.correlations))
     if result.selection:
+        from sslwatch.reproduce import selection_summary
+
         console.print(_selection_table(result.selection))
+        console.print(_summary_table(selection_summary(result.selection)))
     console.print(f"results store: {result.db}")
     for path in result.files:
         console.print(f"wrote {path}")
