@@ -142,18 +142,21 @@ def test_float32_gram_option_is_close_and_half_inputs_are_accepted() -> None:
     x32 = torch.from_numpy(x64).float()
     oracle = np_spectrum_oracle(x32.double().numpy())
     batches = uneven_batches(1200, 4)
-    exact = Monitor(["rankme", "stable_rank", "alpha_req"], alarms=None)
-    fast = Monitor(["rankme", "stable_rank", "alpha_req"], alarms=None, gram_dtype="float32")
-    feed(exact, x32, batches)
-    feed(fast, x32, batches)
-    r_exact, r_fast = exact.compute(), fast.compute()
-    for name in ("rankme", "stable_rank", "alpha_req"):
+    names = ["rankme", "stable_rank", "alpha_req", "participation_ratio"]
+    exact = Monitor(names, alarms=None, gram_dtype="float64")
+    auto = Monitor(names, alarms=None)  # float32 rows on the CPU: the mixed route
+    fast = Monitor(names, alarms=None, gram_dtype="float32")
+    for mon in (exact, auto, fast):
+        feed(mon, x32, batches)
+    r_exact, r_auto, r_fast = exact.compute(), auto.compute(), fast.compute()
+    for name in names:
         assert r_exact[name] == pytest.approx(oracle[name], rel=1e-9)
-        assert r_fast[name] == pytest.approx(oracle[name], rel=1e-5)
+        assert r_fast[name] == pytest.approx(oracle[name], rel=1e-6)
+        assert r_auto[name] == r_fast[name]
     assert r_exact.definitions["rankme"].dtype == "float32"
 
     bf = x32.to(torch.bfloat16)
-    mon = Monitor(["rankme"], alarms=None)
+    mon = Monitor(["rankme"], alarms=None, gram_dtype="float64")
     feed(mon, bf, batches)
     res = mon.compute()
     assert res.definitions["rankme"].dtype == "bfloat16"
@@ -386,6 +389,25 @@ def test_accelerator_path_equals_host_path() -> None:
     assert sorted(device.nonfinite_steps) == sorted(host.nonfinite_steps)
     for name in names:
         assert device[name] == pytest.approx(host[name], rel=1e-12), name
+
+
+def test_mixed_route_is_centred_so_a_large_mean_keeps_the_covariance_precise() -> None:
+    # ReLU-like features: mean 1000x the spread. An uncentred float32 product would lose
+    # the covariance (eigenvalues ~1e-6 of the raw second moment) to rounding.
+    x = (decaying(2000, 24, seed=4) + 1000.0).astype(np.float32)
+    oracle = np_spectrum_oracle(x.astype(np.float64))
+    names = ["rankme", "participation_ratio", "alpha_req", "nesum"]
+    mon = Monitor(names, alarms=None, gram_dtype="float32")
+    feed(mon, torch.from_numpy(x), uneven_batches(2000, 7))
+    res = mon.compute()
+    for name in names:
+        assert res[name] == pytest.approx(oracle[name], rel=1e-5), name
+    # the pending float32 sums are folded in before compute and survive a reset cycle
+    mon.reset()
+    feed(mon, torch.from_numpy(x), uneven_batches(2000, 3))
+    again = mon.compute()
+    for name in names:
+        assert again[name] == pytest.approx(oracle[name], rel=1e-5), name
 
 
 def test_autocast_does_not_lower_the_moments_precision() -> None:

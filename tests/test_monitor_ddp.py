@@ -56,6 +56,10 @@ def make_monitors() -> dict[str, Monitor]:
         "rank0_only": Monitor(
             ["rankme", "collapse_std"], name="rank0_only", reservoir_size=RESERVOIR, alarms=None
         ),
+        # float32 rows through the mixed-precision route: each rank centres on its own
+        # first batch, so the pending sums must be folded into the raw moments before the
+        # all_reduce (and kept after it)
+        "spectrum32": Monitor(SPECTRUM, name="spectrum32", alarms=None, gram_dtype="float32"),
     }
 
 
@@ -68,6 +72,7 @@ def feed(
 ) -> None:
     for i in indices:
         monitors["spectrum"].update(emb[i], step=i)
+        monitors["spectrum32"].update(emb[i].float(), step=i)
         monitors["points"].update(emb[i], step=i)
         monitors["views"].update(views[i][:, 0], views=views[i], step=i)
         if with_rank0_only:
@@ -102,6 +107,11 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
         monitors = make_monitors()
         feed(monitors, emb, views, RANK_BATCHES[rank], with_rank0_only=rank == 0)
         summary = summarise(monitors)
+        # keep accumulating after a compute: rank 0 feeds one more batch
+        if rank == 0:
+            monitors["spectrum32"].update(emb[9].float())
+        more = monitors["spectrum32"].compute()
+        summary["more32"] = {"rankme": repr(more["rankme"]), "n_rows": more.n_rows}
         # a second window after reset: only rank 1 sees data this time
         for m in monitors.values():
             m.reset()
@@ -154,7 +164,7 @@ def test_two_rank_gloo_equals_single_process(tmp_path: Path) -> None:
     expected = summarise(single)
 
     for rank, got in enumerate(ranks):
-        for key in ("spectrum", "points", "views", "rank0_only"):
+        for key in ("spectrum", "points", "views", "rank0_only", "spectrum32"):
             g, e = got[key], expected[key]
             assert g["n_rows"] == e["n_rows"], (rank, key)
             assert g["n"] == e["n"], (rank, key)
@@ -162,12 +172,19 @@ def test_two_rank_gloo_equals_single_process(tmp_path: Path) -> None:
             for name, value in e["values"].items():
                 gv, ev = float(g["values"][name]), float(value)
                 assert math.isfinite(ev), (key, name)
-                if key in ("spectrum",) or name in ("rankme", "stable_rank", "alpha_req"):
+                if key == "spectrum32":  # float32 products around per-rank shifts
+                    assert gv == pytest.approx(ev, rel=1e-6), (rank, key, name)
+                elif key == "spectrum" or name in ("rankme", "stable_rank", "alpha_req"):
                     assert gv == pytest.approx(ev, rel=1e-9), (rank, key, name)
                 else:
                     # point and view metrics: the sample is identical (asserted above), so
                     # the values agree up to BLAS/thread reduction order across processes
                     assert gv == pytest.approx(ev, rel=1e-12, abs=1e-15), (rank, key, name)
+    single["spectrum32"].update(emb[9].float())
+    more = single["spectrum32"].compute()
+    for got in ranks:
+        assert got["more32"]["n_rows"] == more.n_rows == sum(len(e) for e in emb) + len(emb[9])
+        assert float(got["more32"]["rankme"]) == pytest.approx(more["rankme"], rel=1e-6)
     # every rank returns the same values (bit for bit: same sample, same thread setup)
     assert ranks[0] == ranks[1]
     # the reservoir really subsampled: fewer kept than seen
