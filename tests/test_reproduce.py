@@ -121,3 +121,42 @@ def test_selection_summary_against_hand_computed_regrets() -> None:
     assert rows["(random pick)"]["mean_regret"] == pytest.approx(0.15)
     ordered = [r["metric"] for r in selection_summary(sel)]
     assert ordered.index("silhouette") > ordered.index("rankme")
+
+
+@pytest.mark.slow
+def test_full_preset_pipeline_runs_on_cpu_at_toy_size(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The CIFAR-10 / ResNet-18 preset's code path (npz uint8 RGB images, kornia
+    augmentations, ResNet-18, LiDAR views) end to end on 64 real MNIST digits padded to
+    3 x 32 x 32: plumbing only; the science of this preset needs a GPU."""
+    import numpy as np
+
+    from sslwatch.data import load_dataset
+
+    digits = load_dataset("mnist5k")
+    pick = np.sort(np.random.default_rng(0).choice(len(digits), 64, replace=False))
+    x = (digits.x[pick].numpy() * 255).astype(np.uint8)  # (64, 1, 28, 28)
+    rgb = np.pad(np.repeat(x, 3, axis=1), ((0, 0), (0, 0), (2, 2), (2, 2)))
+    np.savez(tmp_path / "cifar_like.npz", x=rgb, y=digits.y[pick])
+    full = PRESETS["full"]
+    preset = replace(
+        full,
+        data=f"npz:{tmp_path / 'cifar_like.npz'}",
+        epochs=1,
+        batch_size=32,
+        device="cpu",
+        sample_size=64,
+        views_samples=8,
+        selection=False,
+        metrics=("rankme", "silhouette", "lidar"),
+        recipes=(full.recipes[0],),
+    )
+    result = run_study(preset, tmp_path / "out", report=False)
+    rows = result.progress["progress/simclr"]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    last = rows[-1]
+    assert 0.0 <= last["backbone/linear_probe"] <= 1.0
+    assert 1.0 <= last["backbone/rankme"] <= 64.0 and -1.0 <= last["backbone/silhouette"] <= 1.0
+    assert math.isfinite(last["backbone/lidar"]) and math.isfinite(last["projector/rankme"])
+    assert "backbone/linear_probe" in rows[0] and "correlations.csv" in {
+        p.name for p in result.files
+    }
