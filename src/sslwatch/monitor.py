@@ -871,17 +871,16 @@ class Monitor:
             naming it and a NaN value; ``"raise"`` propagates it.
         params: per-metric parameter overrides, e.g. ``{"rankme": {"eps": 1e-6}}``.
         gram_dtype: precision of each batch's z^T z before it is added to the float64
-            moments. ``"float64"`` upcasts first (exact: values match the one-shot
-            functions to ~1e-12 relative). ``"float32"``, for float32 rows: on the CPU, the
-            one-shot functions' mixed-precision route -- rows centred on a fixed float32
-            shift, float32 ``ssyrk`` products per batch summed in float64 (about 1.7x
-            faster than ``dsyrk``; RankMe within ~1e-7 relative of the exact value, up to
-            ~1e-6 for square, ill-conditioned input: float32 precision, as the one-shot
-            route; 2 extra D x D buffers); on
-            accelerators an uncentred float32 product (TF32 settings apply). ``"auto"``
-            (default): ``"float32"`` for float32 rows on the CPU -- the same route
-            :func:`sslwatch.rankme` takes on such input -- and ``"float64"`` otherwise
-            (float64 input; GPUs, where the float64 product is cheap next to a step).
+            moments. ``"float64"`` upcasts first: exact, the values match the one-shot
+            float64 functions to ~1e-12 relative. ``"float32"``, for float32 rows, is
+            about 1.7x cheaper on the CPU, where it takes the one-shot mixed-precision
+            route of :func:`sslwatch.rankme`: rows centred on a fixed float32 shift (this
+            rank's first batch mean), float32 ``ssyrk`` products per batch summed in
+            float64, two extra D x D buffers. RankMe is then within ~1e-7 of the exact
+            value (up to ~2e-6 relative when N is only a few times D: float32 precision).
+            On accelerators it is an uncentred float32 product (TF32 settings apply).
+            ``"auto"`` (default) is ``"float64"``: exact; see
+            ``benchmarks/bench_monitor.py`` for what each costs next to a training step.
         moment_fraction: fold only this fraction of the rows into the moments (rows whose
             content key is below ``moment_fraction * KEY_SPACE``: a seeded, content-derived
             Bernoulli subsample, still rank-split-invariant). 1.0 (default) folds every
@@ -1221,11 +1220,7 @@ class Monitor:
         self._state.dim = d
 
     def _gram32(self, z: torch.Tensor) -> bool:
-        if z.dtype != torch.float32:
-            return False
-        if self.gram_dtype == "auto":
-            return self._state.host_path(z)
-        return self.gram_dtype == "float32"
+        return self.gram_dtype == "float32" and z.dtype == torch.float32
 
     def _report_nonfinite(
         self, step: int | None, bad: int, n: int, what: str, stacklevel: int
