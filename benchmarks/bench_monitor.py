@@ -27,6 +27,7 @@ Run: ``.venv/bin/python benchmarks/bench_monitor.py`` (``--quick``: seconds).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 import warnings
@@ -89,6 +90,28 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
+def forward_macs(model: SmallCNN, image: int = 32) -> int:
+    """Multiply-adds of one image's forward pass (convolutions and the linear head)."""
+    macs, size = 0, image
+    for conv in (m for m in model.features.modules() if isinstance(m, nn.Conv2d)):
+        macs += size * size * conv.in_channels * conv.out_channels * 9
+        size //= 2
+    return macs + model.head.in_features * model.head.out_features
+
+
+class EveryNth:
+    """Feed a monitor only every n-th batch (the Lightning callback's
+    ``update_every_n_batches``); its cost is averaged over all steps."""
+
+    def __init__(self, monitor: Monitor, n: int) -> None:
+        self.monitor, self.n, self.calls = monitor, n, 0
+
+    def update(self, z: torch.Tensor) -> None:
+        if self.calls % self.n == 0:
+            self.monitor.update(z)
+        self.calls += 1
+
+
 class DeferredFold:
     """Buffer rows and fold them into float64 moments ``every`` batches at a time."""
 
@@ -123,6 +146,9 @@ def bench_dim(dim: int, batch: int, steps: int, warmup: int) -> list[tuple[str, 
             ["rankme", "alpha_req", "stable_rank"], gram_dtype="float32"
         ),
         "deferred fold (x8)": lambda: DeferredFold(dim, 8),
+        "every 2nd batch": lambda: EveryNth(Monitor(), 2),
+        "every 3rd batch": lambda: EveryNth(Monitor(), 3),
+        "every 4th batch": lambda: EveryNth(Monitor(), 4),
     }
     monitors = {name: make() for name, make in configs.items()}
     step_times: list[float] = []
@@ -131,7 +157,7 @@ def bench_dim(dim: int, batch: int, steps: int, warmup: int) -> list[tuple[str, 
     for i in range(warmup + steps):
         t_step, z = timed(step)
         for name, monitor in monitors.items():
-            t_up, _ = timed(lambda m=monitor, z=z: m.update(z))
+            t_up, _ = timed(functools.partial(monitor.update, z))
             if i >= warmup:
                 update_times[name].append(t_up)
         if i >= warmup:
@@ -140,7 +166,19 @@ def bench_dim(dim: int, batch: int, steps: int, warmup: int) -> list[tuple[str, 
     # amortised: means over the timed steps (reservoir compactions and deferred folds
     # happen every few steps); the ratio is mean(update) / mean(step), interleaved
     step_mean = statistics.fmean(step_times)
-    rows = [("training step", 1e3 * step_mean, 1.0)]
+    # the floor of exact moments: z^T z costs B D^2 / 2 multiply-adds (syrk), a training
+    # step about 3x the forward pass (forward, two backward products) for B images
+    step_macs = 3 * forward_macs(model) * batch
+    gram_macs = batch * dim * dim // 2
+    rows = [
+        (
+            f"FLOPs: z^T z {gram_macs / 1e9:.2f} G MAC vs step ~{step_macs / 1e9:.1f} G MAC "
+            f"= {gram_macs / step_macs:.2%}",
+            0.0,
+            0.0,
+        ),
+        ("training step", 1e3 * step_mean, 1.0),
+    ]
     for name, times in update_times.items():
         rows.append((name, 1e3 * statistics.fmean(times), statistics.fmean(times) / step_mean))
     # the streamed value is the one-shot value on everything fed: exactly (float64
@@ -202,7 +240,7 @@ def main() -> None:
         print(f"\nD = {dim}: update() per step vs one CNN training step")
         print(f"  {'configuration':<24} {'ms/step':>9} {'ratio':>9}")
         for name, ms, ratio in bench_dim(dim, batch, steps, warmup):
-            if name.startswith("check"):
+            if name.startswith(("check", "FLOPs")):
                 print(f"  {name}")
             else:
                 print(f"  {name:<24} {ms:9.2f} {ratio:9.2%}")
