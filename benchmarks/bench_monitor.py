@@ -13,6 +13,9 @@ step (amortised) and the ratio mean(update) / mean(step), for several configurat
 * ``blas_threads=None``: the default with the BLAS library's default thread pool;
 * ``moment_fraction=1/8``, ``1/16``: only a keyed Bernoulli subsample of the rows is
   folded into the moments;
+* ``every 2nd/3rd/4th batch`` and ``overhead_budget=0.02``: the default monitor fed by the
+  Lightning callback's ``update_every_n_batches`` or its measured stride
+  (:class:`sslwatch.monitor.UpdateBudget`; 5 warm-up batches, then a power-of-two stride);
 * ``deferred fold``: rows buffered and folded 8 batches at a time (amortised per step;
   measured with the same kernel, to show that batching the Gram does not save work);
 * ``keys+reservoir only`` / ``spectrum only``: the two halves of ``default``.
@@ -40,7 +43,7 @@ from scipy.linalg import blas
 from torch import nn
 
 from sslwatch.metrics.spectrum import rankme
-from sslwatch.monitor import DEFAULT_RESERVOIR_SIZE, Monitor, content_keys
+from sslwatch.monitor import DEFAULT_RESERVOIR_SIZE, Monitor, UpdateBudget, content_keys
 
 
 class SmallCNN(nn.Module):
@@ -112,6 +115,22 @@ class EveryNth:
         self.calls += 1
 
 
+class Budgeted:
+    """Feed a monitor under an :class:`UpdateBudget` (the callback's ``overhead_budget``)."""
+
+    def __init__(self, monitor: Monitor, fraction: float) -> None:
+        self.monitor, self.budget = monitor, UpdateBudget(fraction)
+
+    def record_step(self, seconds: float) -> None:
+        self.budget.record_step(seconds)
+
+    def update(self, z: torch.Tensor) -> None:
+        if self.budget.should_update():
+            start = time.perf_counter()
+            self.monitor.update(z)
+            self.budget.record_update(time.perf_counter() - start)
+
+
 class DeferredFold:
     """Buffer rows and fold them into float64 moments ``every`` batches at a time."""
 
@@ -149,6 +168,7 @@ def bench_dim(dim: int, batch: int, steps: int, warmup: int) -> list[tuple[str, 
         "every 2nd batch": lambda: EveryNth(Monitor(), 2),
         "every 3rd batch": lambda: EveryNth(Monitor(), 3),
         "every 4th batch": lambda: EveryNth(Monitor(), 4),
+        "overhead_budget=0.02": lambda: Budgeted(Monitor(), 0.02),
     }
     monitors = {name: make() for name, make in configs.items()}
     step_times: list[float] = []
@@ -157,6 +177,8 @@ def bench_dim(dim: int, batch: int, steps: int, warmup: int) -> list[tuple[str, 
     for i in range(warmup + steps):
         t_step, z = timed(step)
         for name, monitor in monitors.items():
+            if isinstance(monitor, Budgeted):
+                monitor.record_step(t_step)
             t_up, _ = timed(functools.partial(monitor.update, z))
             if i >= warmup:
                 update_times[name].append(t_up)

@@ -229,6 +229,24 @@ def test_collapse_alarm_stops_the_run(tmp_path: Path) -> None:
     assert tr.global_step in (6, 7)
 
 
+def test_overhead_budget_feeds_a_measured_stride_and_logs_it(tmp_path: Path) -> None:
+    callback = SSLWatchCallback("feats", metrics=["rankme"], overhead_budget=1e-6)
+    assert callback.budget is not None
+    callback.budget.warmup, callback.budget.every, callback.budget.max_stride = 2, 2, 2
+    fit(trainer(tmp_path, callback, max_epochs=2), TinySimCLR())
+    # 4 batches per epoch; a budget of 1e-6 of a step is never met, so after the 2
+    # warm-up batches the stride goes to its cap (2): batches 0, 1, 2 then 4, 6 are fed
+    assert callback.budget.stride > 1
+    assert callback.budget.step_seconds and callback.budget.update_seconds
+    first, second = callback.results[0], callback.results[1]
+    assert (first.n_rows, second.n_rows) == (3 * 24, 2 * 24)
+    rows = read_csv_metrics(tmp_path)
+    logged = [float(r["sslwatch/update_stride"]) for r in rows if r.get("sslwatch/update_stride")]
+    assert logged and logged[-1] == callback.budget.stride
+    with pytest.raises(ValueError, match="not both"):
+        SSLWatchCallback(update_every_n_batches=2, overhead_budget=0.02)
+
+
 def test_callbacks_factory_is_opt_in(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV_FLAG, raising=False)
     assert callbacks_factory() == []

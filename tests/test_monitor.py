@@ -633,3 +633,35 @@ def test_store_sink_records_online_points(tmp_path) -> None:  # type: ignore[no-
     assert rankme_rows[15]["value"] == r2["rankme"] and rankme_rows[15]["epoch"] == 1
     assert rankme_rows[5]["representation"] == "backbone"
     assert rankme_rows[5]["digest"] == r1.definitions["rankme"].digest()
+
+
+def test_update_budget_picks_the_smallest_power_of_two_stride_within_budget() -> None:
+    from sslwatch.monitor import UpdateBudget
+
+    budget = UpdateBudget(0.02, warmup=3, every=10)
+    fed = []
+    for _ in range(23):
+        budget.record_step(0.100)  # a 100 ms step
+        take = budget.should_update()
+        fed.append(take)
+        if take:
+            budget.record_update(0.010)  # a 10 ms update: 10% of the step
+    # 10 ms / (2% of 100 ms) = 5 -> stride 8: fed at warm-up, then every 8th batch
+    assert budget.stride == 8
+    assert fed[:3] == [True, True, True]
+    assert [i for i, f in enumerate(fed) if f][3:] == [3, 11, 19]
+    cheap = UpdateBudget(0.02, warmup=1, every=1)
+    for _ in range(5):
+        cheap.record_step(1.0)
+        assert cheap.should_update()
+        cheap.record_update(0.001)
+    assert cheap.stride == 1
+    capped = UpdateBudget(0.001, warmup=1, every=1, max_stride=4)
+    capped.record_step(0.01)
+    capped.should_update()
+    capped.record_update(1.0)
+    capped.should_update()
+    assert capped.stride == 4
+    for bad in ({"fraction": 0.0}, {"fraction": 2.0}, {"warmup": 0}, {"max_stride": True}):
+        with pytest.raises(ValueError):
+            UpdateBudget(**bad)  # type: ignore[arg-type]

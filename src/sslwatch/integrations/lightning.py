@@ -61,6 +61,7 @@ installing sslwatch never changes someone's training silently.
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -75,6 +76,7 @@ from sslwatch.monitor import (
     GramDtype,
     Monitor,
     MonitorResult,
+    UpdateBudget,
 )
 from sslwatch.registry import REGISTRY
 from sslwatch.suite import OnError
@@ -105,6 +107,13 @@ class SSLWatchCallback(pl.Callback):
         validation: also monitor ``validation_step`` outputs (logged per validation run).
         update_every_n_batches: feed the monitor only every N-th training batch (a cheap
             way to bound the cost; 1 = every batch).
+        overhead_budget: instead of a fixed N, keep the monitor's update time under this
+            fraction of the training step's time (e.g. 0.02): a
+            :class:`~sslwatch.monitor.UpdateBudget` measures both and feeds every
+            ``stride``-th batch (a power of two), logged as ``<prefix>/update_stride``.
+            Useful at large D on a CPU, where exact moments of every batch cost several
+            percent of a small network's step. ``None`` (default): feed by
+            ``update_every_n_batches``.
         prefix: log-name prefix.
         reservoir_size, k, seed, alarms, on_error, params, gram_dtype, moment_fraction,
         blas_threads: passed to every :class:`~sslwatch.monitor.Monitor`.
@@ -121,6 +130,7 @@ class SSLWatchCallback(pl.Callback):
         on_epoch_end: bool | None = None,
         validation: bool = False,
         update_every_n_batches: int = 1,
+        overhead_budget: float | None = None,
         prefix: str = "sslwatch",
         reservoir_size: int = DEFAULT_RESERVOIR_SIZE,
         k: int | None = None,
@@ -153,6 +163,13 @@ class SSLWatchCallback(pl.Callback):
         self.on_epoch_end = (every_n_steps is None) if on_epoch_end is None else on_epoch_end
         self.validation = validation
         self.update_every_n_batches = update_every_n_batches
+        if overhead_budget is not None and update_every_n_batches != 1:
+            raise ValueError(
+                "give either update_every_n_batches (a fixed stride) or overhead_budget (a "
+                "measured one), not both"
+            )
+        self.budget = UpdateBudget(overhead_budget) if overhead_budget is not None else None
+        self._batch_started: float | None = None
         self.prefix = prefix
         self._monitor_kwargs: dict[str, Any] = {
             "metrics": None if metrics is None else list(metrics),
@@ -289,6 +306,8 @@ class SSLWatchCallback(pl.Callback):
                 continue
             self.results.append(result)
             values.update(result.log_dict(self.prefix))
+        if values and self.budget is not None and stage == "train":
+            values[f"{self.prefix}/update_stride"] = float(self.budget.stride)
             if monitor.should_stop:
                 trainer.should_stop = True
         return values
@@ -314,6 +333,13 @@ class SSLWatchCallback(pl.Callback):
 
     # -- hooks ----------------------------------------------------------------------------
 
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Start timing the step (only with ``overhead_budget``)."""
+        if self.budget is not None:
+            self._batch_started = time.perf_counter()
+
     def on_train_batch_end(
         self,
         trainer: pl.Trainer,
@@ -323,8 +349,16 @@ class SSLWatchCallback(pl.Callback):
         batch_idx: int,
     ) -> None:
         """Feed the batch's embeddings; every ``every_n_steps`` steps compute and log."""
-        if batch_idx % self.update_every_n_batches == 0:
-            self._update("train", trainer, pl_module, outputs, batch)
+        if self.budget is None:
+            if batch_idx % self.update_every_n_batches == 0:
+                self._update("train", trainer, pl_module, outputs, batch)
+        else:
+            if self._batch_started is not None:
+                self.budget.record_step(time.perf_counter() - self._batch_started)
+            if self.budget.should_update():
+                started = time.perf_counter()
+                self._update("train", trainer, pl_module, outputs, batch)
+                self.budget.record_update(time.perf_counter() - started)
         step = trainer.global_step
         if (
             self.every_n_steps is not None
