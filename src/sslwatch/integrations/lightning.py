@@ -306,10 +306,10 @@ class SSLWatchCallback(pl.Callback):
                 continue
             self.results.append(result)
             values.update(result.log_dict(self.prefix))
-        if values and self.budget is not None and stage == "train":
-            values[f"{self.prefix}/update_stride"] = float(self.budget.stride)
             if monitor.should_stop:
                 trainer.should_stop = True
+        if values and self.budget is not None and stage == "train":
+            values[f"{self.prefix}/update_stride"] = float(self.budget.stride)
         return values
 
     def _log_to_loggers(self, trainer: pl.Trainer, values: Mapping[str, float]) -> None:
