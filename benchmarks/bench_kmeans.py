@@ -1,7 +1,8 @@
 """k-means: sslwatch vs scikit-learn's KMeans(algorithm="lloyd"), side by side.
 
-    .venv/bin/python benchmarks/bench_kmeans.py            # N = 50,000, D = 256, k = 100
-    .venv/bin/python benchmarks/bench_kmeans.py --quick    # tiny sizes, seconds
+    .venv/bin/python benchmarks/bench_kmeans.py               # N = 50,000, D = 256, k = 100
+    .venv/bin/python benchmarks/bench_kmeans.py --quick       # tiny sizes, seconds
+    .venv/bin/python benchmarks/bench_kmeans.py --breakdown   # + seeding / per-iteration split
 
 Both sides get the same float32 data, k-means++ seeding, n_init, max_iter and tol, and
 ``torch.get_num_threads()`` threads (scikit-learn through threadpoolctl). Two data
@@ -10,6 +11,10 @@ k-means++ seeding is a large share of the time) and "overlapping" blobs (Lloyd r
 for 100+ iterations, so the assignment GEMM dominates). Timings are the best of a few
 repeats, interleaved between the two libraries, after a warm-up. The targets: at least
 2x faster at an inertia no more than 1% above scikit-learn's.
+
+``--breakdown`` also times the two phases separately on each regime: k-means++ seeding
+(ours vs ``sklearn.cluster.kmeans_plusplus``) and Lloyd from the same initial centres
+(ours vs ``KMeans(init=centres, n_init=1)``), reported per iteration.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.cluster import KMeans
+from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.datasets import make_blobs
 from threadpoolctl import threadpool_limits
 
+from sslwatch.metrics import clustering
 from sslwatch.metrics.clustering import kmeans
 
 
@@ -51,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-iter", type=int, default=300)
     p.add_argument("--tol", type=float, default=1e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--breakdown", action="store_true", help="time seeding and Lloyd apart")
     args = p.parse_args(argv)
 
     n, d, k = (3_000, 32, 10) if args.quick else (50_000, 256, 100)
@@ -110,7 +117,59 @@ def main(argv: list[str] | None = None) -> int:
             f"{ratio:>13.5f} {f'{it_o}/{it_s}':>13}"
         )
     print("targets: speedup >= 2x, inertia ratio <= 1.01 (iters: Lloyd iterations of the best run)")
+    if args.breakdown:
+        for name, std in regimes.items():
+            x, _ = make_blobs(n_samples=n, n_features=d, centers=k, cluster_std=std, random_state=0)
+            breakdown(name, x.astype(np.float32), k, threads, args)
     return 0 if ok else 1
+
+
+def breakdown(name: str, x: np.ndarray, k: int, threads: int, args: argparse.Namespace) -> None:
+    """Seeding and Lloyd timed apart, both libraries from the same initial centres."""
+    xt = torch.from_numpy(x)
+    mean = xt.sum(dim=0, dtype=torch.float64) / len(x)
+    xc = (xt - mean.float()).contiguous()
+    x_sq = torch.einsum("ij,ij->i", xc, xc)
+    xa = clustering._augment(xc, x_sq)
+    tol_abs = float(np.var(x, axis=0, dtype=np.float64).mean()) * args.tol
+    box: dict[str, Any] = {}
+
+    def seed_ours() -> None:
+        with clustering._cpu_workers(xc) as workers:
+            gen = torch.Generator().manual_seed(args.seed)
+            box["init"] = clustering._kmeans_plusplus(xa, xa.T.contiguous(), k, gen, workers)
+
+    def seed_sk() -> None:
+        with threadpool_limits(threads):
+            kmeans_plusplus(x, k, random_state=args.seed)
+
+    (t_so, _), (t_ss, _) = interleaved_best([seed_ours, seed_sk], args.repeats)
+    init = box["init"]
+
+    def lloyd_ours() -> int:
+        with clustering._cpu_workers(xc) as workers:
+            out = clustering._lloyd(xc, x_sq, init, args.max_iter, tol_abs, xa=xa, workers=workers)
+        return out[3]
+
+    def lloyd_sk() -> int:
+        with threadpool_limits(threads):
+            km = KMeans(
+                k,
+                init=init.numpy() + mean.float().numpy(),
+                n_init=1,
+                max_iter=args.max_iter,
+                tol=args.tol,
+                algorithm="lloyd",
+            ).fit(x)
+        return int(km.n_iter_)
+
+    (t_lo, it_o), (t_ls, it_s) = interleaved_best([lloyd_ours, lloyd_sk], args.repeats)
+    print(
+        f"{name:<12} k-means++: ours {t_so:.2f} s, sklearn {t_ss:.2f} s ({t_ss / t_so:.2f}x); "
+        f"Lloyd from the same centres: ours {1e3 * t_lo / it_o:.1f} ms/iter ({it_o} iters), "
+        f"sklearn {1e3 * t_ls / it_s:.1f} ms/iter ({it_s} iters), "
+        f"{(t_ls / it_s) / (t_lo / it_o):.2f}x per iteration"
+    )
 
 
 if __name__ == "__main__":

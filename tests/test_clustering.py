@@ -262,8 +262,24 @@ def test_kmeans_k1_and_k_equals_n_closed_forms(blobs):
     assert sorted(every.labels.tolist()) == list(range(12))
 
 
-@pytest.mark.parametrize("bounds", [True, False])
-def test_kmeans_relocates_empty_cluster_like_sklearn(bounds):
+def _run_lloyd(x: np.ndarray, init: np.ndarray, tol: float, backend: str, **kw):
+    """clustering._lloyd on centred data with the numpy ("numpy") or torch kernels."""
+    mean = x.mean(axis=0)
+    xc = torch.from_numpy(x - mean)
+    tol_abs = float(np.var(x, axis=0).mean()) * tol
+    args = (xc, (xc * xc).sum(1), torch.from_numpy(init - mean), 300, tol_abs)
+    if backend == "torch":
+        labels, centers, inertia, n_iter = clustering._lloyd(*args, **kw)
+    else:
+        with clustering._cpu_workers(xc) as workers:
+            assert workers is not None
+            labels, centers, inertia, n_iter = clustering._lloyd(*args, workers=workers, **kw)
+    return labels.numpy(), centers.numpy() + mean, inertia, n_iter
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("cache", [True, False])
+def test_kmeans_relocates_empty_cluster_like_sklearn(cache, backend):
     # Two tight groups and a third initial centre far from every sample: its cluster is
     # empty after the first assignment and must be re-seeded with the sample farthest
     # from its centre, exactly as scikit-learn's Lloyd does.
@@ -271,15 +287,11 @@ def test_kmeans_relocates_empty_cluster_like_sklearn(bounds):
     x = np.concatenate([rng.normal(0, 1, (50, 2)), rng.normal(8, 1, (50, 2))])
     x[0] = [-6.0, 0.0]  # an outlier that ends up in a cluster of its own
     init = np.array([[0.0, 0.0], [8.0, 8.0], [100.0, 100.0]])
-    mean = x.mean(axis=0)
-    xc = torch.from_numpy(x - mean)
-    labels, centers, inertia, _ = clustering._lloyd(
-        xc, (xc * xc).sum(1), torch.from_numpy(init - mean), 300, 0.0, bounds=bounds
-    )
+    labels, centers, inertia, _ = _run_lloyd(x, init, 0.0, backend, cache=cache)
     sk = KMeans(3, init=init, n_init=1, algorithm="lloyd", tol=0.0).fit(x)
-    assert len(np.unique(labels.numpy())) == 3
-    np.testing.assert_array_equal(labels.numpy(), sk.labels_)
-    np.testing.assert_allclose(centers.numpy() + mean, sk.cluster_centers_, atol=1e-9)
+    assert len(np.unique(labels)) == 3
+    np.testing.assert_array_equal(labels, sk.labels_)
+    np.testing.assert_allclose(centers, sk.cluster_centers_, atol=1e-9)
     assert inertia == pytest.approx(sk.inertia_, rel=1e-9)
 
 
@@ -364,26 +376,118 @@ def test_cluster_agreement_bad_input():
         cluster_agreement([], [])
 
 
-@pytest.mark.parametrize(("bounds", "transposed"), [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize(
+    ("cache", "backend"),
+    [(True, "numpy"), (False, "numpy"), (True, "numpy-blocks"), (True, "torch"), (False, "torch")],
+)
 @pytest.mark.parametrize("data", ["digits", "mnist1d"])
-def test_lloyd_from_given_centres_reproduces_sklearn_iterates(
-    request, monkeypatch, data, bounds, transposed
-):
-    # Same initial centres -> the accelerated (Hamerly-bounded) Lloyd must produce the
-    # same iterates as scikit-learn's plain Lloyd: labels, centres, inertia, n_iter.
-    if not transposed:  # no budget for the (D, N) copy: GEMMs read x.T instead
-        monkeypatch.setattr(clustering, "_XT_BYTES", 0)
+def test_lloyd_from_given_centres_reproduces_sklearn_iterates(request, data, cache, backend):
+    # Same initial centres -> our Lloyd (distances of unmoved centres reused or not,
+    # numpy or torch kernels) must produce the same iterates as scikit-learn's plain
+    # Lloyd: labels, centres, inertia, n_iter.
     x, _ = request.getfixturevalue(data)
+    if backend == "numpy-blocks":
+        request.getfixturevalue("small_blocks")
     init = x[np.random.default_rng(5).choice(len(x), 12, replace=False)]
-    mean = x.mean(axis=0)
-    xc = torch.from_numpy(x - mean)
-    tol = 1e-4
-    tol_abs = float(np.var(x, axis=0).mean()) * tol
-    labels, centers, inertia, n_iter = clustering._lloyd(
-        xc, (xc * xc).sum(1), torch.from_numpy(init - mean), 300, tol_abs, bounds=bounds
-    )
-    sk = KMeans(12, init=init, n_init=1, algorithm="lloyd", tol=tol, max_iter=300).fit(x)
+    labels, centers, inertia, n_iter = _run_lloyd(x, init, 1e-4, backend, cache=cache)
+    sk = KMeans(12, init=init, n_init=1, algorithm="lloyd", tol=1e-4, max_iter=300).fit(x)
     assert n_iter == sk.n_iter_
-    np.testing.assert_array_equal(labels.numpy(), sk.labels_)
-    np.testing.assert_allclose(centers.numpy() + mean, sk.cluster_centers_, atol=1e-8)
+    np.testing.assert_array_equal(labels, sk.labels_)
+    np.testing.assert_allclose(centers, sk.cluster_centers_, atol=1e-8)
     assert inertia == pytest.approx(sk.inertia_, rel=1e-9)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Many small blocks in the numpy kernels, so that several threads share the work."""
+    monkeypatch.setattr(clustering, "_CPU_ROWS", 256)
+    monkeypatch.setattr(clustering, "_CPU_SEED_ROWS", 512)
+    monkeypatch.setattr(clustering, "_MIN_BLOCK_WORK", 0)
+
+
+@pytest.fixture(scope="module")
+def overlapping() -> np.ndarray:
+    # heavily overlapping blobs: Lloyd runs many iterations, and in the late ones only a
+    # few centres move (the regime where reusing distances matters)
+    x, _ = make_blobs(n_samples=3000, n_features=16, centers=12, cluster_std=20.0, random_state=0)
+    return x
+
+
+def test_distance_reuse_matches_plain_lloyd_and_is_exercised(
+    overlapping, monkeypatch, small_blocks
+):
+    x = overlapping
+    init = x[np.random.default_rng(1).choice(len(x), 12, replace=False)]
+    partial = []
+    original = clustering._Distances.assign
+
+    def spy(self, centers, moved):
+        if self.cache and self.ready and moved is not None:
+            partial.append(0 < moved.numel() <= clustering._PARTIAL * centers.shape[0])
+        return original(self, centers, moved)
+
+    monkeypatch.setattr(clustering._Distances, "assign", spy)
+    ref = KMeans(12, init=init, n_init=1, algorithm="lloyd", tol=1e-4, max_iter=300).fit(x)
+    for backend in ("numpy", "torch"):
+        labels, centers, inertia, n_iter = _run_lloyd(x, init, 1e-4, backend, cache=True)
+        assert n_iter == ref.n_iter_ > 20
+        np.testing.assert_array_equal(labels, ref.labels_)
+        np.testing.assert_allclose(centers, ref.cluster_centers_, atol=1e-8)
+        assert inertia == pytest.approx(ref.inertia_, rel=1e-9)
+    assert sum(partial) >= 5  # iterations that recomputed only some centres' distances
+
+
+def test_kmeans_numpy_and_torch_kernels_agree(overlapping, monkeypatch, small_blocks):
+    x = overlapping.astype(np.float32)
+    a = kmeans(x, 12, n_init=2, seed=3)
+    monkeypatch.setattr(clustering, "_CPU_NUMPY", False)
+    b = kmeans(x, 12, n_init=2, seed=3)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.centroids, b.centroids, rtol=0, atol=1e-4)
+    assert a.inertia == pytest.approx(b.inertia, rel=1e-5)
+    assert a.n_iter == b.n_iter
+    # and the labels are the nearest centroids (plain numpy argmin, float64)
+    d2 = ((x.astype(np.float64)[:, None, :] - a.centroids[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(a.labels, d2.argmin(axis=1))
+
+
+def test_kmeans_result_does_not_depend_on_thread_count(overlapping, small_blocks):
+    x = overlapping.astype(np.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kmeans(x, 12, n_init=2, seed=4)
+        torch.set_num_threads(2)
+        two = kmeans(x, 12, n_init=2, seed=4)
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(one.labels, two.labels)
+    np.testing.assert_array_equal(one.centroids, two.centroids)
+    assert one.inertia == two.inertia
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kmeans_inertia_on_overlapping_blobs_within_one_percent_of_sklearn(overlapping, dtype):
+    x = overlapping.astype(dtype)
+    ours = kmeans(x, 12, n_init=3, seed=0)
+    assert ours.inertia <= 1.01 * _sk_kmeans_inertia(x, 12, n_init=3)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_seed_candidate_potentials_match_numpy(backend, small_blocks):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2000, 5))  # several blocks of the numpy kernel, the last one partial
+    xt = torch.from_numpy(x)
+    xa = clustering._augment(xt, (xt * xt).sum(1))
+    rows = torch.tensor([3, 1000, 1999])
+    closest = torch.from_numpy(rng.uniform(0.0, 30.0, size=2000))
+    if backend == "numpy":
+        with clustering._cpu_workers(xt) as workers:
+            d, pots = clustering._seed_candidates(xa, xa.T.contiguous(), rows, closest, workers)
+    else:
+        d, pots = clustering._seed_candidates(xa, xa.T, rows, closest, None)
+    expected = np.minimum(
+        ((x[None, :, :] - x[rows.numpy(), None, :]) ** 2).sum(-1), closest.numpy()
+    )
+    np.testing.assert_allclose(d.numpy(), expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(pots.numpy(), expected.sum(axis=1), rtol=1e-12)

@@ -5,16 +5,21 @@ Progress" (arXiv 2409.06612) cluster the embeddings with k-means and score the r
 the silhouette coefficient (Rousseeuw 1987) and by the agreement (adjusted mutual
 information) between two clusterings, e.g. of two checkpoints or two seeds.
 
-All functions are pure: tensors in, numbers out. ``kmeans`` and ``silhouette`` run in
-torch on the input's device, in chunks so that memory stays bounded; their results
-match scikit-learn's ``KMeans`` (up to the random seeding) and ``silhouette_score``
-(exactly, to floating-point rounding).
+All functions are pure: tensors in, numbers out. ``kmeans`` and ``silhouette`` run on
+the input's device (``kmeans`` uses numpy/BLAS kernels for CPU tensors, torch on
+accelerators), in chunks so that memory stays bounded; their results match
+scikit-learn's ``KMeans`` (up to the random seeding) and ``silhouette_score`` (exactly,
+to floating-point rounding).
 """
 
 from __future__ import annotations
 
 import bisect
 import math
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,13 +41,23 @@ _TILE_CPU = 2048
 _TILE_ACCEL = 4096
 # A tile spanning more clusters than this is reduced with index_add_ instead of slices.
 _MAX_SEGMENTS = 16
-# Lloyd keeps a transposed (D, N) copy of the data for the assignment GEMM up to this size.
+# k-means on the CPU: rows per block of the nearest-centre search (the (rows, k) block of
+# distances stays in cache) and of the k-means++ distances (a skinny GEMM).
+_CPU_ROWS = 2048
+_CPU_SEED_ROWS = 8192
+# ... but never less work per block than this many multiply-adds (small problems run as
+# one block on the calling thread: dispatching to threads costs more than it saves).
+_MIN_BLOCK_WORK = 2**22
+# CPU float32/float64 tensors use the numpy kernels (one single-threaded BLAS call per
+# block, blocks spread over torch.get_num_threads() threads); False: torch kernels.
+_CPU_NUMPY = True
+# Lloyd keeps the (N, k) squared distances between iterations up to this size (bytes)
+# and recomputes only the columns of moved centres when they are at most this fraction
+# (above it, narrow GEMMs plus the column scatter cost more than one full pass).
+_DIST_BYTES = 512 * 2**20
+_PARTIAL = 0.6
+# k-means++ uses a transposed copy of the data up to this size (bytes).
 _XT_BYTES = 2 * 2**30
-# Above this fraction of samples needing a search, one plain pass beats gathering them.
-_FULL_PASS_FRACTION = 0.5
-# Below this much work per assignment (N * k * D), Hamerly's bookkeeping costs more than
-# the plain pass it saves.
-_BOUNDS_MIN_WORK = 2**24
 
 
 # --------------------------------------------------------------------------- k-means
@@ -95,15 +110,19 @@ def kmeans(
     deterministic for a seed; the draws differ from scikit-learn's, so labels match
     scikit-learn only up to the seeding, while inertias are of the same quality.
 
-    The work runs in torch on ``z``'s device: float32 input is clustered in float32
-    (float64 stays float64, half precision is upcast to float32). The assignment step is
-    one GEMM per block of rows (``argmin_j ||c_j||^2 - 2 z_i . c_j``); from the second
-    iteration on, Hamerly's (2010) bounds skip the samples that provably keep their
-    centre, which gives the same iterates as plain Lloyd (up to floating-point ties)
-    with less work once the centres settle. Cluster sums are kept in float64 and
-    updated for the samples that moved. Memory: a centred copy of ``z`` and, up to
-    2 GiB, a transposed one (the ``(k, D) x (D, N)`` GEMM layout is the faster one),
-    O(N) bounds, and O(N * k) distances in blocks of at most 64 MiB.
+    float32 input is clustered in float32 (float64 stays float64, half precision is
+    upcast to float32). Distances come from one GEMM per block of samples,
+    ``[x, 1, ||x||^2] . [-2c, ||c||^2, 1] = ||x - c||^2``. CPU tensors use numpy/BLAS
+    kernels: one single-threaded BLAS call per block, the blocks spread over
+    ``torch.get_num_threads()`` threads (BLAS is held to one thread meanwhile, through
+    threadpoolctl, as scikit-learn does); accelerators use torch. Lloyd keeps the (N, k)
+    distances between iterations and recomputes only the columns of the centres that
+    moved (a centre whose cluster kept its members is bit-for-bit unchanged; "activity
+    detection", Kaukoranta, Fränti & Nevalainen 2000), so the iterates are plain
+    Lloyd's. Cluster sums are kept in float64 and updated for the samples that moved.
+    Memory: an augmented centred copy of ``z`` (N, D + 2); for the seeding, a transposed
+    copy (up to 2 GiB, freed before Lloyd); for Lloyd, the (N, k) distances (up to
+    512 MiB, else every iteration is a full pass in blocks).
 
     Degenerate input: when ``z`` has fewer distinct rows than ``k`` (for example fully
     collapsed embeddings), k-means++ picks duplicate centres, the surplus clusters stay
@@ -128,7 +147,7 @@ def kmeans(
             ``[1, N]``, or non-positive ``n_init``/``max_iter`` or negative ``tol``.
     """
     x0 = as_matrix(z, name="z", min_rows=2)
-    n = x0.shape[0]
+    n, dim = x0.shape
     k = _check_int(k, "k", 1)
     if k > n:
         raise ValueError(
@@ -141,24 +160,36 @@ def kmeans(
         raise ValueError(f"tol must be a finite number >= 0; got {tol}.")
 
     # Centre (as scikit-learn does, for precision); the mean is accumulated in float64.
+    # The centred data live in the first D columns of the augmented matrix [x, 1, ||x||^2].
     mean = x0.sum(dim=0, dtype=torch.float64) / n
-    x = (x0 - mean.to(x0.dtype)).contiguous()
+    xa = torch.empty(n, dim + 2, dtype=x0.dtype, device=x0.device)
+    x = xa[:, :dim]
+    torch.sub(x0, mean.to(x0.dtype), out=x)
     del x0
     x_sq = torch.einsum("ij,ij->i", x, x)
+    xa[:, dim] = 1.0
+    xa[:, dim + 1] = x_sq
     # mean_d Var(z[:, d]) = (mean_i ||x_i||^2 - ||mean_i x_i||^2) / D, x centred
     resid = x.sum(dim=0, dtype=torch.float64) / n
-    variance = (x_sq.sum(dtype=torch.float64) / n - resid.dot(resid)) / x.shape[1]
+    variance = (x_sq.sum(dtype=torch.float64) / n - resid.dot(resid)) / dim
     tol_abs = max(float(variance), 0.0) * tol
 
     gen = torch.Generator(device="cpu")
     gen.manual_seed(int(seed))
-    xt = _transposed(x)
     best: tuple[float, torch.Tensor, torch.Tensor, int] | None = None
-    for _ in range(n_init):
-        centers = _kmeans_plusplus(x, x_sq, k, gen)
-        labels, centers, inertia, n_iter = _lloyd(x, x_sq, centers, max_iter, tol_abs, xt=xt)
-        if best is None or inertia < best[0]:
-            best = (inertia, labels, centers, n_iter)
+    with _cpu_workers(x) as workers:
+        # Lloyd draws no random numbers, so all runs are seeded first. k-means++ streams
+        # the samples once per batch of candidates: a (D + 2, N) copy makes that skinny
+        # GEMM about 1.5x faster (kept within _XT_BYTES, and freed before Lloyd).
+        xat = xa.T.contiguous() if xa.numel() * xa.element_size() <= _XT_BYTES else xa.T
+        seeds = [_kmeans_plusplus(xa, xat, k, gen, workers) for _ in range(n_init)]
+        del xat
+        for centers in seeds:
+            labels, centers, inertia, n_iter = _lloyd(
+                x, x_sq, centers, max_iter, tol_abs, xa=xa, workers=workers
+            )
+            if best is None or inertia < best[0]:
+                best = (inertia, labels, centers, n_iter)
     assert best is not None
     inertia, labels, centers, n_iter = best
     centroids = to_numpy(centers.to(torch.float64) + mean)
@@ -178,99 +209,223 @@ def _check_int(value: Any, name: str, low: int) -> int:
     return int(value)
 
 
+class _Workers:
+    """Runs numpy block tasks on ``n_threads`` threads (numpy releases the GIL inside BLAS
+    calls and array loops); every thread keeps its own scratch buffers."""
+
+    def __init__(self, n_threads: int) -> None:
+        self._pool = ThreadPoolExecutor(n_threads) if n_threads > 1 else None
+        self._local = threading.local()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+
+    def run(self, fn: Callable[[int, int], None], n: int, step: int) -> None:
+        """Call ``fn(start, stop)`` on consecutive blocks of ``range(n)`` (all done on
+        return; a task's exception is re-raised)."""
+        starts = range(0, n, step)
+        if self._pool is None or len(starts) < 2:
+            for s in starts:
+                fn(s, min(n, s + step))
+        else:
+            list(self._pool.map(lambda s: fn(s, min(n, s + step)), starts))
+
+    def scratch(self, name: str, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        """This thread's buffer ``name`` viewed as ``shape`` (reused between calls)."""
+        bufs: dict[tuple[str, np.dtype], np.ndarray] = self._local.__dict__.setdefault("bufs", {})
+        size = shape[0] * shape[1]
+        buf = bufs.get((name, dtype))
+        if buf is None or buf.size < size:
+            buf = np.empty(size, dtype=dtype)
+            bufs[(name, dtype)] = buf
+        return buf[:size].reshape(shape)
+
+
+@contextmanager
+def _cpu_workers(x: torch.Tensor) -> Iterator[_Workers | None]:
+    """numpy workers for a float32/float64 CPU tensor, with BLAS held to one thread for
+    the duration (as scikit-learn's KMeans does); None elsewhere (torch kernels)."""
+    if not (_CPU_NUMPY and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)):
+        yield None
+        return
+    with ExitStack() as stack:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - installed with scikit-learn
+            pass
+        else:
+            stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+        workers = _Workers(torch.get_num_threads())
+        stack.callback(workers.close)
+        yield workers
+
+
+def _augment(x: torch.Tensor, x_sq: torch.Tensor) -> torch.Tensor:
+    """(N, D + 2) ``[x, 1, ||x||^2]``, whose product with ``[-2c, ||c||^2, 1]`` (see
+    :func:`_augment_centers`) is ``||x - c||^2``."""
+    n, dim = x.shape
+    xa = torch.empty(n, dim + 2, dtype=x.dtype, device=x.device)
+    xa[:, :dim] = x
+    xa[:, dim] = 1.0
+    xa[:, dim + 1] = x_sq
+    return xa
+
+
+def _augment_centers(centers: torch.Tensor, c_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """(k, D + 2) ``[-2c, ||c||^2, 1]`` (see :func:`_augment`)."""
+    k, dim = centers.shape
+    ca = torch.empty(k, dim + 2, dtype=centers.dtype, device=centers.device)
+    torch.mul(centers, -2.0, out=ca[:, :dim])
+    ca[:, dim] = torch.einsum("ij,ij->i", centers, centers) if c_sq is None else c_sq
+    ca[:, dim + 1] = 1.0
+    return ca
+
+
 def _kmeans_plusplus(
-    x: torch.Tensor, x_sq: torch.Tensor, k: int, gen: torch.Generator
+    xa: torch.Tensor, xat: torch.Tensor, k: int, gen: torch.Generator, workers: _Workers | None
 ) -> torch.Tensor:
     """Greedy k-means++ seeding (scikit-learn's ``_kmeans_plusplus``); returns (k, D).
 
-    The first centre is a uniformly drawn sample; each further centre is the best, by
-    resulting potential ``sum_i min_j ||x_i - c_j||^2``, of ``2 + int(log k)`` samples
-    drawn with probability proportional to their current squared distance. If every
-    sample already sits on a centre (potential 0), the draw falls on sample 0.
+    ``xa`` is the augmented data of :func:`_augment`, ``xat`` its transpose (a contiguous
+    copy is fastest; ``xa.T`` works). The first centre is a uniformly drawn sample; each
+    further centre is the best, by resulting potential ``sum_i min_j ||x_i - c_j||^2``, of
+    ``2 + int(log k)`` samples drawn with probability proportional to their current
+    squared distance. If every sample already sits on a centre (potential 0), the draw
+    falls on sample 0.
     """
-    n = x.shape[0]
-    dev = x.device
+    n = xa.shape[0]
+    dev = xa.device
     n_trials = 2 + int(math.log(k))
     first = int(torch.randint(n, (1,), generator=gen))
     idx = [first]
-    closest = _sq_dist_to_rows(x, x_sq, torch.tensor([first], device=dev))[:, 0]
-    pot = closest.sum(dtype=torch.float64)
+    inf = torch.full((n,), math.inf, dtype=xa.dtype, device=dev)
+    closest, pot = _seed_candidates(xa, xat, torch.tensor([first], device=dev), inf, workers)
+    closest = closest[0]
+    pot = pot[0]
     for _ in range(1, k):
         rand = torch.rand(n_trials, generator=gen, dtype=torch.float64).to(dev) * pot
         cum = torch.cumsum(closest, dim=0, dtype=torch.float64)
         cand = torch.searchsorted(cum, rand).clamp_(max=n - 1)
-        d = _sq_dist_to_rows(x, x_sq, cand)  # (N, n_trials)
-        torch.minimum(d, closest.unsqueeze(1), out=d)
-        pots = d.sum(dim=0, dtype=torch.float64)
+        d, pots = _seed_candidates(xa, xat, cand, closest, workers)
         b = int(torch.argmin(pots))
         pot = pots[b]
-        closest = d[:, b].contiguous()
+        closest = d[b]
         idx.append(int(cand[b]))
-    return x.index_select(0, torch.tensor(idx, device=dev))
+    return xa[:, :-2].index_select(0, torch.tensor(idx, device=dev))
 
 
-def _sq_dist_to_rows(x: torch.Tensor, x_sq: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Squared distances from every sample to the samples ``x[rows]``: (N, len(rows)).
+def _seed_candidates(
+    xa: torch.Tensor,
+    xat: torch.Tensor,
+    rows: torch.Tensor,
+    closest: torch.Tensor,
+    workers: _Workers | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each candidate centre ``x_r`` (r in ``rows``): the squared distance of every
+    sample to its nearest centre once ``x_r`` is added, ``min(closest, ||x - x_r||^2)``
+    ((len(rows), N), distances clamped at 0), and the resulting potentials (float64 sums
+    over the samples). One skinny GEMM ``[-2x_r, ||x_r||^2, 1] . xat`` per block."""
+    sel = xa.index_select(0, rows)
+    ca = _augment_centers(sel[:, :-2], sel[:, -1])
+    t, n = ca.shape[0], xa.shape[0]
+    if workers is None:
+        d = torch.mm(ca, xat).clamp_(min=0.0)
+        torch.minimum(d, closest.unsqueeze(0), out=d)
+        return d, d.sum(dim=1, dtype=torch.float64)
+    d = torch.empty(t, n, dtype=xa.dtype)
+    step = _cpu_rows(_CPU_SEED_ROWS, xa.shape[1] * t)
+    part = np.empty((len(range(0, n, step)), t), dtype=np.float64)
+    xat_np, ca_np, d_np, cl_np = xat.numpy(), ca.numpy(), d.numpy(), closest.numpy()
 
-    ``x @ x[rows].T`` (a tall-skinny GEMM that streams ``x`` once) plus the norms.
-    """
-    d = torch.addmm(x_sq[rows].unsqueeze(0), x, x[rows].T, beta=1.0, alpha=-2.0)
-    d.add_(x_sq.unsqueeze(1)).clamp_(min=0.0)
-    return d
+    def block(s: int, e: int) -> None:
+        g = np.matmul(ca_np, xat_np[:, s:e], out=workers.scratch("s", (t, e - s), d_np.dtype))
+        np.maximum(g, 0.0, out=g)
+        np.minimum(g, cl_np[s:e], out=d_np[:, s:e])
+        np.sum(d_np[:, s:e], axis=1, dtype=np.float64, out=part[s // step])
+
+    workers.run(block, n, step)
+    return d, torch.from_numpy(part.sum(axis=0))
 
 
-def _transposed(x: torch.Tensor) -> torch.Tensor | None:
-    """A contiguous (D, N) copy of ``x``, which speeds up the assignment GEMM (see
-    :func:`_assign`), or None when it would exceed ``_XT_BYTES``."""
-    return x.T.contiguous() if x.numel() * x.element_size() <= _XT_BYTES else None
+def _cpu_rows(rows: int, work_per_row: int) -> int:
+    """Rows per block of a numpy kernel: ``rows``, or more for light rows."""
+    return max(rows, _MIN_BLOCK_WORK // max(1, work_per_row))
 
 
 def _block_rows(n_cols: int, itemsize: int, n: int) -> int:
     return max(1, min(n, _BLOCK_BYTES // max(1, n_cols * itemsize)))
 
 
-def _assign(
-    x: torch.Tensor,
-    x_sq: torch.Tensor,
-    centers: torch.Tensor,
-    *,
-    xt: torch.Tensor | None = None,
-    second: bool = False,
-    dist: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Nearest centre of each sample, by blocks of samples (one GEMM per block).
+class _Distances:
+    """Nearest-centre search over the augmented samples ``xa`` (:func:`_augment`), one
+    GEMM per block of rows.
 
-    The GEMM is laid out as (k, D) x (D, m), which BLAS runs faster than (m, D) x (D, k)
-    for k << m; ``xt``, a contiguous (D, N) copy of ``x``, makes it faster still.
-    Returns int64 labels ``argmin_j ||c_j||^2 - 2 x.c_j``, the distance to that centre
-    (if ``dist``) and the distance to the second-nearest centre (if ``second``; inf when
-    k = 1); tensors not asked for are empty. Distances come from
-    ``||x||^2 + ||c||^2 - 2 x.c``.
+    With ``cache``, the (N, k) squared distances are kept between iterations and only
+    the columns of the centres that moved are recomputed ("activity detection",
+    Kaukoranta, Fränti & Nevalainen 2000): a centre whose cluster kept its members is
+    bit-for-bit unchanged, so its column is too, and the argmin over the updated
+    matrix is plain Lloyd's assignment. Without it every call is a full pass.
     """
-    n, k = x.shape[0], centers.shape[0]
-    c_sq = torch.einsum("ij,ij->i", centers, centers).unsqueeze(1)
-    cols = x.T if xt is None else xt
-    step = _block_rows(k, x.element_size(), n)
-    parts = []
-    for s in range(0, n, step):
-        part = torch.addmm(c_sq, centers, cols[:, s : min(n, s + step)], beta=1.0, alpha=-2.0)
-        vals, idx = part.min(dim=0)
-        far = torch.empty(0, dtype=x.dtype, device=x.device)
-        if second and k > 1:
-            far = part.scatter_(0, idx.unsqueeze(0), math.inf).amin(dim=0)
-        elif second:
-            far = torch.full_like(vals, math.inf)
-        parts.append((idx, vals, far))
-    labels = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
-    empty = torch.empty(0, dtype=x.dtype, device=x.device)
-    near, far = empty, empty
-    if dist:
-        near = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
-        near.add_(x_sq).clamp_(min=0.0).sqrt_()
-    if second:
-        far = parts[0][2] if len(parts) == 1 else torch.cat([p[2] for p in parts])
-        far.add_(x_sq).clamp_(min=0.0).sqrt_()
-    return labels, near, far
+
+    def __init__(self, xa: torch.Tensor, k: int, cache: bool, workers: _Workers | None) -> None:
+        self.xa = xa
+        self.workers = workers
+        self.dist = torch.empty(xa.shape[0], k if cache else 0, dtype=xa.dtype, device=xa.device)
+        self.cache = cache
+        self.ready = False
+
+    def assign(self, centers: torch.Tensor, moved: torch.Tensor | None) -> torch.Tensor:
+        """int64 labels ``argmin_j ||x_i - c_j||^2`` for ``centers``; ``moved`` lists the
+        centres that changed since the previous call (None: all of them may have)."""
+        cols = None
+        k = centers.shape[0]
+        if self.cache and self.ready and moved is not None and moved.numel() <= _PARTIAL * k:
+            cols = moved
+        self.ready = self.cache
+        sel = centers if cols is None else centers.index_select(0, cols)
+        cat = _augment_centers(sel).T.contiguous()
+        if self.workers is not None:
+            return self._assign_numpy(cat, None if cols is None else cols.numpy())
+        n = self.xa.shape[0]
+        cpu = self.xa.device.type == "cpu"
+        step = min(n, _CPU_ROWS) if cpu else _block_rows(k, self.xa.element_size(), n)
+        labels = torch.empty(n, dtype=torch.int64, device=self.xa.device)
+        for s in range(0, n, step):
+            e = min(n, s + step)
+            g = torch.mm(self.xa[s:e], cat)
+            if not self.cache:
+                d2 = g
+            elif cols is None:
+                d2 = self.dist[s:e]
+                d2.copy_(g)
+            else:
+                d2 = self.dist[s:e]
+                d2.index_copy_(1, cols, g)
+            labels[s:e] = torch.argmin(d2, dim=1)
+        return labels
+
+    def _assign_numpy(self, cat: torch.Tensor, cols: np.ndarray | None) -> torch.Tensor:
+        assert self.workers is not None
+        workers = self.workers
+        xa, cat_np = self.xa.numpy(), cat.numpy()
+        dist = self.dist.numpy() if self.cache else None
+        n, width = xa.shape[0], cat_np.shape[1]
+        labels = np.empty(n, dtype=np.int64)
+
+        def block(s: int, e: int) -> None:
+            if dist is None:
+                d2 = np.matmul(xa[s:e], cat_np, out=workers.scratch("d", (e - s, width), xa.dtype))
+            elif cols is None:
+                d2 = np.matmul(xa[s:e], cat_np, out=dist[s:e])
+            else:
+                g = np.matmul(xa[s:e], cat_np, out=workers.scratch("d", (e - s, width), xa.dtype))
+                d2 = dist[s:e]
+                d2[:, cols] = g
+            labels[s:e] = d2.argmin(axis=1)
+
+        workers.run(block, n, _cpu_rows(_CPU_ROWS, xa.shape[1] * width))
+        return torch.from_numpy(labels)
 
 
 def _cluster_sums(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -287,8 +442,9 @@ def _lloyd(
     max_iter: int,
     tol_abs: float,
     *,
-    bounds: bool | None = None,
-    xt: torch.Tensor | None = None,
+    cache: bool | None = None,
+    xa: torch.Tensor | None = None,
+    workers: _Workers | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
     """Lloyd iterations from ``centers`` (scikit-learn's ``_kmeans_single_lloyd``).
 
@@ -296,44 +452,38 @@ def _lloyd(
     moves each centre to the mean of its samples, and stops when the labels did not
     change or the total squared centre shift is at most ``tol_abs``.
 
-    The assignment is exact Lloyd, accelerated with Hamerly's (2010) bounds: an upper
-    bound ``u_i`` on the distance to the assigned centre and a lower bound ``l_i`` on the
-    distance to every other centre are carried over iterations (``u_i += shift of its
-    centre``, ``l_i -= largest shift of another centre``); a sample is re-assigned only
-    when ``u_i > max(l_i, s_a / 2)``, ``s_a`` being the distance from its centre to the
-    nearest other centre. Samples that fail the test cannot change cluster, so the labels
-    equal the plain argmin (up to floating-point ties) at a fraction of the cost once
-    the centres settle. Cluster sums are kept in float64 and updated for the samples
-    that moved only. ``bounds`` forces the bounds on or off (default: on when the
-    assignment costs at least ``_BOUNDS_MIN_WORK`` multiply-adds and k > 1).
+    The assignment is plain Lloyd's argmin (up to floating-point ties): with ``cache``
+    (default: when the (N, k) distances fit in ``_DIST_BYTES``) only the distances to
+    the centres that moved are recomputed (see :class:`_Distances`), otherwise all.
+    Cluster sums are kept in float64 and updated for the samples that moved only.
+    ``workers`` (see :func:`_cpu_workers`) selects the numpy kernels, None the torch ones.
 
     Returns the final labels (nearest-centre assignment of the final centres), the
     centres, the inertia and the number of iterations run.
     """
-    n, dim = x.shape
+    n = x.shape[0]
     k = centers.shape[0]
-    use_bounds = k > 1 and (n * k * dim >= _BOUNDS_MIN_WORK if bounds is None else bounds)
-    if xt is None:
-        xt = _transposed(x)
-    labels, upper, lower = _assign(x, x_sq, centers, xt=xt, second=use_bounds)
+    if xa is None:
+        xa = _augment(x, x_sq)
+    if cache is None:
+        cache = k > 1 and n * k * x.element_size() <= _DIST_BYTES
+    dist = _Distances(xa, k, cache, workers)
+    labels = dist.assign(centers, None)
     sums = _cluster_sums(x, labels, k)
     counts = torch.bincount(labels, minlength=k)
+    moved: torch.Tensor | None = None
     n_iter = 0
     for it in range(max_iter):
         n_iter = it + 1
         changed = None
-        if it > 0 and use_bounds:
-            changed = _hamerly_update(x, xt, x_sq, centers, labels, upper, lower, sums, counts)
-        elif it > 0:
-            lab, _, _ = _assign(x, x_sq, centers, xt=xt, dist=False)
+        if it > 0:
+            lab = dist.assign(centers, moved)
             changed = _apply_moves(x, None, lab, labels, sums, counts)
         if bool((counts == 0).any()):
             # Relocation changes the centres only; sums/counts keep matching labels.
             sums_c, counts_c = sums.clone(), counts.clone()
-            dist = upper
-            if changed is not None:
-                dist = torch.linalg.vector_norm(x - centers.index_select(0, labels), dim=1)
-            _relocate_empty(x, labels, dist, sums_c, counts_c)
+            far = torch.linalg.vector_norm(x - centers.index_select(0, labels), dim=1)
+            _relocate_empty(x, labels, far, sums_c, counts_c)
         else:
             sums_c, counts_c = sums, counts
         new = torch.where(
@@ -343,80 +493,14 @@ def _lloyd(
         ).to(x.dtype)
         delta = torch.linalg.vector_norm((new - centers).to(torch.float64), dim=1)
         shift = float((delta * delta).sum())
+        moved = torch.nonzero(delta > 0).flatten()
         centers = new
         if changed == 0:  # labels identical to the previous iteration's
             break
         if shift <= tol_abs:
             break
-        if use_bounds:
-            _shift_bounds(labels, upper, lower, delta.to(x.dtype))
-    labels, inertia = _labels_inertia(x, xt, x_sq, centers)
+    labels, inertia = _labels_inertia(x, dist, centers, moved)
     return labels, centers, inertia, n_iter
-
-
-def _shift_bounds(
-    labels: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor, delta: torch.Tensor
-) -> None:
-    """Hamerly's bound update after the centres moved by ``delta`` (in place)."""
-    upper.add_(delta[labels])
-    if delta.numel() > 1:
-        top = torch.topk(delta, 2)
-        other = torch.where(labels == top.indices[0], top.values[1], top.values[0])
-        lower.sub_(other)
-
-
-def _hamerly_update(
-    x: torch.Tensor,
-    xt: torch.Tensor | None,
-    x_sq: torch.Tensor,
-    centers: torch.Tensor,
-    labels: torch.Tensor,
-    upper: torch.Tensor,
-    lower: torch.Tensor,
-    sums: torch.Tensor,
-    counts: torch.Tensor,
-) -> int:
-    """Exact re-assignment with Hamerly's bounds; updates every argument but x in place.
-
-    Samples whose bounds prove they keep their centre are skipped; the others get their
-    upper bound tightened to the exact distance and, if still needed, a full search.
-    When most samples need a search anyway (typical in high dimension with overlapping
-    clusters, where the bounds are loose), one plain pass over all samples is cheaper
-    than gathering them, so that is done instead. Returns how many samples moved.
-    """
-    n, k = x.shape[0], centers.shape[0]
-    if k == 1:
-        return 0
-    c64 = centers.to(torch.float64)
-    cc = torch.cdist(c64, c64)
-    cc.fill_diagonal_(math.inf)
-    half = (0.5 * cc.min(dim=1).values).to(x.dtype)
-    bound = torch.maximum(lower, half.index_select(0, labels))
-    need = upper > bound
-    n_need = int(need.sum())
-    if n_need == 0:
-        return 0
-    if n_need > _FULL_PASS_FRACTION * n:
-        lab, near, far = _assign(x, x_sq, centers, xt=xt, second=True)
-        upper.copy_(near)
-        lower.copy_(far)
-        return _apply_moves(x, None, lab, labels, sums, counts)
-    cand = torch.nonzero(need).flatten()
-    # tighten the upper bound with the exact distance to the assigned centre
-    u = torch.linalg.vector_norm(
-        x.index_select(0, cand) - centers.index_select(0, labels.index_select(0, cand)),
-        dim=1,
-    )
-    upper.index_copy_(0, cand, u)
-    cand = cand.index_select(0, torch.nonzero(u > bound.index_select(0, cand)).flatten())
-    if cand.numel() == 0:
-        return 0
-    lab, near, far = _assign(
-        x.index_select(0, cand), x_sq.index_select(0, cand), centers, second=True
-    )
-    upper.index_copy_(0, cand, near)
-    lower.index_copy_(0, cand, far)
-    return _apply_moves(x, cand, lab, labels, sums, counts)
 
 
 def _apply_moves(
@@ -446,12 +530,12 @@ def _apply_moves(
         sums.copy_(_cluster_sums(x, labels, sums.shape[0]))
         counts.copy_(torch.bincount(labels, minlength=counts.numel()))
         return n_moved
-    old_l = labels.index_select(0, idx)
+    # one scatter-add: the rows join their new clusters, then leave their old ones
+    both = torch.cat([new_l, labels.index_select(0, idx)])
     rows = x.index_select(0, idx).to(torch.float64)
-    _add_rows(sums, new_l, rows, 1.0)
-    _add_rows(sums, old_l, rows, -1.0)
+    _add_rows(sums, both, torch.cat([rows, -rows]), 1.0)
     ones = torch.ones_like(new_l)
-    counts.index_add_(0, new_l, ones).index_add_(0, old_l, ones, alpha=-1)
+    counts.index_add_(0, both, torch.cat([ones, -ones]))
     labels.index_copy_(0, idx, new_l)
     return n_moved
 
@@ -508,14 +592,14 @@ def _relocate_empty(
 
 
 def _labels_inertia(
-    x: torch.Tensor, xt: torch.Tensor | None, x_sq: torch.Tensor, centers: torch.Tensor
+    x: torch.Tensor, dist: _Distances, centers: torch.Tensor, moved: torch.Tensor | None
 ) -> tuple[torch.Tensor, float]:
-    """Nearest-centre labels and the inertia ``sum_i ||x_i - c_{l_i}||^2``.
+    """Nearest-centre labels of ``centers`` and the inertia ``sum_i ||x_i - c_{l_i}||^2``.
 
-    Computed from the differences (not from the expanded GEMM form, which cancels), per
-    sample in x's dtype and summed over samples in float64.
+    The inertia is computed from the differences (not from the expanded GEMM form, which
+    cancels), per sample in x's dtype and summed over samples in float64.
     """
-    labels, _, _ = _assign(x, x_sq, centers, xt=xt, dist=False)
+    labels = dist.assign(centers, moved)
     n, d = x.shape
     step = _block_rows(d, x.element_size(), n)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
