@@ -43,20 +43,25 @@ class _EpochPrinter:
         console.print(f"{epoch:>5}{cells}", highlight=False)
 
 
-def _rho(value: float) -> str:
-    return f"{value:.2f}" if math.isfinite(value) else "nan"
-
-
-def _correlation_table(rows: list[dict[str, Any]]) -> Table:
-    """Spearman (with its bootstrap 90% CI) and Kendall per metric, both windows side by side."""
-    table = Table(
-        title="Rank correlation with backbone LP accuracy (epoch 0 excluded)",
+def _compact_table(title: str) -> Table:
+    """A rich table that fits an 80-column terminal: light rules, one space of padding."""
+    return Table(
+        title=title,
         title_justify="left",
         box=box.SIMPLE_HEAD,
         pad_edge=False,
         padding=(0, 1),
         collapse_padding=True,
     )
+
+
+def _rho(value: float) -> str:
+    return f"{value:.2f}" if math.isfinite(value) else "nan"
+
+
+def _correlation_table(rows: list[dict[str, Any]]) -> Table:
+    """Spearman (with its bootstrap 90% CI) and Kendall per metric, both windows side by side."""
+    table = _compact_table("Rank correlation with backbone LP accuracy (epoch 0 excluded)")
     for col, justify in (
         ("method", "left"),
         ("repr.", "left"),
@@ -94,13 +99,7 @@ def _correlation_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def _selection_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(
-        title="Selection without labels: selected run, its LP accuracy and regret",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        padding=(0, 1),
-    )
+    table = _compact_table("Selection without labels: selected run, its LP accuracy and regret")
     for col in ("method", "metric", "selected run", "LP", "oracle LP", "regret", "random"):
         table.add_column(
             col, justify="left" if col in ("method", "metric", "selected run") else "right"
@@ -121,12 +120,8 @@ def _selection_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def _summary_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(
-        title="Selection summary over methods (regret in LP accuracy, lower is better)",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        padding=(0, 1),
+    table = _compact_table(
+        "Selection summary over methods (regret in LP accuracy, lower is better)"
     )
     for col in ("metric", "methods", "mean regret", "worst", "picked oracle", "≤ random"):
         table.add_column(col, justify="left" if col == "metric" else "right")
