@@ -114,9 +114,11 @@ def test_separate_labels_file(tmp_path, rng) -> None:  # type: ignore[no-untyped
 
 
 def test_missing_file_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    result = runner.invoke(app, ["score", str(tmp_path / "nope.npy")])
+    # a path longer than any terminal line: the error must print it whole (no wrapping)
+    missing = tmp_path / ("deep" * 30) / "nope.npy"
+    result = runner.invoke(app, ["score", str(missing)])
     assert result.exit_code == 2
-    assert "nope.npy" in result.output and "not found" in result.output
+    assert str(missing) in result.output and "not found" in result.output
 
 
 class Payload:

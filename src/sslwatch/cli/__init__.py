@@ -20,7 +20,8 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console()
-err_console = Console(stderr=True)
+# Errors carry paths a user copies: never wrap them (soft_wrap), whatever the width.
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _version_callback(value: bool) -> None:

@@ -382,4 +382,4 @@ def report(
     except (ValueError, ImportError) as exc:
         raise fail(str(exc)) from None
     size = path.stat().st_size
-    console.print(f"wrote {path} ({size / 1024:.0f} KiB)", highlight=False)
+    console.print(f"wrote {path} ({size / 1024:.0f} KiB)", highlight=False, soft_wrap=True)

@@ -173,9 +173,9 @@ def _run(
 
         console.print(_selection_table(result.selection))
         console.print(_summary_table(selection_summary(result.selection)))
-    console.print(f"results store: {result.db}")
+    console.print(f"results store: {result.db}", highlight=False, soft_wrap=True)
     for path in result.files:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
     console.print(f"done in {result.seconds:.0f} s")
 
 

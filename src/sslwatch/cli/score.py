@@ -100,7 +100,7 @@ def score(
             record["value"] = json_value(record["value"])
         payload = {"file": str(file), "n": n, "d": d, "version": __version__, "results": records}
         json_out.write_text(json.dumps(payload, indent=2))
-        console.print(f"wrote {json_out}")
+        console.print(f"wrote {json_out}", highlight=False, soft_wrap=True)
     if csv_out is not None:
         with csv_out.open("w", newline="") as fh:
             writer = csv.writer(fh)
@@ -118,7 +118,7 @@ def score(
                         defn.to_json(),
                     ]
                 )
-        console.print(f"wrote {csv_out}")
+        console.print(f"wrote {csv_out}", highlight=False, soft_wrap=True)
 
 
 @app.command("metrics")
