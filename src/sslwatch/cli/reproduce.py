@@ -60,7 +60,7 @@ def _rho(value: float) -> str:
 
 
 def _correlation_table(rows: list[dict[str, Any]]) -> Table:
-    """Spearman (with its bootstrap 90% CI) and Kendall per metric, both windows side by side."""
+    """Spearman (with its bootstrap 90% CI) per metric, both windows side by side."""
     table = _compact_table("Rank correlation with backbone LP accuracy (epoch 0 excluded)")
     for col, justify in (
         ("method", "left"),
@@ -69,7 +69,6 @@ def _correlation_table(rows: list[dict[str, Any]]) -> Table:
         ("", "center"),
         ("n", "right"),
         ("Spearman ρ [90% CI]", "right"),
-        ("τ", "right"),
         ("ρ late", "right"),
     ):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
@@ -90,10 +89,12 @@ def _correlation_table(rows: list[dict[str, Any]]) -> Table:
             arrows.get(str(r["direction"]), "·"),
             str(r["n"]),
             f"{_rho(r['spearman'])} [{_rho(r['spearman_lo'])}, {_rho(r['spearman_hi'])}]",
-            _rho(r["kendall"]),
             "" if half is None else _rho(half["spearman"]),
         )
-    table.caption = "↑ higher is better, · no direction; τ Kendall; ρ late: Spearman, later half"
+    table.caption = (
+        "↑ higher is better, · no direction; ρ late: Spearman over the later half; "
+        "Kendall's τ in correlations.csv"
+    )
     table.caption_justify = "left"
     return table
 
@@ -108,15 +109,25 @@ def _selection_table(rows: list[dict[str, Any]]) -> Table:
         table.add_row(
             str(r["method"]),
             str(r["metric"]),
-            str(r["selected_run"]).split("/", 1)[-1],
+            _short_run(str(r["selected_run"])),
             f"{r['selected_lp']:.3f}",
             f"{r['oracle_lp']:.3f}",
             f"{r['regret']:.3f}",
             f"{r['random_regret']:.3f}",
         )
-    table.caption = "random: expected regret of a uniformly random pick among the candidates"
+    table.caption = (
+        "selected run: the swept value, or the progress run (the recipe's own value); "
+        "random: expected regret of a uniformly random pick among the candidates"
+    )
     table.caption_justify = "left"
     return table
+
+
+def _short_run(run: str) -> str:
+    """``select/simclr/temperature=0.1`` -> ``temperature=0.1``; a progress run -> ``progress``
+    (the method is in its own column)."""
+    parts = run.split("/")
+    return parts[-1] if parts[0] == "select" else parts[0]
 
 
 def _summary_table(rows: list[dict[str, Any]]) -> Table:
