@@ -26,15 +26,19 @@ def _split(values: list[str] | None) -> list[str] | None:
 
 
 def _open_rows(db: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The store's tidy rows and recorded failures; a clear error when there are no rows."""
     from sslwatch.store import ResultStore
 
     if not db.is_file():
         raise fail(f"no results store at {db}; pass the database written by `sslwatch sweep`")
     try:
         with ResultStore(db) as store:
-            return store.tidy_rows(), store.failures()
+            rows, failures = store.tidy_rows(), store.failures()
     except ValueError as exc:
         raise fail(str(exc)) from None
+    if not rows:
+        raise fail(f"{db} holds no results yet; run `sslwatch sweep` first")
+    return rows, failures
 
 
 def _analyze_kwargs(
@@ -135,8 +139,6 @@ def analyze(
     from sslwatch.analysis import analyze as run_analysis
 
     rows, failures = _open_rows(db)
-    if not rows:
-        raise fail(f"{db} holds no results yet; run `sslwatch sweep` first")
     kwargs = _analyze_kwargs(
         reference, reference_representation, representation, metric, group_by, epoch,
         source, min_epoch, n_boot, confidence, seed,
@@ -361,8 +363,6 @@ def report(
     from sslwatch.report import write_report
 
     rows, _ = _open_rows(db)
-    if not rows:
-        raise fail(f"{db} holds no results yet; run `sslwatch sweep` first")
     kwargs = _analyze_kwargs(
         reference,
         reference_representation,
