@@ -69,7 +69,7 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 import sslwatch.catalog  # noqa: F401  (fills the registry)
 from sslwatch.context import MetricContext, default_k
 from sslwatch.definitions import MetricDefinition
-from sslwatch.metrics._validation import as_matrix
+from sslwatch.metrics._validation import as_int, as_matrix
 from sslwatch.metrics.spectrum import _MIXED_MAX, _MIXED_MIN, SecondMoments
 from sslwatch.registry import REGISTRY, MetricSpec, check_params
 from sslwatch.suite import Evaluation, MetricValue, OnError, compute_metrics, definition_for
@@ -678,8 +678,7 @@ class CollapseAlarms:
             value = getattr(self, name)
             if value is not None and not (0 < value <= 1):
                 raise ValueError(f"{name} must be in (0, 1] or None; got {value!r}")
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"warmup must be an int >= 0 (computes); got {self.warmup!r}")
+        as_int(self.warmup, "warmup", low=0, hint=" (computes)")
 
 
 @dataclass(frozen=True)
@@ -912,20 +911,13 @@ class Monitor:
         moment_fraction: float = 1.0,
         blas_threads: int | None = 1,
     ) -> None:
-        if blas_threads is not None and (
-            isinstance(blas_threads, bool) or not isinstance(blas_threads, int) or blas_threads < 1
-        ):
-            raise ValueError(f"blas_threads must be a positive int or None; got {blas_threads!r}")
-        if (
-            isinstance(reservoir_size, bool)
-            or not isinstance(reservoir_size, int)
-            or (reservoir_size < 2)
-        ):
-            raise ValueError(f"reservoir_size must be an int >= 2; got {reservoir_size!r}")
-        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
-            raise ValueError(f"k must be an integer >= 2 (k-means clusters) or None; got {k!r}")
-        if dim is not None and (isinstance(dim, bool) or not isinstance(dim, int) or dim < 1):
-            raise ValueError(f"dim must be a positive int or None (learned); got {dim!r}")
+        if blas_threads is not None:
+            as_int(blas_threads, "blas_threads", hint=" or None")
+        as_int(reservoir_size, "reservoir_size", low=2)
+        if k is not None:
+            as_int(k, "k", low=2, hint=" (k-means clusters) or None")
+        if dim is not None:
+            as_int(dim, "dim", hint=" or None (learned)")
         if on_error not in ("raise", "warn"):
             raise ValueError(f"on_error must be 'raise' or 'warn'; got {on_error!r}")
         if gram_dtype not in ("auto", "float64", "float32"):
@@ -1388,8 +1380,7 @@ class UpdateBudget:
         if not (isinstance(fraction, int | float) and 0.0 < float(fraction) <= 1.0):
             raise ValueError(f"fraction must be in (0, 1], e.g. 0.02 for 2%; got {fraction!r}")
         for what, n in (("warmup", warmup), ("every", every), ("max_stride", max_stride)):
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"{what} must be a positive int; got {n!r}")
+            as_int(n, what)
         if not 0.0 < smoothing <= 1.0:
             raise ValueError(f"smoothing must be in (0, 1]; got {smoothing!r}")
         self.fraction = float(fraction)

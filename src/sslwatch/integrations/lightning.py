@@ -69,6 +69,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from sslwatch.metrics._validation import as_int
 from sslwatch.monitor import (
     DEFAULT_ALARMS,
     DEFAULT_RESERVOIR_SIZE,
@@ -154,8 +155,8 @@ class SSLWatchCallback(pl.Callback):
             ("every_n_steps", every_n_steps),
             ("update_every_n_batches", update_every_n_batches),
         ):
-            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-                raise ValueError(f"{what} must be a positive int; got {n!r}")
+            if n is not None:
+                as_int(n, what)
         self.key = key
         self.views_key = views_key
         self.name = name

@@ -103,6 +103,16 @@ def as_labels(labels: Any, n: int, *, name: str = "labels") -> np.ndarray:
     return codes.astype(np.int64, copy=False).reshape(-1)
 
 
+def as_int(value: Any, name: str, *, low: int = 1, hint: str = "") -> int:
+    """``value`` as a Python int, or a ValueError naming ``name``, the bound and ``hint``.
+
+    Accepts Python and numpy integers (not bools, not floats) that are at least ``low``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}{hint}; got {value!r}.")
+    return int(value)
+
+
 def to_numpy(t: torch.Tensor) -> np.ndarray:
     """Detach, move to CPU and return a numpy view/copy of ``t``."""
     return t.detach().cpu().numpy()

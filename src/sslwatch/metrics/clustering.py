@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sslwatch.metrics._validation import as_labels, as_matrix, to_numpy
+from sslwatch.metrics._validation import as_int, as_labels, as_matrix, to_numpy
 
 __all__ = ["KMeansResult", "cluster_agreement", "kmeans", "silhouette"]
 
@@ -148,13 +148,13 @@ def kmeans(
     """
     x0 = as_matrix(z, name="z", min_rows=2)
     n, dim = x0.shape
-    k = _check_int(k, "k", 1)
+    k = as_int(k, "k", low=1)
     if k > n:
         raise ValueError(
             f"k={k} clusters is more than the {n} samples; choose k <= N (or pass more samples)."
         )
-    n_init = _check_int(n_init, "n_init", 1)
-    max_iter = _check_int(max_iter, "max_iter", 1)
+    n_init = as_int(n_init, "n_init", low=1)
+    max_iter = as_int(max_iter, "max_iter", low=1)
     tol = float(tol)
     if not (tol >= 0.0 and math.isfinite(tol)):
         raise ValueError(f"tol must be a finite number >= 0; got {tol}.")
@@ -199,14 +199,6 @@ def kmeans(
         inertia=inertia,
         n_iter=n_iter,
     )
-
-
-def _check_int(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
-    if value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; got {value}.")
-    return int(value)
 
 
 class _Workers:
@@ -672,7 +664,7 @@ def silhouette(
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {_METRICS}; got {metric!r}.")
     if sample_size is not None:
-        sample_size = _check_int(sample_size, "sample_size", 2)
+        sample_size = as_int(sample_size, "sample_size", low=2)
         if sample_size < n:
             gen = torch.Generator(device="cpu")
             gen.manual_seed(int(seed))

@@ -21,7 +21,7 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
 
-from sslwatch.metrics._validation import as_matrix, to_numpy
+from sslwatch.metrics._validation import as_int, as_matrix, to_numpy
 
 __all__ = ["entropy"]
 
@@ -98,9 +98,7 @@ def entropy(z: Any, *, estimator: str = "knn", k: int = 3) -> float:
     x = as_matrix(z, name="z", min_rows=2)
     if estimator == "gaussian":
         return _gaussian_entropy(x)
-    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
-        raise ValueError(f"k must be a positive integer (the neighbour rank); got {k!r}.")
-    k = int(k)
+    k = as_int(k, "k", hint=" (a positive integer: the neighbour rank)")
     n = x.shape[0]
     if k >= n:
         raise ValueError(

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sslwatch.metrics._validation import as_labels, as_matrix
+from sslwatch.metrics._validation import as_int, as_labels, as_matrix
 
 __all__ = [
     "DEFAULT_L2_GRID",
@@ -234,7 +234,7 @@ def fit_linear_probe(
             f"train_y has a single class ({classes[0]!r}); a classifier needs at least two "
             "distinct classes in the training labels."
         )
-    max_iter = _check_positive_int(max_iter, "max_iter")
+    max_iter = as_int(max_iter, "max_iter", hint=" (a positive integer)")
     if isinstance(val_fraction, bool) or not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(
             f"val_fraction must be strictly between 0 and 1 (e.g. 0.2); got {val_fraction!r}."
@@ -498,7 +498,7 @@ def knn_accuracy(
     if chunk_size is None:
         chunk = max(1, _KNN_BLOCK_ELEMENTS // n_train)
     else:
-        chunk = _check_positive_int(chunk_size, "chunk_size")
+        chunk = as_int(chunk_size, "chunk_size", hint=" (a positive integer)")
 
     classes, codes = np.unique(train_raw, return_inverse=True)
     n_classes = int(classes.shape[0])
@@ -558,12 +558,6 @@ def _check_same_dim(x_tr: torch.Tensor, x_te: torch.Tensor) -> None:
             f"train_z has {x_tr.shape[1]} features but test_z has {x_te.shape[1]}; both "
             "must come from the same representation (same D)."
         )
-
-
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    return int(value)
 
 
 def _check_l2(value: Any, name: str) -> float:

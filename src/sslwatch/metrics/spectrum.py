@@ -79,7 +79,7 @@ import torch
 from scipy.linalg import blas as _blas
 from scipy.special import entr
 
-from sslwatch.metrics._validation import as_matrix
+from sslwatch.metrics._validation import as_int, as_matrix
 
 __all__ = [
     "SecondMoments",
@@ -189,8 +189,7 @@ class SecondMoments:
     @classmethod
     def zeros(cls, dim: int, *, device: torch.device | str | None = None) -> SecondMoments:
         """The empty state (n = 0) for D = ``dim``, the identity of ``merge``."""
-        if isinstance(dim, bool) or not isinstance(dim, int | np.integer) or dim < 1:
-            raise ValueError(f"dim must be a positive int; got {dim!r}.")
+        dim = as_int(dim, "dim")
         return cls(
             n=0,
             total=torch.zeros(int(dim), dtype=torch.float64, device=device),
@@ -885,9 +884,7 @@ def _safe_scale(x: torch.Tensor) -> float:
 def _chunk_size(chunk: int | None, width: int) -> int:
     if chunk is None:
         return max(1, _CHUNK_ELEMENTS // max(1, width))
-    if isinstance(chunk, bool) or not isinstance(chunk, int | np.integer) or chunk < 1:
-        raise ValueError(f"chunk_rows must be a positive int or None; got {chunk!r}.")
-    return int(chunk)
+    return as_int(chunk, "chunk_rows", hint=" or None")
 
 
 def _gram(
