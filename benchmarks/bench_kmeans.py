@@ -137,7 +137,7 @@ def breakdown(name: str, x: np.ndarray, k: int, threads: int, args: argparse.Nam
     def seed_ours() -> None:
         with clustering._cpu_workers(xc) as workers:
             gen = torch.Generator().manual_seed(args.seed)
-            box["init"] = clustering._kmeans_plusplus(xa, xa.T.contiguous(), k, gen, workers)
+            box["init"] = clustering._kmeans_plusplus(xa, xa.T.contiguous(), k, [gen], workers)[0]
 
     def seed_sk() -> None:
         with threadpool_limits(threads):

@@ -466,6 +466,60 @@ def test_kmeans_result_does_not_depend_on_thread_count(overlapping, small_blocks
     assert one.inertia == two.inertia
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_kmeans_plusplus_runs_in_lockstep_equal_runs_seeded_alone(overlapping, backend):
+    xt = torch.from_numpy(overlapping.astype(np.float32))
+    xa = clustering._augment(xt, (xt * xt).sum(1))
+
+    def seed(seeds: list[int]) -> list[torch.Tensor]:
+        gens = [torch.Generator().manual_seed(s) for s in seeds]
+        if backend == "torch":
+            return clustering._kmeans_plusplus(xa, xa.T, 12, gens, None)
+        with clustering._cpu_workers(xt) as workers:
+            return clustering._kmeans_plusplus(xa, xa.T.contiguous(), 12, gens, workers)
+
+    together = seed([5, 6, 7])
+    for s, centres in zip([5, 6, 7], together, strict=True):
+        np.testing.assert_array_equal(centres.numpy(), seed([s])[0].numpy())
+    # and the runs do differ from each other (each has its own generator)
+    assert not torch.equal(together[0], together[1])
+    # the centres are 12 distinct samples
+    rows = {tuple(r) for r in xt.tolist()}
+    assert all(len(rows & {tuple(r) for r in c.tolist()}) == 12 for c in together)
+
+
+def test_kmeans_result_does_not_depend_on_lockstep_grouping(overlapping, monkeypatch):
+    x = overlapping.astype(np.float32)
+    grouped = kmeans(x, 12, n_init=3, seed=2)
+    monkeypatch.setattr(clustering, "_SEED_BYTES", 1)  # every run seeded on its own
+    alone = kmeans(x, 12, n_init=3, seed=2)
+    np.testing.assert_array_equal(grouped.labels, alone.labels)
+    assert grouped.inertia == alone.inertia
+
+
+def test_kmeans_restores_torch_thread_count(blobs):
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    real = clustering._lloyd
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    try:
+        torch.set_num_threads(2)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(clustering, "_lloyd", spy)
+            kmeans(blobs[0].astype(np.float32), 3, n_init=1)
+        assert seen == [1]  # torch's own ops run single-threaded beside the workers
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError):
+            kmeans(np.full((5, 2), np.nan), 2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kmeans_inertia_on_overlapping_blobs_within_one_percent_of_sklearn(overlapping, dtype):
     x = overlapping.astype(dtype)
@@ -479,15 +533,14 @@ def test_seed_candidate_potentials_match_numpy(backend, small_blocks):
     x = rng.normal(size=(2000, 5))  # several blocks of the numpy kernel, the last one partial
     xt = torch.from_numpy(x)
     xa = clustering._augment(xt, (xt * xt).sum(1))
-    rows = torch.tensor([3, 1000, 1999])
-    closest = torch.from_numpy(rng.uniform(0.0, 30.0, size=2000))
+    rows = torch.tensor([[3, 1000, 1999], [7, 3, 1500]])  # two runs, three candidates each
+    closest = torch.from_numpy(rng.uniform(0.0, 30.0, size=(2, 2000)))
     if backend == "numpy":
         with clustering._cpu_workers(xt) as workers:
             d, pots = clustering._seed_candidates(xa, xa.T.contiguous(), rows, closest, workers)
     else:
         d, pots = clustering._seed_candidates(xa, xa.T, rows, closest, None)
-    expected = np.minimum(
-        ((x[None, :, :] - x[rows.numpy(), None, :]) ** 2).sum(-1), closest.numpy()
-    )
+    sq = ((x[None, None, :, :] - x[rows.numpy()][:, :, None, :]) ** 2).sum(-1)
+    expected = np.minimum(sq, closest.numpy()[:, None, :])
     np.testing.assert_allclose(d.numpy(), expected, rtol=1e-9, atol=1e-9)
-    np.testing.assert_allclose(pots.numpy(), expected.sum(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(pots.numpy(), expected.sum(axis=2), rtol=1e-12)

@@ -58,6 +58,8 @@ _DIST_BYTES = 512 * 2**20
 _PARTIAL = 0.6
 # k-means++ uses a transposed copy of the data up to this size (bytes).
 _XT_BYTES = 2 * 2**30
+# k-means++: candidate distances of the runs seeded in lockstep, at most this many bytes
+_SEED_BYTES = 256 * 2**20
 
 
 # --------------------------------------------------------------------------- k-means
@@ -106,16 +108,20 @@ def kmeans(
     or when ``sum_j ||c_j^new - c_j^old||^2 <= tol * mean_d Var(z[:, d])``; a cluster
     that becomes empty is re-seeded with the sample farthest from its own centre (the
     n_empty farthest samples go to the n_empty empty clusters). Random numbers come from
-    a ``torch.Generator`` seeded with ``seed`` (never the global RNG), so the result is
-    deterministic for a seed; the draws differ from scikit-learn's, so labels match
-    scikit-learn only up to the seeding, while inertias are of the same quality.
+    ``torch.Generator`` objects seeded from ``seed`` (one per run; never the global
+    RNG), so the result is deterministic for a seed and the same for any thread count;
+    the draws differ from scikit-learn's, so labels match scikit-learn only up to the
+    seeding, while inertias are of the same quality.
 
     float32 input is clustered in float32 (float64 stays float64, half precision is
     upcast to float32). Distances come from one GEMM per block of samples,
     ``[x, 1, ||x||^2] . [-2c, ||c||^2, 1] = ||x - c||^2``. CPU tensors use numpy/BLAS
     kernels: one single-threaded BLAS call per block, the blocks spread over
     ``torch.get_num_threads()`` threads (BLAS is held to one thread meanwhile, through
-    threadpoolctl, as scikit-learn does); accelerators use torch. Lloyd keeps the (N, k)
+    threadpoolctl, as scikit-learn does, and torch's own thread count is set to 1 and
+    restored on return, so that its OpenMP team does not spin on the same cores);
+    accelerators use torch. The k-means++ seedings of the ``n_init`` runs advance in
+    lockstep and share each pass over the samples. Lloyd keeps the (N, k)
     distances between iterations and recomputes only the columns of the centres that
     moved (a centre whose cluster kept its members is bit-for-bit unchanged; "activity
     detection", Kaukoranta, Fränti & Nevalainen 2000), so the iterates are plain
@@ -174,15 +180,18 @@ def kmeans(
     variance = (x_sq.sum(dtype=torch.float64) / n - resid.dot(resid)) / dim
     tol_abs = max(float(variance), 0.0) * tol
 
-    gen = torch.Generator(device="cpu")
-    gen.manual_seed(int(seed))
+    # One generator per run, itself seeded from ``seed``: a run's centres do not depend
+    # on which other runs are seeded alongside it.
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    run_seeds = torch.randint(0, 2**62, (n_init,), generator=gen).tolist()
     best: tuple[float, torch.Tensor, torch.Tensor, int] | None = None
     with _cpu_workers(x) as workers:
-        # Lloyd draws no random numbers, so all runs are seeded first. k-means++ streams
-        # the samples once per batch of candidates: a (D + 2, N) copy makes that skinny
-        # GEMM about 1.5x faster (kept within _XT_BYTES, and freed before Lloyd).
+        # Lloyd draws no random numbers, so all runs are seeded first, in lockstep.
+        # k-means++ streams the samples once per step: a (D + 2, N) copy makes that
+        # skinny GEMM about 1.5x faster (kept within _XT_BYTES, and freed before Lloyd).
         xat = xa.T.contiguous() if xa.numel() * xa.element_size() <= _XT_BYTES else xa.T
-        seeds = [_kmeans_plusplus(xa, xat, k, gen, workers) for _ in range(n_init)]
+        gens = [torch.Generator().manual_seed(int(s)) for s in run_seeds]
+        seeds = _kmeans_plusplus(xa, xat, k, gens, workers)
         del xat
         for centers in seeds:
             labels, centers, inertia, n_iter = _lloyd(
@@ -241,6 +250,7 @@ def _cpu_workers(x: torch.Tensor) -> Iterator[_Workers | None]:
     if not (_CPU_NUMPY and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)):
         yield None
         return
+    n_threads = torch.get_num_threads()
     with ExitStack() as stack:
         try:
             from threadpoolctl import threadpool_limits
@@ -248,7 +258,11 @@ def _cpu_workers(x: torch.Tensor) -> Iterator[_Workers | None]:
             pass
         else:
             stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
-        workers = _Workers(torch.get_num_threads())
+        # torch's own small ops between the blocks run single-threaded meanwhile: an
+        # OpenMP team woken by them keeps spinning and steals the cores from the workers.
+        stack.callback(torch.set_num_threads, n_threads)
+        torch.set_num_threads(1)
+        workers = _Workers(n_threads)
         stack.callback(workers.close)
         yield workers
 
@@ -275,9 +289,14 @@ def _augment_centers(centers: torch.Tensor, c_sq: torch.Tensor | None = None) ->
 
 
 def _kmeans_plusplus(
-    xa: torch.Tensor, xat: torch.Tensor, k: int, gen: torch.Generator, workers: _Workers | None
-) -> torch.Tensor:
-    """Greedy k-means++ seeding (scikit-learn's ``_kmeans_plusplus``); returns (k, D).
+    xa: torch.Tensor,
+    xat: torch.Tensor,
+    k: int,
+    gens: list[torch.Generator],
+    workers: _Workers | None,
+) -> list[torch.Tensor]:
+    """Greedy k-means++ seeding (scikit-learn's ``_kmeans_plusplus``), one (k, D) set of
+    centres per generator in ``gens``.
 
     ``xa`` is the augmented data of :func:`_augment`, ``xat`` its transpose (a contiguous
     copy is fastest; ``xa.T`` works). The first centre is a uniformly drawn sample; each
@@ -285,26 +304,51 @@ def _kmeans_plusplus(
     ``2 + int(log k)`` samples drawn with probability proportional to their current
     squared distance. If every sample already sits on a centre (potential 0), the draw
     falls on sample 0.
+
+    The runs advance in lockstep, so each step streams the samples once for the
+    candidates of all runs (the skinny GEMM is memory-bound); every run draws only from
+    its own generator, so its centres do not depend on which runs share a pass (at most
+    ``_SEED_BYTES`` of candidate distances at a time).
     """
     n = xa.shape[0]
-    dev = xa.device
     n_trials = 2 + int(math.log(k))
-    first = int(torch.randint(n, (1,), generator=gen))
-    idx = [first]
-    inf = torch.full((n,), math.inf, dtype=xa.dtype, device=dev)
-    closest, pot = _seed_candidates(xa, xat, torch.tensor([first], device=dev), inf, workers)
-    closest = closest[0]
-    pot = pot[0]
+    per_run = n_trials * n * xa.element_size()
+    group = max(1, _SEED_BYTES // per_run)
+    out: list[torch.Tensor] = []
+    for g0 in range(0, len(gens), group):
+        out.extend(_kmeans_plusplus_group(xa, xat, k, gens[g0 : g0 + group], n_trials, workers))
+    return out
+
+
+def _kmeans_plusplus_group(
+    xa: torch.Tensor,
+    xat: torch.Tensor,
+    k: int,
+    gens: list[torch.Generator],
+    n_trials: int,
+    workers: _Workers | None,
+) -> list[torch.Tensor]:
+    """:func:`_kmeans_plusplus` for runs that share every pass over the samples."""
+    n = xa.shape[0]
+    dev = xa.device
+    runs = torch.arange(len(gens), device=dev)
+    first = [int(torch.randint(n, (1,), generator=g)) for g in gens]
+    idx = [[f] for f in first]
+    inf = torch.full((len(gens), n), math.inf, dtype=xa.dtype, device=dev)
+    closest, pot = _seed_candidates(xa, xat, torch.tensor(first, device=dev)[:, None], inf, workers)
+    closest, pot = closest[:, 0], pot[:, 0]
     for _ in range(1, k):
-        rand = torch.rand(n_trials, generator=gen, dtype=torch.float64).to(dev) * pot
-        cum = torch.cumsum(closest, dim=0, dtype=torch.float64)
+        rand = torch.stack([torch.rand(n_trials, generator=g, dtype=torch.float64) for g in gens])
+        rand = rand.to(dev) * pot.unsqueeze(1)
+        cum = torch.cumsum(closest, dim=1, dtype=torch.float64)
         cand = torch.searchsorted(cum, rand).clamp_(max=n - 1)
         d, pots = _seed_candidates(xa, xat, cand, closest, workers)
-        b = int(torch.argmin(pots))
-        pot = pots[b]
-        closest = d[b]
-        idx.append(int(cand[b]))
-    return xa[:, :-2].index_select(0, torch.tensor(idx, device=dev))
+        best = torch.argmin(pots, dim=1)
+        pot = pots[runs, best]
+        closest = d[runs, best]
+        for r, c in enumerate(cand[runs, best].tolist()):
+            idx[r].append(c)
+    return [xa[:, :-2].index_select(0, torch.tensor(i, device=dev)) for i in idx]
 
 
 def _seed_candidates(
@@ -314,27 +358,32 @@ def _seed_candidates(
     closest: torch.Tensor,
     workers: _Workers | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each candidate centre ``x_r`` (r in ``rows``): the squared distance of every
-    sample to its nearest centre once ``x_r`` is added, ``min(closest, ||x - x_r||^2)``
-    ((len(rows), N), distances clamped at 0), and the resulting potentials (float64 sums
-    over the samples). One skinny GEMM ``[-2x_r, ||x_r||^2, 1] . xat`` per block."""
-    sel = xa.index_select(0, rows)
+    """For each run r and each of its candidate centres ``x_c`` (c in ``rows[r]``, rows is
+    (R, T)): the squared distance of every sample to the run's nearest centre once
+    ``x_c`` is added, ``min(closest[r], ||x - x_c||^2)`` ((R, T, N), distances clamped
+    at 0), and the resulting potentials ((R, T) float64 sums over the samples). One
+    skinny GEMM ``[-2x_c, ||x_c||^2, 1] . xat`` per block of samples, for all runs."""
+    n_runs, t = rows.shape
+    n = xa.shape[0]
+    sel = xa.index_select(0, rows.flatten())
     ca = _augment_centers(sel[:, :-2], sel[:, -1])
-    t, n = ca.shape[0], xa.shape[0]
     if workers is None:
-        d = torch.mm(ca, xat).clamp_(min=0.0)
-        torch.minimum(d, closest.unsqueeze(0), out=d)
-        return d, d.sum(dim=1, dtype=torch.float64)
-    d = torch.empty(t, n, dtype=xa.dtype)
-    step = _cpu_rows(_CPU_SEED_ROWS, xa.shape[1] * t)
-    part = np.empty((len(range(0, n, step)), t), dtype=np.float64)
+        d = torch.mm(ca, xat).clamp_(min=0.0).view(n_runs, t, n)
+        torch.minimum(d, closest.unsqueeze(1), out=d)
+        return d, d.sum(dim=2, dtype=torch.float64)
+    d = torch.empty(n_runs, t, n, dtype=xa.dtype)
+    step = _cpu_rows(_CPU_SEED_ROWS, xa.shape[1] * n_runs * t)
+    part = np.empty((len(range(0, n, step)), n_runs, t), dtype=np.float64)
     xat_np, ca_np, d_np, cl_np = xat.numpy(), ca.numpy(), d.numpy(), closest.numpy()
 
     def block(s: int, e: int) -> None:
-        g = np.matmul(ca_np, xat_np[:, s:e], out=workers.scratch("s", (t, e - s), d_np.dtype))
+        g = np.matmul(
+            ca_np, xat_np[:, s:e], out=workers.scratch("s", (n_runs * t, e - s), d_np.dtype)
+        )
         np.maximum(g, 0.0, out=g)
-        np.minimum(g, cl_np[s:e], out=d_np[:, s:e])
-        np.sum(d_np[:, s:e], axis=1, dtype=np.float64, out=part[s // step])
+        g3 = g.reshape(n_runs, t, e - s)
+        np.minimum(g3, cl_np[:, None, s:e], out=d_np[:, :, s:e])
+        np.sum(d_np[:, :, s:e], axis=2, dtype=np.float64, out=part[s // step])
 
     workers.run(block, n, step)
     return d, torch.from_numpy(part.sum(axis=0))
