@@ -5,10 +5,14 @@
     .venv/bin/python benchmarks/bench_kmeans.py --breakdown   # + seeding / per-iteration split
 
 Both sides get the same float32 data, k-means++ seeding, n_init, max_iter and tol, and
-``torch.get_num_threads()`` threads (scikit-learn through threadpoolctl). Two data
+``torch.get_num_threads()`` threads (scikit-learn through threadpoolctl). Three data
 regimes are timed: "clustered" blobs (Lloyd converges in tens of iterations, so the
-k-means++ seeding is a large share of the time) and "overlapping" blobs (Lloyd runs
-for 100+ iterations, so the assignment GEMM dominates). Timings are the best of a few
+k-means++ seeding is a large share of the time), "overlapping" blobs (cluster spread
+far above the centres' spacing: nearly isotropic noise, Lloyd runs for 100+ iterations
+and every centre moves in most of them, so the assignment GEMM dominates; the worst
+case for any exact method) and "real": SimCLR backbone features of 50,000 MNIST-1D
+signals (real SSL embeddings: non-negative, a decaying spectrum, overlapping classes;
+built once in about a minute and cached, see real_embeddings.py). Timings are the best of a few
 repeats, interleaved between the two libraries, after a warm-up. The targets: at least
 2x faster at an inertia no more than 1% above scikit-learn's.
 
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     n, d, k = (3_000, 32, 10) if args.quick else (50_000, 256, 100)
-    regimes = {"clustered": 8.0, "overlapping": 30.0}
+    regimes = {"clustered": 8.0, "overlapping": 30.0, "real": None}
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
@@ -107,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(hdr))
     ok = True
     for name, std in regimes.items():
-        x, _ = make_blobs(n_samples=n, n_features=d, centers=k, cluster_std=std, random_state=0)
-        x = x.astype(np.float32)
+        x = dataset(n, d, k, std, quick=args.quick)
         (t_o, (i_o, it_o)), (t_s, (i_s, it_s)) = interleaved_best(
             [lambda x=x: ours(x), lambda x=x: sk(x)], args.repeats
         )
@@ -121,9 +124,21 @@ def main(argv: list[str] | None = None) -> int:
     print("targets: speedup >= 2x, inertia ratio <= 1.01 (iters: Lloyd iterations of the best run)")
     if args.breakdown:
         for name, std in regimes.items():
-            x, _ = make_blobs(n_samples=n, n_features=d, centers=k, cluster_std=std, random_state=0)
-            breakdown(name, x.astype(np.float32), k, threads, args)
+            breakdown(name, dataset(n, d, k, std, quick=args.quick), k, threads, args)
     return 0 if ok else 1
+
+
+def dataset(n: int, d: int, k: int, std: float | None, *, quick: bool) -> np.ndarray:
+    """float32 (n, d): blobs with ``k`` centres and the given spread, or (``std`` None)
+    real SSL embeddings: SimCLR backbone features of MNIST-1D (built once, ~1 min, and
+    cached in benchmarks/.cache; see real_embeddings.py)."""
+    if std is None:
+        from real_embeddings import DEFAULT_CACHE_DIR, mnist1d_simclr_embeddings  # beside this file
+
+        epochs = 2 if quick else 15
+        return mnist1d_simclr_embeddings(n, d, epochs=epochs, cache_dir=DEFAULT_CACHE_DIR)
+    x, _ = make_blobs(n_samples=n, n_features=d, centers=k, cluster_std=std, random_state=0)
+    return x.astype(np.float32)
 
 
 def breakdown(name: str, x: np.ndarray, k: int, threads: int, args: argparse.Namespace) -> None:
