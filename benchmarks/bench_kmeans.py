@@ -26,7 +26,6 @@ bare distance GEMM on the same threads.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from sklearn.cluster import KMeans, kmeans_plusplus
 from sklearn.datasets import make_blobs
 from threadpoolctl import threadpool_limits
 
+from machine import machine_line  # beside this file
 from sslwatch.metrics import clustering
 from sslwatch.metrics.clustering import kmeans
 
@@ -71,12 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    wait = os.environ.get("OMP_WAIT_POLICY", "unset")
-    print(
-        f"load average {load} on {os.cpu_count()} CPUs, OMP_WAIT_POLICY={wait} (on a shared "
-        "machine run with OMP_WAIT_POLICY=PASSIVE: spinning OpenMP threads stall both sides)"
-    )
+    print(machine_line())
     print(
         f"torch {torch.__version__}, threads={threads}, N={n}, D={d}, k={k}, float32, "
         f"n_init={args.n_init}, max_iter={args.max_iter}, tol={args.tol}"
@@ -110,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     print(hdr)
     print("-" * len(hdr))
     ok = True
-    for name, std in regimes.items():
-        x = dataset(n, d, k, std, quick=args.quick)
+    data = {name: dataset(n, d, k, std, quick=args.quick) for name, std in regimes.items()}
+    for name, x in data.items():
         (t_o, (i_o, it_o)), (t_s, (i_s, it_s)) = interleaved_best(
             [lambda x=x: ours(x), lambda x=x: sk(x)], args.repeats
         )
@@ -123,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("targets: speedup >= 2x, inertia ratio <= 1.01 (iters: Lloyd iterations of the best run)")
     if args.breakdown:
-        for name, std in regimes.items():
-            breakdown(name, dataset(n, d, k, std, quick=args.quick), k, threads, args)
+        for name, x in data.items():
+            breakdown(name, x, k, threads, args)
     return 0 if ok else 1
 
 

@@ -26,6 +26,7 @@ import torch
 from sklearn.metrics import silhouette_score
 from threadpoolctl import threadpool_limits
 
+from machine import machine_line  # beside this file
 from sslwatch.metrics.clustering import silhouette
 
 SKLEARN_BUDGET_S = 150.0  # skip scikit-learn when its estimated time exceeds this
@@ -106,12 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    wait = os.environ.get("OMP_WAIT_POLICY", "unset")
-    print(
-        f"load average {load} on {os.cpu_count()} CPUs, OMP_WAIT_POLICY={wait} (on a shared "
-        "machine run with OMP_WAIT_POLICY=PASSIVE: spinning OpenMP threads stall both sides)"
-    )
+    print(machine_line())
     print(f"torch {torch.__version__}, threads={threads}, D={d}, clusters={c}, float32 data")
 
     # warm-up (BLAS thread pools, allocator)
