@@ -180,17 +180,17 @@ def kmeans(
     variance = (x_sq.sum(dtype=torch.float64) / n - resid.dot(resid)) / dim
     tol_abs = max(float(variance), 0.0) * tol
 
-    # One generator per run, itself seeded from ``seed``: a run's centres do not depend
-    # on which other runs are seeded alongside it.
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    run_seeds = torch.randint(0, 2**62, (n_init,), generator=gen).tolist()
     best: tuple[float, torch.Tensor, torch.Tensor, int] | None = None
     with _cpu_workers(x) as workers:
         # Lloyd draws no random numbers, so all runs are seeded first, in lockstep.
         # k-means++ streams the samples once per step: a (D + 2, N) copy makes that
         # skinny GEMM about 1.5x faster (kept within _XT_BYTES, and freed before Lloyd).
         xat = xa.T.contiguous() if xa.numel() * xa.element_size() <= _XT_BYTES else xa.T
-        gens = [torch.Generator().manual_seed(int(s)) for s in run_seeds]
+        # One generator per run, itself seeded from ``seed``: a run's centres do not
+        # depend on which other runs are seeded alongside it.
+        gen = torch.Generator(device="cpu").manual_seed(int(seed))
+        run_seeds = torch.randint(0, 2**62, (n_init,), generator=gen).tolist()
+        gens = [torch.Generator().manual_seed(s) for s in run_seeds]
         seeds = _kmeans_plusplus(xa, xat, k, gens, workers)
         del xat
         for centers in seeds:
