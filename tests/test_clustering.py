@@ -278,8 +278,8 @@ def _run_lloyd(x: np.ndarray, init: np.ndarray, tol: float, backend: str, **kw):
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
-@pytest.mark.parametrize("cache", [True, False])
-def test_kmeans_relocates_empty_cluster_like_sklearn(cache, backend):
+@pytest.mark.parametrize("bounds", [True, False])
+def test_kmeans_relocates_empty_cluster_like_sklearn(bounds, backend):
     # Two tight groups and a third initial centre far from every sample: its cluster is
     # empty after the first assignment and must be re-seeded with the sample farthest
     # from its centre, exactly as scikit-learn's Lloyd does.
@@ -287,7 +287,7 @@ def test_kmeans_relocates_empty_cluster_like_sklearn(cache, backend):
     x = np.concatenate([rng.normal(0, 1, (50, 2)), rng.normal(8, 1, (50, 2))])
     x[0] = [-6.0, 0.0]  # an outlier that ends up in a cluster of its own
     init = np.array([[0.0, 0.0], [8.0, 8.0], [100.0, 100.0]])
-    labels, centers, inertia, _ = _run_lloyd(x, init, 0.0, backend, cache=cache)
+    labels, centers, inertia, _ = _run_lloyd(x, init, 0.0, backend, bounds=bounds)
     sk = KMeans(3, init=init, n_init=1, algorithm="lloyd", tol=0.0).fit(x)
     assert len(np.unique(labels)) == 3
     np.testing.assert_array_equal(labels, sk.labels_)
@@ -377,19 +377,19 @@ def test_cluster_agreement_bad_input():
 
 
 @pytest.mark.parametrize(
-    ("cache", "backend"),
+    ("bounds", "backend"),
     [(True, "numpy"), (False, "numpy"), (True, "numpy-blocks"), (True, "torch"), (False, "torch")],
 )
 @pytest.mark.parametrize("data", ["digits", "mnist1d"])
-def test_lloyd_from_given_centres_reproduces_sklearn_iterates(request, data, cache, backend):
-    # Same initial centres -> our Lloyd (distances of unmoved centres reused or not,
+def test_lloyd_from_given_centres_reproduces_sklearn_iterates(request, data, bounds, backend):
+    # Same initial centres -> our Lloyd (samples skipped by Yinyang bounds or not,
     # numpy or torch kernels) must produce the same iterates as scikit-learn's plain
     # Lloyd: labels, centres, inertia, n_iter.
     x, _ = request.getfixturevalue(data)
     if backend == "numpy-blocks":
         request.getfixturevalue("small_blocks")
     init = x[np.random.default_rng(5).choice(len(x), 12, replace=False)]
-    labels, centers, inertia, n_iter = _run_lloyd(x, init, 1e-4, backend, cache=cache)
+    labels, centers, inertia, n_iter = _run_lloyd(x, init, 1e-4, backend, bounds=bounds)
     sk = KMeans(12, init=init, n_init=1, algorithm="lloyd", tol=1e-4, max_iter=300).fit(x)
     assert n_iter == sk.n_iter_
     np.testing.assert_array_equal(labels, sk.labels_)
@@ -413,28 +413,114 @@ def overlapping() -> np.ndarray:
     return x
 
 
-def test_distance_reuse_matches_plain_lloyd_and_is_exercised(
-    overlapping, monkeypatch, small_blocks
+@pytest.mark.parametrize("group_size", [100, 4])  # one group (Hamerly's bounds), or 3
+def test_bounds_skip_samples_and_still_match_plain_lloyd(
+    overlapping, monkeypatch, small_blocks, group_size
 ):
+    # Same iterates as scikit-learn's plain Lloyd, while most passes compute the
+    # distances of only a small part of the samples.
+    monkeypatch.setattr(clustering, "_GROUP_SIZE", group_size)
     x = overlapping
     init = x[np.random.default_rng(1).choice(len(x), 12, replace=False)]
-    partial = []
-    original = clustering._Distances.assign
+    computed: list[int] = []
+    original = clustering._Nearest.assign
 
-    def spy(self, centers, moved):
-        if self.cache and self.ready and moved is not None:
-            partial.append(0 < moved.numel() <= clustering._PARTIAL * centers.shape[0])
-        return original(self, centers, moved)
+    def spy(self, centers):
+        before = self.rows_computed
+        out = original(self, centers)
+        computed.append(self.rows_computed - before)
+        return out
 
-    monkeypatch.setattr(clustering._Distances, "assign", spy)
+    monkeypatch.setattr(clustering._Nearest, "assign", spy)
     ref = KMeans(12, init=init, n_init=1, algorithm="lloyd", tol=1e-4, max_iter=300).fit(x)
     for backend in ("numpy", "torch"):
-        labels, centers, inertia, n_iter = _run_lloyd(x, init, 1e-4, backend, cache=True)
+        computed.clear()
+        labels, centers, inertia, n_iter = _run_lloyd(x, init, 1e-4, backend, bounds=True)
         assert n_iter == ref.n_iter_ > 20
         np.testing.assert_array_equal(labels, ref.labels_)
         np.testing.assert_allclose(centers, ref.cluster_centers_, atol=1e-8)
         assert inertia == pytest.approx(ref.inertia_, rel=1e-9)
-    assert sum(partial) >= 5  # iterations that recomputed only some centres' distances
+        assert computed[0] == len(x)
+        assert sum(c < len(x) // 2 for c in computed) >= len(computed) // 2
+        assert sum(computed) < 0.6 * len(x) * len(computed)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_bounds_are_true_bounds_of_the_exact_distances(overlapping, monkeypatch, backend):
+    # After every pass, for every sample: the upper bound is at least the exact distance
+    # to its centre, and each group's lower bound at most the exact distance to every
+    # other centre of the group (float64 distances of the float32 data: the bounds must
+    # absorb the float32 GEMM's rounding). Groups of 4 centres, so several groups.
+    monkeypatch.setattr(clustering, "_GROUP_SIZE", 4)
+    x = overlapping.astype(np.float32)
+    init = x[np.random.default_rng(2).choice(len(x), 12, replace=False)]
+    checked = []
+    original = clustering._Nearest.assign
+
+    def spy(self, centers):
+        out = original(self, centers)
+        if self.prev is None:  # a plain pass: no bounds to check
+            return out
+        xd = self.xa[:, :-2].double().numpy()
+        c = centers.double().numpy()
+        dist = np.sqrt(((xd[:, None, :] - c[None]) ** 2).sum(-1))
+        lab = out.numpy()
+        rows = np.arange(len(xd))
+        assert np.all(self.upper.numpy() >= dist[rows, lab])
+        group = self.group.numpy()
+        for g in range(self.lower.shape[0]):
+            others = np.where(
+                (group[None, :] == g) & (np.arange(len(c))[None, :] != lab[:, None]), dist, np.inf
+            )
+            assert np.all(self.lower[g].numpy() <= others.min(axis=1))
+        checked.append(self.lower.shape[0])
+        return out
+
+    monkeypatch.setattr(clustering._Nearest, "assign", spy)
+    _run_lloyd(x, init.astype(np.float32), 1e-4, backend, bounds=True)
+    assert len(checked) > 20 and checked[0] == 3
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_bounds_give_up_and_retry_still_match_plain_lloyd(overlapping, monkeypatch, backend):
+    # Every bounded pass "recomputes too much": Lloyd alternates plain passes and fresh
+    # bounded ones, and the iterates stay scikit-learn's.
+    monkeypatch.setattr(clustering, "_BOUNDS_GIVE_UP", 0.0)
+    monkeypatch.setattr(clustering, "_GROUP_SIZE", 4)
+    x = overlapping
+    init = x[np.random.default_rng(1).choice(len(x), 12, replace=False)]
+    plain = []
+    original = clustering._Nearest.assign
+
+    def spy(self, centers):
+        plain.append(self.plain_left > 0)
+        return original(self, centers)
+
+    monkeypatch.setattr(clustering._Nearest, "assign", spy)
+    ref = KMeans(12, init=init, n_init=1, algorithm="lloyd", tol=1e-4, max_iter=300).fit(x)
+    labels, centers, inertia, n_iter = _run_lloyd(x, init, 1e-4, backend, bounds=True)
+    assert n_iter == ref.n_iter_
+    np.testing.assert_array_equal(labels, ref.labels_)
+    np.testing.assert_allclose(centers, ref.cluster_centers_, atol=1e-8)
+    assert inertia == pytest.approx(ref.inertia_, rel=1e-9)
+    assert 0 < sum(plain) < len(plain)
+
+
+def test_matmul_unit_roundoff_follows_torch_float32_precision():
+    x32 = torch.zeros(3, 4)
+    before = torch.get_float32_matmul_precision()
+    try:
+        assert clustering._matmul_unit_roundoff(x32.double(), None) == 2.0**-53
+        torch.set_float32_matmul_precision("highest")
+        assert clustering._matmul_unit_roundoff(x32, None) == 2.0**-24
+        torch.set_float32_matmul_precision("high")  # TF32 allowed
+        assert clustering._matmul_unit_roundoff(x32, None) == 2.0**-11
+        torch.set_float32_matmul_precision("medium")  # bfloat16 allowed
+        assert clustering._matmul_unit_roundoff(x32, None) == 2.0**-8
+        with clustering._cpu_workers(x32) as workers:  # numpy's BLAS: always IEEE float32
+            assert clustering._matmul_unit_roundoff(x32, workers) == 2.0**-24
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def test_kmeans_numpy_and_torch_kernels_agree(overlapping, monkeypatch, small_blocks):

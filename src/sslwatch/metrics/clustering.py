@@ -15,6 +15,7 @@ to floating-point rounding).
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import threading
 from collections.abc import Callable, Iterator
@@ -51,11 +52,19 @@ _MIN_BLOCK_WORK = 2**22
 # CPU float32/float64 tensors use the numpy kernels (one single-threaded BLAS call per
 # block, blocks spread over torch.get_num_threads() threads); False: torch kernels.
 _CPU_NUMPY = True
-# Lloyd keeps the (N, k) squared distances between iterations up to this size (bytes)
-# and recomputes only the columns of moved centres when they are at most this fraction
-# (above it, narrow GEMMs plus the column scatter cost more than one full pass).
-_DIST_BYTES = 512 * 2**20
-_PARTIAL = 0.6
+# Lloyd skips samples by Yinyang bounds (see _Nearest) when one full pass costs at least
+# this many multiply-adds (below it, their bookkeeping costs more than it saves); one
+# group of centres per _GROUP_SIZE centres, at most _BOUND_BYTES of (t, N) float64 bounds;
+# a block whose share of samples to recompute exceeds _FULL_BLOCK is recomputed whole.
+_BOUNDS_MIN_WORK = 2**23
+_GROUP_SIZE = 10
+_BOUND_BYTES = 256 * 2**20
+_FULL_BLOCK = 0.7
+# A bounded pass that recomputes more than this share of the samples is followed by
+# _BOUNDS_BACKOFF plain passes (doubling while it keeps happening, up to 16), then a
+# fresh full bounded pass: where the bounds cannot skip, their bookkeeping only costs.
+_BOUNDS_GIVE_UP = 0.75
+_BOUNDS_BACKOFF = 2
 # k-means++ uses a transposed copy of the data up to this size (bytes).
 _XT_BYTES = 2 * 2**30
 # k-means++: candidate distances of the runs seeded in lockstep, at most this many bytes
@@ -121,14 +130,19 @@ def kmeans(
     threadpoolctl, as scikit-learn does, and torch's own thread count is set to 1 and
     restored on return, so that its OpenMP team does not spin on the same cores);
     accelerators use torch. The k-means++ seedings of the ``n_init`` runs advance in
-    lockstep and share each pass over the samples. Lloyd keeps the (N, k)
-    distances between iterations and recomputes only the columns of the centres that
-    moved (a centre whose cluster kept its members is bit-for-bit unchanged; "activity
-    detection", Kaukoranta, Fränti & Nevalainen 2000), so the iterates are plain
-    Lloyd's. Cluster sums are kept in float64 and updated for the samples that moved.
-    Memory: an augmented centred copy of ``z`` (N, D + 2); for the seeding, a transposed
-    copy (up to 2 GiB, freed before Lloyd); for Lloyd, the (N, k) distances (up to
-    512 MiB, else every iteration is a full pass in blocks).
+    lockstep and share each pass over the samples. Lloyd skips the samples whose
+    nearest centre provably did not change, by the triangle-inequality bounds of
+    Yinyang k-means (Ding et al., ICML 2015: an upper bound on the distance to the own
+    centre, a lower bound per group of about 10 centres), widened by the GEMM's
+    worst-case rounding, so the iterates are plain Lloyd's up to floating-point ties
+    (two centres whose distances differ by less than the float32 rounding; such a tie
+    may go the other way than in a full pass and, Lloyd being chaotic, lead to another
+    local optimum of the same quality). Where the bounds stop paying (most samples near
+    a boundary), plain passes run for a while instead. Cluster sums are kept in float64
+    and updated for the samples that moved. Memory: an augmented centred copy of ``z``
+    (N, D + 2); for the seeding, a transposed copy (up to 2 GiB, freed before Lloyd);
+    for Lloyd, the float64 bounds, (1 + k / 10) * N values (at most 256 MiB for the
+    groups' bounds, fewer groups beyond).
 
     Degenerate input: when ``z`` has fewer distinct rows than ``k`` (for example fully
     collapsed embeddings), k-means++ picks duplicate centres, the surplus clusters stay
@@ -398,75 +412,259 @@ def _block_rows(n_cols: int, itemsize: int, n: int) -> int:
     return max(1, min(n, _BLOCK_BYTES // max(1, n_cols * itemsize)))
 
 
-class _Distances:
-    """Nearest-centre search over the augmented samples ``xa`` (:func:`_augment`), one
-    GEMM per block of rows.
+@dataclass(frozen=True)
+class _BoundStep:
+    """What the bounds of :class:`_Nearest` need from one Lloyd step."""
 
-    With ``cache``, the (N, k) squared distances are kept between iterations and only
-    the columns of the centres that moved are recomputed ("activity detection",
-    Kaukoranta, Fränti & Nevalainen 2000): a centre whose cluster kept its members is
-    bit-for-bit unchanged, so its column is too, and the argmin over the updated
-    matrix is plain Lloyd's assignment. Without it every call is a full pass.
+    shift: torch.Tensor  # (k,) float64: how far each centre moved since the last call
+    group_shift: torch.Tensor  # (t,) float64: the largest shift within each group
+    c_max: float  # max_j ||c_j|| of the new centres
+    guard: float  # margin for the float64 rounding of the bound updates
+    first: bool  # no bounds yet: a full pass
+    search: bool  # no labels yet: a full argmin (else the old label is checked first)
+
+
+def _matmul_unit_roundoff(x: torch.Tensor, workers: _Workers | None) -> float:
+    """Unit roundoff of the distance GEMM's products: the dtype's, or coarser where torch
+    may run float32 products in TF32 or bfloat16 (``torch.set_float32_matmul_precision``
+    "high" or "medium"; numpy's BLAS never does)."""
+    unit = torch.finfo(x.dtype).eps / 2
+    if x.dtype == torch.float32 and workers is None:
+        precision = torch.get_float32_matmul_precision()
+        if precision == "high" or (
+            x.device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
+        ):
+            unit = 2.0**-11
+        elif precision != "highest":
+            unit = 2.0**-8
+    return unit
+
+
+class _Nearest:
+    """Exact nearest-centre search over the augmented samples ``xa`` (:func:`_augment`)
+    that skips the samples whose nearest centre provably did not change: the bounds of
+    Yinyang k-means (Ding et al., ICML 2015), with one GEMM per block of the samples
+    that need a look.
+
+    The centres are split once into ``t`` groups (a few Lloyd steps on the initial
+    centres; ``t = k / _GROUP_SIZE``). Per sample i it keeps an upper bound ``u_i`` on
+    the distance to its assigned centre a and, per group g, a lower bound ``l_ig`` on
+    the distance to every other centre of g. When centre j moves by ``s_j``,
+    ``u_i += s_a`` and ``l_ig -= max_{j in g} s_j`` (triangle inequality), and a sample
+    with ``u_i <= min_g l_ig`` keeps its centre with no distance computed. The others get
+    the squared distances to all centres, ``xa . [-2c, ||c||^2, 1]^T``, hence the nearest
+    centre and fresh bounds. The GEMM's rounding is absorbed in the bounds: a computed
+    squared distance is widened by ``2 gamma_{D+2} (||x|| + max_j ||c_j||)^2``, twice
+    the worst-case error of a length-(D + 2) dot product (Higham 2002, sec. 3.1; the
+    second half covers the rounded norms in ``xa`` and ``ca``), so a skipped sample
+    keeps its truly nearest centre: the iterates are plain Lloyd's up to floating-point
+    ties (two centres whose distances differ by less than the rounding).
+
+    Without ``bounds`` every call is a plain full pass (nearest centre only).
     """
 
-    def __init__(self, xa: torch.Tensor, k: int, cache: bool, workers: _Workers | None) -> None:
+    def __init__(self, xa: torch.Tensor, k: int, bounds: bool, workers: _Workers | None) -> None:
         self.xa = xa
         self.workers = workers
-        self.dist = torch.empty(xa.shape[0], k if cache else 0, dtype=xa.dtype, device=xa.device)
-        self.cache = cache
-        self.ready = False
+        n = xa.shape[0]
+        dev = xa.device
+        unit = _matmul_unit_roundoff(xa, workers)
+        n_terms = xa.shape[1]
+        # gamma_n = n u / (1 - n u); bounds are useless once the GEMM may lose all digits
+        self.bounds = bounds and k > 1 and 2 * n_terms * unit < 0.5
+        self.gamma = 2.0 * n_terms * unit / (1.0 - n_terms * unit)
+        self.x_norm = torch.sqrt(xa[:, -1].to(torch.float64)) if self.bounds else None
+        self.labels = torch.empty(n, dtype=torch.int64, device=dev)
+        self.perm = torch.arange(k, device=dev)  # centre order of the GEMM's columns
+        self.starts = np.zeros(1, dtype=np.int64)  # first column of each group
+        self.group = torch.zeros(k, dtype=torch.int64, device=dev)  # group of each centre
+        self.upper = torch.empty(n if self.bounds else 0, dtype=torch.float64, device=dev)
+        self.lower = torch.empty(0, n, dtype=torch.float64, device=dev)
+        self.prev: torch.Tensor | None = None  # centres of the last bounded pass
+        self.has_labels = False
+        self.plain_left = 0  # plain passes to run before the bounds are tried again
+        self.backoff = _BOUNDS_BACKOFF
+        self.rows_computed = 0  # samples whose distances to all centres were computed
 
-    def assign(self, centers: torch.Tensor, moved: torch.Tensor | None) -> torch.Tensor:
-        """int64 labels ``argmin_j ||x_i - c_j||^2`` for ``centers``; ``moved`` lists the
-        centres that changed since the previous call (None: all of them may have)."""
-        cols = None
-        k = centers.shape[0]
-        if self.cache and self.ready and moved is not None and moved.numel() <= _PARTIAL * k:
-            cols = moved
-        self.ready = self.cache
-        sel = centers if cols is None else centers.index_select(0, cols)
-        cat = _augment_centers(sel).T.contiguous()
+    def assign(self, centers: torch.Tensor) -> torch.Tensor:
+        """int64 labels ``argmin_j ||x_i - c_j||^2`` for ``centers`` (a new tensor)."""
+        c64 = centers.to(torch.float64)
+        if self.bounds and not self.has_labels:
+            self._make_groups(c64)
+        # augmented centres, rows in group order: (k, D + 2)
+        ca = _augment_centers(centers).index_select(0, self.perm)
+        step: _BoundStep | None = None
+        if self.plain_left:  # the bounds did not pay lately: plain passes for a while
+            self.plain_left -= 1
+            self.prev = None
+        elif self.bounds:
+            assert self.x_norm is not None
+            c_max = float(torch.linalg.vector_norm(c64, dim=1).max())
+            # float64 rounding of the bound updates themselves (far below the GEMM's)
+            guard = 2.0**-30 * (float(self.x_norm.max()) + c_max)
+            t = self.lower.shape[0]
+            shift = torch.zeros(centers.shape[0], dtype=torch.float64, device=c64.device)
+            gshift = torch.zeros(t, dtype=torch.float64, device=c64.device)
+            if self.prev is not None:
+                shift = torch.linalg.vector_norm(c64 - self.prev, dim=1)
+                gshift.scatter_reduce_(0, self.group, shift, reduce="amax")
+            first, search = self.prev is None, not self.has_labels
+            step = _BoundStep(shift, gshift, c_max, guard, first=first, search=search)
+            self.prev = c64
+        before = self.rows_computed
         if self.workers is not None:
-            return self._assign_numpy(cat, None if cols is None else cols.numpy())
-        n = self.xa.shape[0]
-        cpu = self.xa.device.type == "cpu"
-        step = min(n, _CPU_ROWS) if cpu else _block_rows(k, self.xa.element_size(), n)
-        labels = torch.empty(n, dtype=torch.int64, device=self.xa.device)
-        for s in range(0, n, step):
-            e = min(n, s + step)
-            g = torch.mm(self.xa[s:e], cat)
-            if not self.cache:
-                d2 = g
-            elif cols is None:
-                d2 = self.dist[s:e]
-                d2.copy_(g)
+            self._assign_numpy(ca, step)
+        else:
+            self._assign_torch(ca.T.contiguous(), step)
+        self.has_labels = True
+        if step is not None and not step.first:
+            # a bounded pass that recomputes most samples costs more than a plain one
+            if self.rows_computed - before > _BOUNDS_GIVE_UP * self.xa.shape[0]:
+                self.plain_left, self.backoff = self.backoff, min(2 * self.backoff, 16)
             else:
-                d2 = self.dist[s:e]
-                d2.index_copy_(1, cols, g)
-            labels[s:e] = torch.argmin(d2, dim=1)
-        return labels
+                self.backoff = _BOUNDS_BACKOFF
+        return self.labels.clone()
 
-    def _assign_numpy(self, cat: torch.Tensor, cols: np.ndarray | None) -> torch.Tensor:
+    def _make_groups(self, c64: torch.Tensor) -> None:
+        """Yinyang's grouping: ``t`` groups of centres by a few Lloyd steps on the centres."""
+        k = c64.shape[0]
+        n = self.xa.shape[0]
+        t = max(1, min(k // _GROUP_SIZE, _BOUND_BYTES // (8 * n)))
+        group = torch.zeros(k, dtype=torch.int64, device=c64.device)
+        if t > 1:
+            means = c64[:t].clone()
+            for _ in range(5):
+                group = torch.cdist(c64, means).argmin(dim=1)
+                sums = torch.zeros_like(means).index_add_(0, group, c64)
+                cnt = torch.bincount(group, minlength=t).unsqueeze(1)
+                means = torch.where(cnt > 0, sums / cnt.clamp(min=1), means)
+            group = torch.unique(group, return_inverse=True)[1]  # drop empty groups
+        self.perm = torch.sort(group, stable=True).indices
+        self.group = group
+        sizes = torch.bincount(group).cpu().numpy()
+        self.starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        self.lower = torch.empty(len(sizes), n, dtype=torch.float64, device=c64.device)
+
+    def _assign_numpy(self, ca: torch.Tensor, step: _BoundStep | None) -> None:
         assert self.workers is not None
         workers = self.workers
-        xa, cat_np = self.xa.numpy(), cat.numpy()
-        dist = self.dist.numpy() if self.cache else None
-        n, width = xa.shape[0], cat_np.shape[1]
-        labels = np.empty(n, dtype=np.int64)
+        xa_t = self.xa
+        xa, ca_np = xa_t.numpy(), ca.numpy()
+        cat_np = np.ascontiguousarray(ca_np.T) if step is None else ca_np.T
+        labels, perm, starts = self.labels.numpy(), self.perm.numpy(), self.starts
+        inv_perm = np.argsort(perm)
+        n, width, k = xa.shape[0], xa.shape[1], ca_np.shape[0]
+        rows = _cpu_rows(_CPU_ROWS, width * k)
+        if step is not None:
+            assert self.x_norm is not None
+            upper, lower, x_norm = self.upper.numpy(), self.lower.numpy(), self.x_norm.numpy()
+            shift, gshift = step.shift.numpy(), step.group_shift.numpy()[:, None]
 
-        def block(s: int, e: int) -> None:
-            if dist is None:
-                d2 = np.matmul(xa[s:e], cat_np, out=workers.scratch("d", (e - s, width), xa.dtype))
-            elif cols is None:
-                d2 = np.matmul(xa[s:e], cat_np, out=dist[s:e])
-            else:
-                g = np.matmul(xa[s:e], cat_np, out=workers.scratch("d", (e - s, width), xa.dtype))
-                d2 = dist[s:e]
-                d2[:, cols] = g
-            labels[s:e] = d2.argmin(axis=1)
+        def refresh(idx: slice | np.ndarray, m: int) -> None:
+            if isinstance(idx, slice):
+                a = xa[idx]
+            else:  # torch's gather is about twice as fast as numpy's here
+                a = workers.scratch("a", (m, width), xa.dtype)
+                torch.index_select(xa_t, 0, torch.from_numpy(idx), out=torch.from_numpy(a))
+            if step is None:  # nearest centre only: (m, k) distances, argmin along rows
+                g = np.matmul(a, cat_np, out=workers.scratch("d", (m, k), xa.dtype))
+                labels[idx] = perm[g.argmin(axis=1)]
+                return
+            # (k, m) distances: the per-group minima are then fast minima over row ranges
+            g = np.matmul(ca_np, a.T, out=workers.scratch("d", (k, m), xa.dtype))
+            ar = np.arange(m)
+            if step.search:
+                j = g.argmin(axis=0)
+            else:  # most samples keep their centre: check it, search only the others
+                near = g.min(axis=0)
+                j = inv_perm[labels[idx]]
+                moved = np.flatnonzero(g[j, ar] != near)
+                if moved.size:
+                    j[moved] = g[:, moved].argmin(axis=0)
+            labels[idx] = perm[j]
+            # bounds in float64, widened by the GEMM's worst-case rounding (see class doc)
+            slack = x_norm[idx] + step.c_max
+            slack *= slack
+            slack *= self.gamma
+            near = g[j, ar] + slack
+            upper[idx] = np.sqrt(np.maximum(near, 0.0, out=near), out=near)
+            g[j, ar] = np.inf
+            group_min = workers.scratch("g", (len(starts), m), xa.dtype)
+            for grp, (c0, c1) in enumerate(itertools.pairwise([*starts, k])):
+                np.minimum.reduce(g[c0:c1], axis=0, out=group_min[grp])
+            low = np.subtract(
+                group_min, slack, out=workers.scratch("l", (len(starts), m), np.dtype(np.float64))
+            )
+            lower[:, idx] = np.sqrt(np.maximum(low, 0.0, out=low), out=low)
 
-        workers.run(block, n, _cpu_rows(_CPU_ROWS, xa.shape[1] * width))
-        return torch.from_numpy(labels)
+        n_blocks = len(range(0, n, rows))
+        work: list[slice | np.ndarray] = [slice(s, min(n, s + rows)) for s in range(0, n, rows)]
+        if step is not None and not step.first:
+            # the bounds of every sample, in a few large chunks; then the blocks in which
+            # most samples need a look are recomputed whole, the other such samples are
+            # gathered into blocks of ``rows``
+            chunk = 8 * rows
+            found: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(range(0, n, chunk))
+
+            def test(s: int, e: int) -> None:
+                u = upper[s:e]
+                u += shift[labels[s:e]]
+                low = lower[:, s:e]
+                low -= gshift
+                bound = low.min(axis=0)
+                bound -= step.guard
+                found[s // chunk] = np.flatnonzero(u > bound) + s
+
+            workers.run(test, n, chunk)
+            fail = np.concatenate(found)
+            sizes = np.full(n_blocks, rows)
+            sizes[-1] = n - rows * (n_blocks - 1)
+            whole = np.bincount(fail // rows, minlength=n_blocks) > _FULL_BLOCK * sizes
+            rest = fail[~whole[fail // rows]]
+            work = [work[b] for b in np.flatnonzero(whole)]
+            work += [rest[s : s + rows] for s in range(0, rest.size, rows)]
+
+        def run(w0: int, w1: int) -> None:
+            for w in work[w0:w1]:
+                refresh(w, w.stop - w.start if isinstance(w, slice) else w.size)
+
+        workers.run(run, len(work), 1)
+        self.rows_computed += sum(
+            w.stop - w.start if isinstance(w, slice) else w.size for w in work
+        )
+
+    def _assign_torch(self, cat: torch.Tensor, step: _BoundStep | None) -> None:
+        xa, labels = self.xa, self.labels
+        n, k = xa.shape[0], cat.shape[1]
+        rows: torch.Tensor | None = None
+        if step is not None and not step.first:
+            self.upper += step.shift.index_select(0, labels)
+            self.lower -= step.group_shift.unsqueeze(1)
+            fail = torch.nonzero(self.upper > self.lower.amin(dim=0) - step.guard).flatten()
+            if fail.numel() <= _FULL_BLOCK * n:
+                rows = fail
+        m = n if rows is None else int(rows.numel())
+        cpu = xa.device.type == "cpu"
+        blk = min(m, _CPU_ROWS) if cpu else _block_rows(k, xa.element_size(), m)
+        bounds = self.starts.tolist() + [k]
+        for s in range(0, m, max(1, blk)):
+            e = min(m, s + blk)
+            idx: slice | torch.Tensor = slice(s, e) if rows is None else rows[s:e]
+            a = xa[idx] if rows is None else xa.index_select(0, rows[s:e])
+            g = torch.mm(a, cat)
+            j = torch.argmin(g, dim=1)
+            labels[idx] = self.perm.index_select(0, j)
+            if step is None:
+                continue
+            j = j.unsqueeze(1)
+            near = g.gather(1, j).squeeze(1).to(torch.float64)
+            g.scatter_(1, j, math.inf)
+            assert self.x_norm is not None
+            slack = (self.x_norm[idx] + step.c_max) ** 2 * self.gamma
+            self.upper[idx] = torch.sqrt((near + slack).clamp_(min=0.0))
+            low = torch.stack([g[:, a0:a1].amin(dim=1) for a0, a1 in itertools.pairwise(bounds)])
+            self.lower[:, idx] = torch.sqrt((low.to(torch.float64) - slack).clamp_(min=0.0))
+        self.rows_computed += m
 
 
 def _cluster_sums(x: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
@@ -483,7 +681,7 @@ def _lloyd(
     max_iter: int,
     tol_abs: float,
     *,
-    cache: bool | None = None,
+    bounds: bool | None = None,
     xa: torch.Tensor | None = None,
     workers: _Workers | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float, int]:
@@ -493,9 +691,10 @@ def _lloyd(
     moves each centre to the mean of its samples, and stops when the labels did not
     change or the total squared centre shift is at most ``tol_abs``.
 
-    The assignment is plain Lloyd's argmin (up to floating-point ties): with ``cache``
-    (default: when the (N, k) distances fit in ``_DIST_BYTES``) only the distances to
-    the centres that moved are recomputed (see :class:`_Distances`), otherwise all.
+    The assignment is plain Lloyd's argmin (up to floating-point ties): with ``bounds``
+    (default: when one full pass costs at least ``_BOUNDS_MIN_WORK`` multiply-adds) only
+    the samples whose nearest centre may have changed are recomputed (Yinyang bounds,
+    see :class:`_Nearest`), otherwise all of them.
     Cluster sums are kept in float64 and updated for the samples that moved only.
     ``workers`` (see :func:`_cpu_workers`) selects the numpy kernels, None the torch ones.
 
@@ -506,19 +705,18 @@ def _lloyd(
     k = centers.shape[0]
     if xa is None:
         xa = _augment(x, x_sq)
-    if cache is None:
-        cache = k > 1 and n * k * x.element_size() <= _DIST_BYTES
-    dist = _Distances(xa, k, cache, workers)
-    labels = dist.assign(centers, None)
+    if bounds is None:
+        bounds = n * k * xa.shape[1] >= _BOUNDS_MIN_WORK
+    dist = _Nearest(xa, k, bounds, workers)
+    labels = dist.assign(centers)
     sums = _cluster_sums(x, labels, k)
     counts = torch.bincount(labels, minlength=k)
-    moved: torch.Tensor | None = None
     n_iter = 0
     for it in range(max_iter):
         n_iter = it + 1
         changed = None
         if it > 0:
-            lab = dist.assign(centers, moved)
+            lab = dist.assign(centers)
             changed = _apply_moves(x, None, lab, labels, sums, counts)
         if bool((counts == 0).any()):
             # Relocation changes the centres only; sums/counts keep matching labels.
@@ -532,15 +730,14 @@ def _lloyd(
             sums_c / counts_c.clamp(min=1).unsqueeze(1).to(torch.float64),
             centers.to(torch.float64),
         ).to(x.dtype)
-        delta = torch.linalg.vector_norm((new - centers).to(torch.float64), dim=1)
-        shift = float((delta * delta).sum())
-        moved = torch.nonzero(delta > 0).flatten()
+        delta = (new - centers).to(torch.float64)
+        shift = float(torch.einsum("ij,ij->", delta, delta))
         centers = new
         if changed == 0:  # labels identical to the previous iteration's
             break
         if shift <= tol_abs:
             break
-    labels, inertia = _labels_inertia(x, dist, centers, moved)
+    labels, inertia = _labels_inertia(x, dist, centers)
     return labels, centers, inertia, n_iter
 
 
@@ -633,14 +830,14 @@ def _relocate_empty(
 
 
 def _labels_inertia(
-    x: torch.Tensor, dist: _Distances, centers: torch.Tensor, moved: torch.Tensor | None
+    x: torch.Tensor, dist: _Nearest, centers: torch.Tensor
 ) -> tuple[torch.Tensor, float]:
     """Nearest-centre labels of ``centers`` and the inertia ``sum_i ||x_i - c_{l_i}||^2``.
 
     The inertia is computed from the differences (not from the expanded GEMM form, which
     cancels), per sample in x's dtype and summed over samples in float64.
     """
-    labels = dist.assign(centers, moved)
+    labels = dist.assign(centers)
     n, d = x.shape
     step = _block_rows(d, x.element_size(), n)
     total = torch.zeros((), dtype=torch.float64, device=x.device)
