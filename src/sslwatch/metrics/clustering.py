@@ -768,12 +768,14 @@ def _apply_moves(
         sums.copy_(_cluster_sums(x, labels, sums.shape[0]))
         counts.copy_(torch.bincount(labels, minlength=counts.numel()))
         return n_moved
-    # one scatter-add: the rows join their new clusters, then leave their old ones
-    both = torch.cat([new_l, labels.index_select(0, idx)])
+    # the rows join their new clusters, then leave their old ones
+    old_l = labels.index_select(0, idx)
     rows = x.index_select(0, idx).to(torch.float64)
-    _add_rows(sums, both, torch.cat([rows, -rows]), 1.0)
+    _add_rows(sums, new_l, rows, 1.0)
+    _add_rows(sums, old_l, rows, -1.0)
     ones = torch.ones_like(new_l)
-    counts.index_add_(0, both, torch.cat([ones, -ones]))
+    counts.index_add_(0, new_l, ones)
+    counts.index_add_(0, old_l, ones, alpha=-1)
     labels.index_copy_(0, idx, new_l)
     return n_moved
 
