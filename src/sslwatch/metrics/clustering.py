@@ -474,6 +474,7 @@ class _Nearest:
         self.bounds = bounds and k > 1 and 2 * n_terms * unit < 0.5
         self.gamma = 2.0 * n_terms * unit / (1.0 - n_terms * unit)
         self.x_norm = torch.sqrt(xa[:, -1].to(torch.float64)) if self.bounds else None
+        self.x_norm_max = float(self.x_norm.max()) if self.x_norm is not None else 0.0
         self.labels = torch.empty(n, dtype=torch.int64, device=dev)
         self.perm = torch.arange(k, device=dev)  # centre order of the GEMM's columns
         self.starts = np.zeros(1, dtype=np.int64)  # first column of each group
@@ -498,10 +499,9 @@ class _Nearest:
             self.plain_left -= 1
             self.prev = None
         elif self.bounds:
-            assert self.x_norm is not None
             c_max = float(torch.linalg.vector_norm(c64, dim=1).max())
             # float64 rounding of the bound updates themselves (far below the GEMM's)
-            guard = 2.0**-30 * (float(self.x_norm.max()) + c_max)
+            guard = 2.0**-30 * (self.x_norm_max + c_max)
             t = self.lower.shape[0]
             shift = torch.zeros(centers.shape[0], dtype=torch.float64, device=c64.device)
             gshift = torch.zeros(t, dtype=torch.float64, device=c64.device)
@@ -617,21 +617,21 @@ class _Nearest:
 
             workers.run(test, n, chunk)
             fail = np.concatenate(found)
-            sizes = np.full(n_blocks, rows)
-            sizes[-1] = n - rows * (n_blocks - 1)
-            whole = np.bincount(fail // rows, minlength=n_blocks) > _FULL_BLOCK * sizes
+            block_sizes = np.full(n_blocks, rows)
+            block_sizes[-1] = n - rows * (n_blocks - 1)
+            whole = np.bincount(fail // rows, minlength=n_blocks) > _FULL_BLOCK * block_sizes
             rest = fail[~whole[fail // rows]]
             work = [work[b] for b in np.flatnonzero(whole)]
             work += [rest[s : s + rows] for s in range(0, rest.size, rows)]
 
+        sizes = [w.stop - w.start if isinstance(w, slice) else w.size for w in work]
+
         def run(w0: int, w1: int) -> None:
-            for w in work[w0:w1]:
-                refresh(w, w.stop - w.start if isinstance(w, slice) else w.size)
+            for w, m in zip(work[w0:w1], sizes[w0:w1], strict=True):
+                refresh(w, m)
 
         workers.run(run, len(work), 1)
-        self.rows_computed += sum(
-            w.stop - w.start if isinstance(w, slice) else w.size for w in work
-        )
+        self.rows_computed += sum(sizes)
 
     def _assign_torch(self, cat: torch.Tensor, step: _BoundStep | None) -> None:
         xa, labels = self.xa, self.labels
