@@ -19,7 +19,10 @@ repeats, interleaved between the two libraries, after a warm-up. The targets: at
 
 How many Lloyd iterations a run needs depends on its k-means++ draws (on overlapping
 blobs from about 90 to over 200), and the two libraries draw differently, so one seed
-can flatter either side; ``--seeds S`` also prints the time summed over S seeds.
+can flatter either side; ``--seeds S`` also prints the time summed over S seeds and
+the mean inertia ratio (which local optimum a seed's runs reach is a matter of their
+draws too: on clustered blobs one seed may end 1% above or below scikit-learn's), and
+then judges the inertia target on that mean.
 
 ``--breakdown`` also times the two phases separately on each regime: k-means++ seeding
 of the n_init runs (ours in lockstep vs ``sklearn.cluster.kmeans_plusplus`` n_init
@@ -126,19 +129,20 @@ def main(argv: list[str] | None = None) -> int:
                 [lambda x=x, s=seed: ours(x, s), lambda x=x, s=seed: sk(x, s)], args.repeats
             )
             speedup, ratio = t_s / t_o, i_o / i_s
-            ok = ok and ratio <= 1.01
-            tot = totals.setdefault(name, [0.0, 0.0])
-            tot[0], tot[1] = tot[0] + t_o, tot[1] + t_s
+            ok = ok and (ratio <= 1.01 or args.seeds > 1)
+            tot = totals.setdefault(name, [0.0, 0.0, 0.0])
+            tot[0], tot[1], tot[2] = tot[0] + t_o, tot[1] + t_s, tot[2] + ratio / args.seeds
             print(
                 f"{name:<12} {t_o:>8.2f} {t_s:>10.2f} {speedup:>7.2f}x {i_o:>14.6g} {i_s:>14.6g} "
                 f"{ratio:>13.5f} {f'{it_o}/{it_s}':>13}"
                 + (f"  seed {seed}" if args.seeds > 1 else "")
             )
     if args.seeds > 1:
-        for name, (t_o, t_s) in totals.items():
+        for name, (t_o, t_s, mean_ratio) in totals.items():
+            ok = ok and mean_ratio <= 1.01
             print(
-                f"{name:<12} {t_o:>8.2f} {t_s:>10.2f} {t_s / t_o:>7.2f}x  "
-                f"sum over {args.seeds} seeds"
+                f"{name:<12} {t_o:>8.2f} {t_s:>10.2f} {t_s / t_o:>7.2f}x {'':>29} "
+                f"{mean_ratio:>13.5f}  sum (ratio: mean) over {args.seeds} seeds"
             )
     print("targets: speedup >= 2x, inertia ratio <= 1.01 (iters: Lloyd iterations of the best run)")
     if args.breakdown:
