@@ -653,6 +653,185 @@ def test_sigkilled_writer_leaves_complete_points(tmp_path: Path, mode: str) -> N
     _check_complete(path, k, list(range(max(complete) + 2)))
 
 
+# --------------------------------------------------------------------------- seconds
+
+# Schema version 1 exactly as sslwatch 0.1 wrote it (frozen here; the code no longer has it).
+V1_SCHEMA = """
+CREATE TABLE schema_info (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL,
+    created TEXT NOT NULL, sslwatch_version TEXT NOT NULL);
+CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, method TEXT,
+    architecture TEXT, meta TEXT NOT NULL DEFAULT '{}', created TEXT NOT NULL);
+CREATE TABLE points (id INTEGER PRIMARY KEY,
+    run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    source TEXT NOT NULL CHECK (source IN ('checkpoint', 'online')), path TEXT,
+    epoch INTEGER CHECK (epoch IS NULL OR epoch >= 0),
+    step INTEGER CHECK (step IS NULL OR step >= 0),
+    status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('ok', 'failed', 'pending')),
+    error TEXT, created TEXT NOT NULL, updated TEXT NOT NULL,
+    CHECK (path IS NOT NULL OR epoch IS NOT NULL OR step IS NOT NULL));
+CREATE UNIQUE INDEX points_by_path ON points (run_id, path) WHERE path IS NOT NULL;
+CREATE UNIQUE INDEX points_by_position
+    ON points (run_id, source, ifnull(epoch, -1), ifnull(step, -1)) WHERE path IS NULL;
+CREATE TABLE definitions (digest TEXT PRIMARY KEY, metric TEXT NOT NULL, n INTEGER NOT NULL,
+    d INTEGER NOT NULL, dtype TEXT NOT NULL, revision INTEGER NOT NULL,
+    definition TEXT NOT NULL);
+CREATE INDEX definitions_by_metric ON definitions (metric);
+CREATE TABLE results (point_id INTEGER NOT NULL REFERENCES points(id) ON DELETE CASCADE,
+    representation TEXT NOT NULL, digest TEXT NOT NULL REFERENCES definitions(digest),
+    value REAL, is_nan INTEGER NOT NULL DEFAULT 0 CHECK (is_nan IN (0, 1)),
+    version TEXT NOT NULL, created TEXT NOT NULL,
+    PRIMARY KEY (point_id, representation, digest), CHECK ((value IS NULL) = (is_nan = 1)));
+CREATE INDEX results_by_digest ON results (digest);
+"""
+
+
+def _write_v1(path: Path, values: dict[str, float]) -> list[MetricDefinition]:
+    """A version-1 store written with raw SQL: run 'old', one checkpoint, these values."""
+    defs = _defs(len(values))
+    con = _raw(path)
+    con.executescript(V1_SCHEMA)
+    con.execute("INSERT INTO schema_info VALUES (1, 1, '2024-01-01', '0.1.0')")
+    con.execute("INSERT INTO runs (id, name, method, created) VALUES (1, 'old', 'simclr', 't')")
+    con.execute(
+        "INSERT INTO points (id, run_id, source, path, epoch, status, created, updated)"
+        " VALUES (1, 1, 'checkpoint', 'old/e3.pt', 3, 'ok', 't', 't')"
+    )
+    for d, (rep, v) in zip(defs, values.items(), strict=True):
+        con.execute(
+            "INSERT INTO definitions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (d.digest(), d.metric, d.n, d.d, d.dtype, d.revision, d.to_json()),
+        )
+        nan = math.isnan(v)
+        con.execute(
+            "INSERT INTO results VALUES (1, ?, ?, ?, ?, ?, 't')",
+            (rep, d.digest(), None if nan else v, int(nan), d.version),
+        )
+    con.commit()
+    con.close()
+    return defs
+
+
+def test_seconds_round_trip_and_are_validated(store: ResultStore, tmp_path: Path) -> None:
+    point = store.ensure_point(store.ensure_run("r"), epoch=1)
+    d = _defs(3)
+    rows: list[Any] = [("b", d[0], 1.0, 0.25), ("b", d[1], 2.0, np.float32(3.0)), ("b", d[2], 3.0)]
+    assert store.record_results(point, rows) == 3
+    got = {r["metric"]: r["seconds"] for r in store.tidy_rows()}
+    assert got == {"metric0": 0.25, "metric1": 3.0, "metric2": None}
+    assert all(isinstance(v, float) for v in (got["metric0"], got["metric1"]))
+    # A repeat keeps the first value AND its seconds.
+    assert store.record_results(point, [("b", d[0], 1.0, 9.0)]) == 0
+    assert store.tidy_rows(metric="metric0")[0]["seconds"] == 0.25
+    other = store.ensure_point(store.ensure_run("r"), epoch=2)
+    for bad in (-1.0, math.nan, math.inf, "1", True):
+        with pytest.raises(ValueError, match="seconds"):
+            store.record_results(other, [("b", d[0], 1.0, bad)])
+    with pytest.raises(ValueError, match="value\\[, seconds\\]"):
+        store.record_results(other, [("b", d[0], 1.0, 1.0, 1.0)])
+    assert store.stored_digests(other) == set()
+    # Exports carry the column: empty / null when unknown.
+    out_csv, out_json = tmp_path / "t.csv", tmp_path / "t.json"
+    store.export_csv(out_csv)
+    store.export_json(out_json)
+    with out_csv.open(newline="") as fh:
+        csv_rows = {r["metric"]: r["seconds"] for r in csv.DictReader(fh)}
+    assert csv_rows == {"metric0": "0.25", "metric1": "3.0", "metric2": ""}
+    json_rows = {r["metric"]: r["seconds"] for r in json.loads(out_json.read_text())}
+    assert json_rows == {"metric0": 0.25, "metric1": 3.0, "metric2": None}
+
+
+def test_record_timings_replaces_a_points_rows(store: ResultStore) -> None:
+    run = store.ensure_run("r")
+    p, q = store.ensure_point(run, epoch=1), store.ensure_point(run, epoch=2)
+    first = {"": {"load": 0.5, "embed": 1.0}, "backbone": {"kmeans[sample,seed=0]": 2.0}}
+    assert store.record_timings(p, first) == 3
+    assert store.record_timings(q, {"": {"load": 0.1}}) == 1
+    assert store.record_timings(p, {"": {"load": 0.75}}) == 1  # a re-evaluation replaces
+    rows = store.timings()
+    assert [(r["epoch"], r["representation"], r["name"], r["seconds"]) for r in rows] == [
+        (1, "", "load", 0.75),
+        (2, "", "load", 0.1),
+    ]
+    for bad in ({"": {"load": -1.0}}, {"": {"load": math.nan}}, {"": {"": 1.0}}):
+        with pytest.raises(ValueError):
+            store.record_timings(p, bad)
+    assert store.timings(run="r")[0]["seconds"] == 0.75  # the failed calls changed nothing
+    with pytest.raises(ValueError, match="no point with id"):
+        store.record_timings(9999, {"": {"load": 1.0}})
+
+
+def test_version_1_store_opens_upgrades_reads_and_merges(tmp_path: Path) -> None:
+    old = tmp_path / "old.db"
+    values = {"backbone": 1.5, "projector": math.nan}
+    defs = _write_v1(old, values)
+    with ResultStore(old) as s:  # opening upgrades it in place
+        rows = s.tidy_rows()
+        assert [(r["representation"], r["seconds"]) for r in rows] == [
+            ("backbone", None),
+            ("projector", None),
+        ]
+        assert _same(rows[1]["value"], math.nan) and rows[0]["value"] == 1.5
+        assert s.timings() == []
+        # New writes into the upgraded file carry seconds.
+        point = s.ensure_point(s.ensure_run("old"), path="old/e4.pt", epoch=4)
+        s.record_results(point, [("backbone", defs[0], 2.5, 0.5)])
+        s.record_timings(point, {"": {"load": 0.1}})
+    con = _raw(old)
+    assert con.execute("SELECT version FROM schema_info").fetchone() == (SCHEMA_VERSION,)
+    columns = {row[1] for row in con.execute("PRAGMA table_info(results)")}
+    assert "seconds" in columns
+    con.close()
+    ResultStore(old).close()  # a second open is a no-op upgrade
+
+    # Merging an old-schema source (upgraded when opened) into a new store, and back.
+    old2 = tmp_path / "old2.db"
+    _write_v1(old2, values)
+    new = tmp_path / "new.db"
+    with ResultStore(new) as s:
+        point = s.ensure_point(s.ensure_run("old", method="simclr"), path="old/e3.pt", epoch=3)
+        s.record_results(point, [("backbone", defs[0], 1.5, 0.3)])
+    summary = merge_stores([old2], new)
+    assert summary.n_conflicts == 0
+    assert (summary.results_added, summary.results_identical) == (1, 1)
+    with ResultStore(new) as s:
+        got = {r["representation"]: r["seconds"] for r in s.tidy_rows()}
+    assert got == {"backbone": 0.3, "projector": None}
+    old3 = tmp_path / "old3.db"
+    _write_v1(old3, values)
+    back = merge_stores([new], old3)  # an old store as the output
+    assert back.n_conflicts == 0 and back.results_identical == 2
+    with ResultStore(old3) as s:
+        got = {r["representation"]: r["seconds"] for r in s.tidy_rows()}
+    assert got == {"backbone": 0.3, "projector": None}  # missing seconds filled in
+
+
+def test_merge_identical_values_with_different_seconds_is_no_conflict(tmp_path: Path) -> None:
+    a, b, out = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "out.db"
+    d = _defs(2)
+    for path, secs, load in ((a, (0.5, None), 1.0), (b, (7.0, 2.0), 9.0)):
+        with ResultStore(path) as s:
+            p = s.ensure_point(s.ensure_run("r", method="simclr"), path="r/e1.pt", epoch=1)
+            s.record_results(p, [("b", d[0], 1.0, secs[0]), ("b", d[1], math.nan, secs[1])])
+            s.record_timings(p, {"": {"load": load}, "b": {"spectra": load / 10}})
+    summary = merge_stores([a, b], out)
+    assert summary.n_conflicts == 0 and summary.conflicts == ()
+    assert (summary.results_added, summary.results_identical) == (2, 2)
+    with ResultStore(out) as s:
+        seconds = {r["metric"]: r["seconds"] for r in s.tidy_rows()}
+        timings = {(t["representation"], t["name"]): t["seconds"] for t in s.timings()}
+    assert seconds == {"metric0": 0.5, "metric1": 2.0}  # first kept; missing filled in
+    assert timings == {("", "load"): 1.0, ("b", "spectra"): 0.1}  # the first store's
+    # The command line agrees: exit code 0, "0 conflicts".
+    from typer.testing import CliRunner
+
+    import sslwatch.cli.sweep  # noqa: F401
+    from sslwatch.cli import app
+
+    res = CliRunner().invoke(app, ["merge", str(b), str(a), "-o", str(tmp_path / "cli.db")])
+    assert res.exit_code == 0, res.output
+    assert "0 conflicts" in res.stdout
+
+
 # --------------------------------------------------------------------------- opening errors
 
 

@@ -13,8 +13,11 @@ Schema (version :data:`SCHEMA_VERSION`)::
                  UNIQUE (run_id, source, epoch, step)        when path IS NULL
     definitions  (digest PRIMARY KEY, metric, n, d, dtype, revision, definition JSON)
     results      (point_id -> points, representation, digest -> definitions,
-                  value REAL, is_nan 0|1, version, created)
+                  value REAL, is_nan 0|1, version, created, seconds REAL NULL)
                  PRIMARY KEY (point_id, representation, digest)
+    point_timings (point_id -> points, representation ('' = the whole point), name,
+                  seconds REAL, created)
+                 PRIMARY KEY (point_id, representation, name)
 
 Conventions:
 
@@ -32,6 +35,18 @@ Conventions:
 * **Definitions.** The digest excludes the sslwatch version (provenance only), so the
   ``definitions`` row keeps the first writer's JSON; each result row keeps the version that
   computed it, and :meth:`ResultStore.tidy_rows` rebuilds the exact definition JSON.
+* **Seconds.** ``results.seconds`` is the wall time the value's own computation took
+  (:attr:`sslwatch.suite.MetricValue.seconds`; shared steps excluded), ``NULL`` when
+  unknown (online values, stores written before schema version 2). ``point_timings``
+  holds the cost of the latest evaluation of a point: stages (``load``, ``embed``,
+  ...) under representation ``''`` and shared steps (``kmeans[sample,seed=0]``,
+  ``second_moments``, ...) per representation; :meth:`ResultStore.record_timings`
+  replaces a point's rows. Seconds are provenance: they never make two values differ
+  (merging keeps the first value and fills in missing seconds, never a conflict).
+* **Schema versions.** A store of an older schema version is upgraded in place when
+  opened (one transaction; see :data:`_MIGRATIONS`): version 2 added ``results.seconds``
+  and ``point_timings``. A store of a newer version is refused
+  (:class:`SchemaVersionError`).
 * **Status.** New points are ``pending``; ``record_results`` sets the status it is given
   (``ok`` clears the error); ``record_failure`` sets ``failed`` and the error and never
   deletes results.
@@ -82,7 +97,7 @@ __all__ = [
     "merge_stores",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 APPLICATION_ID: Final = 0x53534C57  # "SSLW" in the SQLite header
 SOURCES: Final = ("checkpoint", "online")
 STATUSES: Final = ("ok", "failed", "pending")
@@ -102,6 +117,7 @@ TIDY_COLUMNS: Final = (
     "n",
     "d",
     "status",
+    "seconds",
 )
 # Merge precedence of a point's status: the most informative outcome wins.
 _STATUS_RANK: Final = {"pending": 0, "failed": 1, "ok": 2}
@@ -160,6 +176,22 @@ _SCHEMA: Final = (
     )""",
     "CREATE INDEX results_by_digest ON results (digest)",
 )
+
+_RESULT_SECONDS: Final = "seconds REAL CHECK (seconds IS NULL OR seconds >= 0)"
+_POINT_TIMINGS: Final = """CREATE TABLE point_timings (
+        point_id INTEGER NOT NULL REFERENCES points(id) ON DELETE CASCADE,
+        representation TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL,
+        seconds REAL NOT NULL CHECK (seconds >= 0),
+        created TEXT NOT NULL,
+        PRIMARY KEY (point_id, representation, name)
+    )"""
+
+#: Statements that upgrade a store from version ``v - 1`` to ``v``. A new store gets
+#: version 1's :data:`_SCHEMA` and then every migration, so both paths give one schema.
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    2: (f"ALTER TABLE results ADD COLUMN {_RESULT_SECONDS}", _POINT_TIMINGS),
+}
 
 Filter = str | Sequence[str] | None
 
@@ -220,6 +252,23 @@ def _as_value(value: object, where: str) -> float:
             f"value for {where} must be a real number (float, numpy scalar or one-element "
             f"tensor), got {type(value).__name__}"
         ) from exc
+
+
+def _as_seconds(value: object, where: str) -> float | None:
+    """A duration in seconds: ``None`` (unknown) or a finite float >= 0."""
+    if value is None:
+        return None
+    if isinstance(value, bool | str | bytes):
+        raise ValueError(f"seconds for {where} must be a number >= 0 or None, got {value!r}")
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(
+            f"seconds for {where} must be a number >= 0 or None, got {type(value).__name__}"
+        ) from exc
+    if not math.isfinite(out) or out < 0:
+        raise ValueError(f"seconds for {where} must be finite and >= 0, got {out!r}")
+    return out
 
 
 def _encode(value: float) -> tuple[float | None, int]:
@@ -408,18 +457,10 @@ class ResultStore:
                 )
         conn.execute("PRAGMA synchronous = NORMAL")
         version = self._schema_version(conn)
-        if version is None:
+        if version is None or (1 <= version < SCHEMA_VERSION):
             self._retry_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
             try:
-                if self._schema_version(conn) is None:  # nobody created it meanwhile
-                    for statement in _SCHEMA:
-                        conn.execute(statement)
-                    conn.execute(
-                        "INSERT INTO schema_info (id, version, created, sslwatch_version)"
-                        " VALUES (1, ?, ?, ?)",
-                        (SCHEMA_VERSION, _now(), __version__),
-                    )
-                    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                self._create_or_upgrade(conn)  # re-reads the version under the write lock
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -434,6 +475,26 @@ class ResultStore:
                 f"({__version__}) reads schema version {SCHEMA_VERSION} at most; upgrade sslwatch "
                 "to open it (or write to a new file)"
             )
+
+    def _create_or_upgrade(self, conn: sqlite3.Connection) -> None:
+        """Create the schema, or upgrade an older one; inside the caller's transaction."""
+        version = self._schema_version(conn)
+        if version is None:  # nobody created it meanwhile
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_info (id, version, created, sslwatch_version)"
+                " VALUES (1, 1, ?, ?)",
+                (_now(), __version__),
+            )
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            version = 1
+        if version < 1 or version >= SCHEMA_VERSION:
+            return  # damaged, current or newer: _setup reports it
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target]:
+                conn.execute(statement)
+        conn.execute("UPDATE schema_info SET version = ? WHERE id = 1", (SCHEMA_VERSION,))
 
     def _schema_version(self, conn: sqlite3.Connection) -> int | None:
         tables = {
@@ -601,15 +662,21 @@ class ResultStore:
     def record_results(
         self,
         point_id: int,
-        rows: Iterable[tuple[str, MetricDefinition, SupportsFloat]],
+        rows: Iterable[
+            tuple[str, MetricDefinition, SupportsFloat]
+            | tuple[str, MetricDefinition, SupportsFloat, SupportsFloat | None]
+        ],
         *,
         status: str = "ok",
     ) -> int:
-        """Store ``(representation, definition, value)`` rows of one point in ONE transaction.
+        """Store ``(representation, definition, value[, seconds])`` rows of one point in ONE
+        transaction.
 
-        All rows are stored, together with the point's new ``status`` (``ok`` clears its
-        error), or none are. Rows already stored for the same (point, representation,
-        definition digest) keep their first value (``INSERT OR IGNORE``).
+        ``seconds`` (optional, ``None`` = unknown) is the wall time of the value's own
+        computation. All rows are stored, together with the point's new ``status`` (``ok``
+        clears its error), or none are. Rows already stored for the same (point,
+        representation, definition digest) keep their first value and seconds
+        (``INSERT OR IGNORE``).
 
         Returns:
             The number of rows newly stored.
@@ -619,13 +686,16 @@ class ResultStore:
                 call with the same key but different values.
         """
         status = _choice(status, STATUSES, "status")
-        batch: dict[tuple[str, str], tuple[MetricDefinition, float]] = {}
+        batch: dict[tuple[str, str], tuple[MetricDefinition, float, float | None]] = {}
         for row in rows:
             try:
-                representation, definition, raw = row
+                representation, definition, raw, *rest = row
+                if len(rest) > 1:
+                    raise ValueError("too many items")
             except (TypeError, ValueError) as exc:
                 raise ValueError(
-                    f"each row must be (representation, MetricDefinition, value), got {row!r}"
+                    "each row must be (representation, MetricDefinition, value[, seconds]), "
+                    f"got {row!r}"
                 ) from exc
             representation = _text(representation, "representation")
             if not isinstance(definition, MetricDefinition):
@@ -634,18 +704,19 @@ class ResultStore:
                     f"MetricDefinition, got {type(definition).__name__}"
                 )
             value = _as_value(raw, f"{definition.metric!r} on {representation!r}")
+            seconds = _as_seconds(rest[0] if rest else None, f"{definition.metric!r}")
             key = (representation, definition.digest())
             if key in batch and not _same_value(batch[key][1], value):
                 raise ValueError(
                     f"two values ({batch[key][1]!r} and {value!r}) for {definition.metric!r} on "
                     f"{representation!r} with the same definition in one call; pass one"
                 )
-            batch.setdefault(key, (definition, value))
+            batch.setdefault(key, (definition, value, seconds))
         now = _now()
         inserted = 0
         with self._write() as conn:
             self._require_point(conn, point_id)
-            for (representation, digest), (definition, value) in batch.items():
+            for (representation, digest), (definition, value, seconds) in batch.items():
                 conn.execute(
                     "INSERT OR IGNORE INTO definitions"
                     " (digest, metric, n, d, dtype, revision, definition)"
@@ -662,10 +733,18 @@ class ResultStore:
                 )
                 stored, is_nan = _encode(value)
                 cur = conn.execute(
-                    "INSERT OR IGNORE INTO results"
-                    " (point_id, representation, digest, value, is_nan, version, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (point_id, representation, digest, stored, is_nan, definition.version, now),
+                    "INSERT OR IGNORE INTO results (point_id, representation, digest, value,"
+                    " is_nan, version, created, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        point_id,
+                        representation,
+                        digest,
+                        stored,
+                        is_nan,
+                        definition.version,
+                        now,
+                        seconds,
+                    ),
                 )
                 inserted += cur.rowcount
             conn.execute(
@@ -674,6 +753,41 @@ class ResultStore:
                 (status, status, now, point_id),
             )
         return inserted
+
+    def record_timings(
+        self, point_id: int, timings: Mapping[str, Mapping[str, SupportsFloat]]
+    ) -> int:
+        """Replace the cost of a point: ``{representation: {name: seconds}}`` in ONE transaction.
+
+        Representation ``""`` holds what concerns the whole point (a sweep's stages:
+        ``load``, ``recalibrate``, ``embed``, ``metrics``, ``store``, ``total``); a
+        representation's entries are its shared steps (``kmeans[sample,seed=0]``,
+        ``second_moments``, ...). The point's earlier timing rows are removed, so the rows
+        always describe its latest evaluation. Returns the number of rows written.
+
+        Raises:
+            ValueError: unknown point, empty name, or seconds not finite and >= 0.
+        """
+        clean: list[tuple[str, str, float]] = []
+        for representation, entries in timings.items():
+            if not isinstance(representation, str):
+                raise ValueError(f"representation must be a string, got {representation!r}")
+            for name, raw in entries.items():
+                name = _text(name, "timing name")
+                seconds = _as_seconds(raw, f"{representation or 'point'}/{name}")
+                if seconds is None:
+                    raise ValueError(f"seconds for {name!r} must be a number, got None")
+                clean.append((representation, name, seconds))
+        now = _now()
+        with self._write() as conn:
+            self._require_point(conn, point_id)
+            conn.execute("DELETE FROM point_timings WHERE point_id = ?", (point_id,))
+            conn.executemany(
+                "INSERT INTO point_timings (point_id, representation, name, seconds, created)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(point_id, rep, name, sec, now) for rep, name, sec in clean],
+            )
+        return len(clean)
 
     def record_failure(self, point_id: int, error: str) -> None:
         """Mark a point ``failed`` with ``error`` (e.g. a traceback); stored results stay."""
@@ -728,7 +842,8 @@ class ResultStore:
     ) -> list[dict[str, Any]]:
         """One dict per stored value, keys :data:`TIDY_COLUMNS`, optionally filtered.
 
-        ``value`` is a float (NaN and +-inf included); ``definition`` is the exact
+        ``value`` is a float (NaN and +-inf included); ``seconds`` the time its computation
+        took (``None`` when unknown); ``definition`` is the exact
         ``MetricDefinition.to_json()`` the value was computed with. Rows are ordered by
         run, source, epoch, step, path, representation, metric, digest.
         """
@@ -743,7 +858,7 @@ class ResultStore:
         sql = (
             "SELECT r.name, r.method, r.architecture, p.source, p.path, p.epoch, p.step,"
             " res.representation, d.metric, res.value, res.is_nan, d.definition, res.version,"
-            " res.digest, d.n, d.d, p.status"
+            " res.digest, d.n, d.d, p.status, res.seconds"
             " FROM results res JOIN points p ON p.id = res.point_id"
             " JOIN runs r ON r.id = p.run_id JOIN definitions d ON d.digest = res.digest"
             f"{where} ORDER BY r.name, p.source, p.epoch IS NULL, p.epoch, p.step IS NULL,"
@@ -752,7 +867,7 @@ class ResultStore:
         out = []
         for row in self._db().execute(sql, args):
             (name, method, arch, src, path, epoch, step, rep, met) = row[:9]
-            value, is_nan, definition, version, digest, n, d, status = row[9:]
+            value, is_nan, definition, version, digest, n, d, status, seconds = row[9:]
             out.append(
                 {
                     "run": name,
@@ -770,9 +885,40 @@ class ResultStore:
                     "n": n,
                     "d": d,
                     "status": status,
+                    "seconds": seconds,
                 }
             )
         return out
+
+    def timings(self, *, run: Filter = None, source: Filter = None) -> list[dict[str, Any]]:
+        """One dict per stored timing (see :meth:`record_timings`), optionally filtered.
+
+        Keys: run, source, path, epoch, step, representation (``""`` = the whole point),
+        name, seconds, created; ordered like :meth:`tidy_rows`.
+        """
+        where, args = _where(
+            [("r.name", _as_filter(run, "run")), ("p.source", _as_filter(source, "source"))]
+        )
+        sql = (
+            "SELECT r.name, p.source, p.path, p.epoch, p.step, t.representation, t.name,"
+            " t.seconds, t.created"
+            " FROM point_timings t JOIN points p ON p.id = t.point_id"
+            " JOIN runs r ON r.id = p.run_id"
+            f"{where} ORDER BY r.name, p.source, p.epoch IS NULL, p.epoch, p.step IS NULL,"
+            " p.step, p.path, t.representation, t.name"
+        )
+        keys = (
+            "run",
+            "source",
+            "path",
+            "epoch",
+            "step",
+            "representation",
+            "name",
+            "seconds",
+            "created",
+        )
+        return [dict(zip(keys, row, strict=True)) for row in self._db().execute(sql, args)]
 
     def export_csv(
         self,
@@ -914,7 +1060,9 @@ def merge_stores(
     Keys: runs by name; points by (run, path), or (run, source, epoch, step) when they have
     no path; definitions by digest; results by (point, representation, digest). When a key
     is already in ``out`` the first value is kept and a differing one (exact comparison,
-    NaN equal to NaN) is reported as a :class:`MergeConflict`. Missing run method,
+    NaN equal to NaN) is reported as a :class:`MergeConflict`; seconds never conflict (a
+    value's missing seconds are filled in; a point's timings are taken from the first
+    store that has them). Missing run method,
     architecture, meta keys and point epoch/step are filled in. A point's status takes
     the most informative of the two (``ok`` > ``failed`` > ``pending``). Each source is
     merged in one transaction; merging a source again adds nothing.
@@ -963,7 +1111,11 @@ def _merge_one(
             "SELECT digest, metric, n, d, dtype, revision, definition FROM definitions"
         ).fetchall()
         results = rconn.execute(
-            "SELECT point_id, representation, digest, value, is_nan, version, created FROM results"
+            "SELECT point_id, representation, digest, value, is_nan, version, created, seconds"
+            " FROM results"
+        ).fetchall()
+        timings = rconn.execute(
+            "SELECT point_id, representation, name, seconds, created FROM point_timings"
         ).fetchall()
     finally:
         rconn.execute("COMMIT")
@@ -1057,7 +1209,7 @@ def _merge_one(
             counts["definitions_added"] += cur.rowcount
 
         metric_of = {row[0]: row[1] for row in definitions}
-        for spoint, representation, digest, value, is_nan, version, created in results:
+        for spoint, representation, digest, value, is_nan, version, created, secs in results:
             if spoint not in point_map:
                 continue  # its point was a conflict, already reported
             did = point_map[spoint]
@@ -1068,13 +1220,18 @@ def _merge_one(
             ).fetchone()
             if old is None:
                 conn.execute(
-                    "INSERT INTO results"
-                    " (point_id, representation, digest, value, is_nan, version, created)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (did, representation, digest, value, is_nan, version, created),
+                    "INSERT INTO results (point_id, representation, digest, value, is_nan,"
+                    " version, created, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (did, representation, digest, value, is_nan, version, created, secs),
                 )
                 counts["results_added"] += 1
             elif _same_value(_decode(*old), _decode(value, is_nan)):
+                # Seconds are provenance (they differ between runs): never a conflict.
+                conn.execute(
+                    "UPDATE results SET seconds = coalesce(seconds, ?)"
+                    " WHERE point_id = ? AND representation = ? AND digest = ?",
+                    (secs, did, representation, digest),
+                )
                 counts["results_identical"] += 1
             else:
                 conflicts.append(
@@ -1087,3 +1244,20 @@ def _merge_one(
                         _decode(value, is_nan),
                     )
                 )
+
+        # A point's timings describe one evaluation: take the source's only when the
+        # output has none for that point (earlier sources win, like values).
+        by_point: dict[int, list[tuple[str, str, float, str]]] = {}
+        for spoint, representation, name, secs, created in timings:
+            if spoint in point_map:
+                by_point.setdefault(point_map[spoint], []).append(
+                    (representation, name, secs, created)
+                )
+        for did, entries in by_point.items():
+            if conn.execute("SELECT 1 FROM point_timings WHERE point_id = ?", (did,)).fetchone():
+                continue
+            conn.executemany(
+                "INSERT INTO point_timings (point_id, representation, name, seconds, created)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(did, *entry) for entry in entries],
+            )
