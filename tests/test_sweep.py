@@ -174,6 +174,52 @@ def test_stored_values_match_independent_oracles(
     assert lp["params"]["l2"] == 1e-3 and lp["params"]["labelled_fraction"] is None
 
 
+STAGES = {"load", "recalibrate", "embed", "metrics", "store", "total"}
+
+
+def test_every_value_and_checkpoint_keeps_its_seconds(reference: dict[str, Any]) -> None:
+    rows, summary = reference["rows"], reference["summary"]
+    assert rows and all(
+        isinstance(r["seconds"], float) and 0.0 <= r["seconds"] < math.inf for r in rows
+    )
+    with ResultStore(reference["db"]) as store:
+        timings = store.timings()
+    per_point: dict[str, dict[str, dict[str, float]]] = {}
+    for t in timings:
+        per_point.setdefault(t["path"], {}).setdefault(t["representation"], {})[t["name"]] = t[
+            "seconds"
+        ]
+    assert set(per_point) == {o.path for o in summary.outcomes}
+    for outcome in summary.outcomes:
+        point = per_point[outcome.path]
+        stages = point[""]
+        assert set(stages) == STAGES and all(v >= 0 for v in stages.values())
+        # Stages are disjoint parts of the checkpoint's time.
+        assert sum(v for k, v in stages.items() if k != "total") <= stages["total"] + 1e-9
+        assert stages["embed"] > 0 and stages["metrics"] > 0
+        # Every representation ran the spectrum route and k-means on its sample.
+        assert set(point) == {"", *sm.LAYERS}
+        for rep in sm.LAYERS:
+            assert {"second_moments", "spectra", "kmeans[sample,seed=0]"} <= set(point[rep])
+        # A metric's own seconds exclude the shared steps: together they fit in "metrics".
+        mine = [r["seconds"] for r in rows if r["path"] == outcome.path]
+        steps = [v for rep in sm.LAYERS for v in point[rep].values()]
+        assert sum(mine) + sum(steps) <= stages["metrics"] + 1e-9
+        # The outcome reports the same numbers as the store holds.
+        for metric in DEFAULT_WITH_LABELS:
+            stored = sum(
+                r["seconds"] for r in rows if r["path"] == outcome.path and r["metric"] == metric
+            )
+            assert outcome.costs[metric] == pytest.approx(stored, rel=1e-12)
+        top = outcome.top_costs(3)
+        assert len(top) == 3 and [v for _, v in top] == sorted((v for _, v in top), reverse=True)
+        assert all("[" not in name and name not in ("metrics", "total") for name, _ in top)
+        kmeans = sum(v for k, v in outcome.costs.items() if k.startswith("kmeans["))
+        everything = dict(outcome.top_costs(100))
+        assert everything["kmeans"] == pytest.approx(kmeans)
+        assert everything["embed"] == stages["embed"]
+
+
 def test_rerun_of_a_finished_sweep_does_no_model_work(
     reference: dict[str, Any], ckpt_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -97,6 +97,11 @@ def assert_same_table(
             assert other == pytest.approx(value, rel=rel, abs=1e-12 if rel else 0), key
 
 
+def without_seconds(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows less their seconds (timings legitimately differ between sweeps)."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
 def error_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error:")]
 
@@ -122,7 +127,9 @@ def test_shards_merged_equal_one_unsharded_sweep_and_export(
     assert f"{4 * 2 * N_METRICS} values added" in res.stdout
     with ResultStore(merged) as store:
         rows = store.tidy_rows()
-    assert rows == reference["rows"]  # same rows, same order, same definitions, same values
+    # Same rows, same order, same definitions, same values; each with its own seconds.
+    assert without_seconds(rows) == without_seconds(reference["rows"])
+    assert all(isinstance(r["seconds"], float) and r["seconds"] >= 0 for r in rows)
     # Merging again adds nothing.
     res = runner.invoke(app, ["merge", *map(str, shards), "-o", str(merged)])
     assert res.exit_code == 0 and "0 values added" in res.stdout
@@ -142,9 +149,10 @@ def test_shards_merged_equal_one_unsharded_sweep_and_export(
             r["representation"],
         )
         assert (c["value"] == "" and math.isnan(r["value"])) or float(c["value"]) == r["value"]
+        assert float(c["seconds"]) == r["seconds"]
     records = json.loads(out_json.read_text())
-    assert [(x["path"], x["metric"], x["value"]) for x in records] == [
-        (r["path"], r["metric"], r["value"]) for r in rows
+    assert [(x["path"], x["metric"], x["value"], x["seconds"]) for x in records] == [
+        (r["path"], r["metric"], r["value"], r["seconds"]) for r in rows
     ]
     res = runner.invoke(
         app,

@@ -53,6 +53,14 @@ Conventions (also shown by ``sslwatch sweep --help``):
   failed with the error text. A failed checkpoint counts as failed in the summary and
   is retried (only what is missing) by the next sweep. Exit code of the command line:
   ``min(failed, 100)``; 0 when every checkpoint is ok or skipped (:func:`exit_code`).
+* **Cost.** Every stored value keeps the seconds of its own computation
+  (:attr:`~sslwatch.suite.MetricValue.seconds`; ``results.seconds``). After the values,
+  a checkpoint's stage timings (``load``, ``recalibrate``, ``embed``, ``metrics``,
+  ``store``, ``total``; ``total`` up to that write) and the seconds of each
+  representation's shared steps (``kmeans[sample,seed=0]``, ``second_moments``,
+  ``spectra``, ``probe_split``; summed when two passes share a step) are stored with
+  :meth:`~sslwatch.store.ResultStore.record_timings`, replacing the point's earlier
+  ones. :attr:`CheckpointOutcome.costs` carries the same numbers to the caller.
 * **Crash safety.** Each checkpoint's values are written in one transaction; a sweep
   killed at any moment (even by SIGKILL) loses only the checkpoint in flight, and the
   next run computes exactly what is missing.
@@ -352,6 +360,9 @@ class CheckpointOutcome:
         warnings: distinct warnings raised while it was processed.
         timings: seconds: ``load``, ``recalibrate``, ``embed``, ``metrics``, ``store``
             (store reads and writes) and ``total``.
+        costs: seconds inside ``metrics``, per metric (its own time) and per shared step
+            (``kmeans[sample,seed=0]``, ``second_moments``, ``spectra``, ...), summed over
+            representations and passes.
     """
 
     path: str
@@ -364,12 +375,29 @@ class CheckpointOutcome:
     values_stored: int = 0
     warnings: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
+    costs: Mapping[str, float] = field(default_factory=dict)
+
+    def top_costs(self, n: int = 3, *, group_steps: bool = True) -> list[tuple[str, float]]:
+        """The ``n`` most expensive stages (load, recalibrate, embed, store), metrics and
+        shared steps, most expensive first; zero-second items are left out.
+
+        With ``group_steps`` a step's bracketed settings are dropped and its seconds summed
+        (``kmeans[sample,seed=0]`` and ``kmeans[view0,seed=0]`` count as ``kmeans``).
+        """
+        items: dict[str, float] = {}
+        stages = {k: v for k, v in self.timings.items() if k not in ("metrics", "total")}
+        for key, seconds in [*stages.items(), *self.costs.items()]:
+            name = key.partition("[")[0] if group_steps else key
+            items[name] = items.get(name, 0.0) + seconds
+        ranked = sorted(items.items(), key=lambda kv: -kv[1])
+        return [(k, v) for k, v in ranked if v > 0][: max(0, n)]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict."""
         out = asdict(self)
         out["warnings"] = list(self.warnings)
         out["timings"] = dict(self.timings)
+        out["costs"] = dict(self.costs)
         return out
 
 
@@ -763,6 +791,8 @@ def _process(task: CheckpointTask, prep: _Prepared, store: ResultStore) -> Check
     """Load, embed, score what is missing and store it; never raises an ``Exception``."""
     cfg = prep.config
     timings = dict.fromkeys(("load", "recalibrate", "embed", "metrics", "store"), 0.0)
+    steps: dict[str, dict[str, float]] = {}
+    costs: dict[str, float] = {}
     start = time.perf_counter()
     seen: list[str] = []
 
@@ -779,7 +809,16 @@ def _process(task: CheckpointTask, prep: _Prepared, store: ResultStore) -> Check
             stored,
             tuple(dict.fromkeys(seen)),
             dict(timings),
+            dict(costs),
         )
+
+    def save_timings(point: int) -> None:
+        """Store the stages and shared steps (total: up to this write); never raises."""
+        timings["total"] = time.perf_counter() - start
+        try:
+            store.record_timings(point, {"": timings, **steps})
+        except Exception as exc:  # the values are stored; only the timings are missing
+            seen.append(f"could not store the timings of {task.path}: {_one_line(str(exc))}")
 
     t = time.perf_counter()
     try:
@@ -800,6 +839,7 @@ def _process(task: CheckpointTask, prep: _Prepared, store: ResultStore) -> Check
         except Exception as exc:  # pragma: no cover - the database itself failed
             error = f"{error} (could not record the failure: {exc})"
         timings["store"] += time.perf_counter() - t0
+        save_timings(point)
         return outcome("failed", error, loaded, 0)
 
     with warnings.catch_warnings(record=True) as caught:
@@ -850,7 +890,7 @@ def _process(task: CheckpointTask, prep: _Prepared, store: ResultStore) -> Check
         del model
 
         t = time.perf_counter()
-        rows, errors = _score(prep, emb, stored_before)
+        rows, errors = _score(prep, emb, stored_before, steps, costs)
         timings["metrics"] = time.perf_counter() - t
         seen.extend(_warning_texts(caught))
 
@@ -864,17 +904,27 @@ def _process(task: CheckpointTask, prep: _Prepared, store: ResultStore) -> Check
         timings["store"] += time.perf_counter() - t
         return outcome("failed", _error_text(exc, task.path, "storing the results"), True, 0)
     timings["store"] += time.perf_counter() - t
+    save_timings(point)
     if errors:
         return outcome("failed", error, True, n_new)
     return outcome("ok", None, True, n_new)
 
 
 def _score(
-    prep: _Prepared, emb: Mapping[str, torch.Tensor], stored: set[tuple[str, str]]
-) -> tuple[list[tuple[str, MetricDefinition, float]], list[str]]:
-    """Compute the missing values of every representation; (rows, error texts)."""
+    prep: _Prepared,
+    emb: Mapping[str, torch.Tensor],
+    stored: set[tuple[str, str]],
+    steps: dict[str, dict[str, float]],
+    costs: dict[str, float],
+) -> tuple[list[tuple[str, MetricDefinition, float, float]], list[str]]:
+    """Compute the missing values of every representation; (rows, error texts).
+
+    Rows are ``(representation, definition, value, seconds)``. Adds the seconds of shared
+    steps to ``steps[representation]`` and those of metrics and steps, summed over
+    representations, to ``costs``.
+    """
     cfg = prep.config
-    rows: list[tuple[str, MetricDefinition, float]] = []
+    rows: list[tuple[str, MetricDefinition, float, float]] = []
     errors: list[str] = []
     for rep in prep.representations:
         z = emb[rep]
@@ -900,6 +950,11 @@ def _score(
             except Exception as exc:
                 errors.append(f"{rep}: {type(exc).__name__}: {_one_line(str(exc), 300)}")
                 continue
+            for key, seconds in result.timings.items():
+                costs[key] = costs.get(key, 0.0) + seconds
+                if key not in result.records:  # a shared step (a pass may repeat one)
+                    mine = steps.setdefault(rep, {})
+                    mine[key] = mine.get(key, 0.0) + seconds
             for name, rec in result.records.items():
                 if rec.error:
                     errors.append(f"{rep}/{name}: {_one_line(rec.error, 300)}")
@@ -914,7 +969,7 @@ def _score(
                         RuntimeWarning,
                         stacklevel=2,
                     )
-                rows.append((rep, defn, rec.value))
+                rows.append((rep, defn, rec.value, max(0.0, rec.seconds)))
     return rows, errors
 
 
