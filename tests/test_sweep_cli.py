@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -186,6 +188,102 @@ def test_two_workers_give_the_same_table_as_one(
         got = table(store.tidy_rows())
     # Worker processes run with fewer torch threads; sums may round differently.
     assert_same_table(got, table(reference["rows"]), rel=1e-6)
+
+
+# --------------------------------------------------------------------------- progress
+
+LINE = re.compile(
+    r"^\[(?P<i>\d+)/(?P<n>\d+)\] ok (?P<path>.+): (?P<values>\d+) values in (?P<secs>[^(]+?)"
+    r" \((?P<costs>[^)]*)\)(?:; about (?P<left>.+) left)?$"
+)
+
+
+def test_progress_lines_show_cost_and_time_left_even_in_a_log_file(
+    ckpt_root: Path, tmp_path: Path
+) -> None:
+    from sslwatch.cli.sweep import format_seconds
+
+    # A run folder whose name is rich markup: it must be printed as it is.
+    odd = tmp_path / "[bold]odd"
+    odd.mkdir()
+    for i, src in enumerate(("alpha/epoch_0.pt", "alpha/epoch_1.pt", "beta/epoch_0.safetensors")):
+        shutil.copy(ckpt_root / "runs" / src, odd / f"epoch_{i}{Path(src).suffix}")
+    summary = tmp_path / "s.json"
+    args = [
+        "sweep",
+        "--model",
+        sm.TINY,
+        "--checkpoints",
+        glob.escape(str(odd)) + "/epoch_*",
+        "--data",
+        "digits",
+        "--db",
+        str(tmp_path / "p.db"),
+        "--metrics",
+        "rankme,silhouette",
+        "--sample-size",
+        SAMPLE,
+        "--summary-json",
+        str(summary),
+    ]
+    res = runner.invoke(app, args)  # CliRunner's stderr is not a terminal: a log file
+    assert res.exit_code == 0, res.output
+    outcomes = json.loads(summary.read_text())["outcomes"]
+    lines = [line for line in res.stderr.splitlines() if line.startswith("[")]
+    assert len(lines) == 3, res.stderr
+    totals: list[float] = []
+    for line in lines:
+        m = LINE.match(line)
+        assert m is not None, line
+        i, n = int(m["i"]), int(m["n"])
+        assert n == 3 and m["path"].startswith(str(odd)) and m["values"] == "2"
+        outcome = next(o for o in outcomes if o["path"] == m["path"])
+        totals.append(outcome["timings"]["total"])
+        assert m["secs"] == format_seconds(outcome["timings"]["total"])
+        # The most expensive parts, by name, with their seconds.
+        names = [c.rsplit(" ", 2)[0] for c in m["costs"].split(", ")]
+        assert 1 <= len(names) <= 3
+        known = {"load", "embed", "store", "rankme", "silhouette", "kmeans", "second_moments"}
+        assert set(names) <= known | {"spectra"}, names
+        # From the first checkpoint on, the time left: remaining checkpoints x mean seconds
+        # per checkpoint so far (none after the last).
+        if i == n:
+            assert m["left"] is None, line
+        else:
+            assert m["left"] == format_seconds((n - i) * sum(totals) / len(totals)), line
+    assert "[bold]odd" in lines[0]  # markup printed literally, not interpreted
+    # A re-run skips all three and says so on one line.
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0
+    assert "[3/3] skipped 3 checkpoint(s)" in res.stderr
+
+
+def _fake_outcome(status: str, total: float | None = None) -> Any:
+    from sslwatch.sweep import CheckpointOutcome
+
+    timings = {} if total is None else {"load": 0.0, "embed": total / 2, "total": total}
+    return CheckpointOutcome("ckpt.pt", "run", None, None, status, timings=timings)
+
+
+def test_time_left_is_divided_by_the_workers_in_use() -> None:
+    from sslwatch.cli.sweep import ProgressLog
+
+    log = ProgressLog(workers=2)
+    log.total = 5
+    assert log.remaining_seconds() is None
+    log.add(_fake_outcome("ok", 10.0))
+    assert log.remaining_seconds() == pytest.approx(4 * 10.0 / 2)
+    log.add(_fake_outcome("failed", 20.0))  # failures took time too
+    assert log.remaining_seconds() == pytest.approx(3 * 15.0 / 2)
+    # Skipped checkpoints cost nothing and are said once; with one checkpoint left, one
+    # worker does it, however many there are.
+    log = ProgressLog(workers=4)
+    log.total = 4
+    assert log.add(_fake_outcome("skipped")) == [] and log.add(_fake_outcome("skipped")) == []
+    lines = log.add(_fake_outcome("ok", 8.0))
+    assert lines[0] == "[2/4] skipped 2 checkpoint(s): every value already stored"
+    assert lines[1] == "[3/4] ok ckpt.pt: 0 values in 8.00 s (embed 4.00 s); about 8.00 s left"
+    assert log.add(_fake_outcome("ok", 4.0))[-1].endswith("(embed 2.00 s)")  # nothing left
 
 
 # --------------------------------------------------------------------------- crash safety
