@@ -21,6 +21,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from sslwatch.metrics._lbfgs import SoftmaxObjective, minimise
 from sslwatch.metrics.probes import (
     DEFAULT_L2_GRID,
     fit_linear_probe,
@@ -225,7 +226,8 @@ def test_l2_selection_rule_and_determinism(digits_split: Split) -> None:
     xtr, xte, ytr, yte = digits_split
     fit = fit_linear_probe(xtr, ytr, seed=3)
     grid_vals = [v for v, _ in fit.val_accuracy]
-    assert sorted(grid_vals, reverse=True) == sorted(DEFAULT_L2_GRID, reverse=True)
+    # The walk is strongest-first over a prefix of the grid (see test_l2_path_stopping).
+    assert grid_vals == sorted(DEFAULT_L2_GRID, reverse=True)[: len(grid_vals)]
     best = max(acc for _, acc in fit.val_accuracy)
     # Ties go to the strongest regularisation among the best validation accuracies.
     assert fit.l2 == max(v for v, acc in fit.val_accuracy if acc == best)
@@ -239,6 +241,89 @@ def test_l2_selection_rule_and_determinism(digits_split: Split) -> None:
     # The selected strength then behaves exactly like passing it explicitly (up to the
     # warm start of the refit, which only moves the optimum within the tolerance).
     assert abs(a - linear_probe(xtr, ytr, xte, yte, l2=fit.l2)) <= 2 / len(yte)
+
+
+def _accuracy_vs_best_sklearn_c(split: Split, dtype: type) -> tuple[float, float]:
+    """(ours with l2=None, scikit-learn's best test accuracy over C in {0.01, 0.1, 1})."""
+    xtr, xte, ytr, yte = split
+    sc = StandardScaler().fit(xtr)
+    best = max(
+        _sk_logreg(sc.transform(xtr), ytr, C=c, max_iter=1000).score(sc.transform(xte), yte)
+        for c in (0.01, 0.1, 1.0)
+    )
+    return linear_probe(xtr.astype(dtype), ytr, xte.astype(dtype), yte), best
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_selected_probe_within_half_a_point_of_sklearn_best_c_digits(
+    digits: tuple[np.ndarray, np.ndarray], seed: int, dtype: type
+) -> None:
+    """The L2 search (held-out rule, early-stopped path) costs at most 0.5 points against
+    scikit-learn's best C, which is picked on the test set itself (an optimistic oracle)."""
+    ours, best = _accuracy_vs_best_sklearn_c(_split(*digits, seed=seed), dtype)
+    assert ours >= best - 0.005
+
+
+def test_selected_probe_against_sklearn_best_c_mnist1d(mnist1d_split: Split) -> None:
+    """MNIST-1D's raw signals give a linear model ~33% accuracy, where choosing C on the
+    800 test rows (sklearn's best) is worth ~1-2 points of luck that no held-out
+    selection can match: the exhaustive converged search we replaced scored 1.9 points
+    below it here. The bound is that noise, not a tolerance on our solver."""
+    ours, best = _accuracy_vs_best_sklearn_c(mnist1d_split, np.float32)
+    assert ours >= best - 0.025
+
+
+def test_l2_path_stopping(digits_split: Split, mnist1d_split: Split) -> None:
+    """The walk down the grid ends once two values score below the best, no earlier."""
+    for xtr, _, ytr, _ in (digits_split, mnist1d_split):
+        fit = fit_linear_probe(xtr, ytr)
+        scores = [acc for _, acc in fit.val_accuracy]
+        best_at = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        below_after_best = sum(acc < scores[best_at] for acc in scores[best_at + 1 :])
+        if len(scores) < len(DEFAULT_L2_GRID):
+            assert below_after_best == 2 and scores[-1] < scores[best_at]
+        else:
+            assert below_after_best <= 2
+        assert fit.l2 == fit.val_accuracy[best_at][0]
+        assert fit.n_passes > fit.n_iter > 0
+
+
+def test_softmax_objective_matches_autograd_oracle(rng: np.random.Generator) -> None:
+    """Value against numpy's logsumexp, gradient against torch autograd of cross_entropy."""
+    x = torch.from_numpy(rng.normal(size=(50, 7)))
+    y = torch.from_numpy(rng.integers(0, 4, size=50))
+    objective = SoftmaxObjective(x, y, 4, l2=0.3)
+    theta = torch.from_numpy(rng.normal(size=objective.size))
+    value, grad = objective(theta)
+    w, b = theta[:28].view(4, 7).numpy(), theta[28:].numpy()
+    assert value == pytest.approx(_objective(w.T, b, x.numpy(), y.numpy(), 0.3), rel=1e-12)
+    t = theta.clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(x @ t[:28].view(4, 7).T + t[28:], y)
+    (loss + 0.15 * (t[:28] ** 2).sum()).backward()
+    assert t.grad is not None
+    np.testing.assert_allclose(grad.numpy(), t.grad.numpy(), rtol=1e-10, atol=1e-14)
+
+
+def test_minimise_reaches_the_minimiser_of_a_quadratic(rng: np.random.Generator) -> None:
+    m = rng.normal(size=(30, 30))
+    a = m @ m.T + 0.1 * np.eye(30)  # condition number ~ 1e4
+    b = rng.normal(size=30)
+    a_t, b_t = torch.from_numpy(a), torch.from_numpy(b)
+
+    def quadratic(v: torch.Tensor) -> tuple[float, torch.Tensor]:
+        av = a_t @ v
+        return float(0.5 * v @ av - b_t @ v), av - b_t
+
+    res = minimise(quadratic, torch.zeros(30, dtype=torch.float64), max_iter=2000, tol=1e-7,
+                   change_tol=0.0)  # fmt: skip
+    assert res.converged and not res.stopped_early
+    assert float(quadratic(res.theta)[1].abs().max()) <= 1e-7
+    np.testing.assert_allclose(res.theta.numpy(), np.linalg.solve(a, b), rtol=1e-4, atol=1e-6)
+    # The check callback ends a run early, and says so.
+    early = minimise(quadratic, torch.zeros(30, dtype=torch.float64), max_iter=2000, tol=1e-7,
+                     change_tol=0.0, check=lambda _: True, check_every=4)  # fmt: skip
+    assert early.stopped_early and early.n_iter == 4 and not early.converged
 
 
 def test_l2_ties_go_to_strongest_regularisation(rng: np.random.Generator) -> None:

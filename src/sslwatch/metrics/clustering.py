@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sslwatch.metrics._threads import torch_single_threaded
 from sslwatch.metrics._validation import as_int, as_labels, as_matrix, to_numpy
 
 __all__ = ["KMeansResult", "cluster_agreement", "kmeans", "silhouette"]
@@ -264,7 +265,6 @@ def _cpu_workers(x: torch.Tensor) -> Iterator[_Workers | None]:
     if not (_CPU_NUMPY and x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)):
         yield None
         return
-    n_threads = torch.get_num_threads()
     with ExitStack() as stack:
         try:
             from threadpoolctl import threadpool_limits
@@ -272,10 +272,8 @@ def _cpu_workers(x: torch.Tensor) -> Iterator[_Workers | None]:
             pass
         else:
             stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
-        # torch's own small ops between the blocks run single-threaded meanwhile: an
-        # OpenMP team woken by them keeps spinning and steals the cores from the workers.
-        stack.callback(torch.set_num_threads, n_threads)
-        torch.set_num_threads(1)
+        # torch's own small ops between the blocks run single-threaded meanwhile.
+        n_threads = stack.enter_context(torch_single_threaded())
         workers = _Workers(n_threads)
         stack.callback(workers.close)
         yield workers

@@ -19,7 +19,8 @@ label that never occurs in training cannot be predicted and simply counts as an 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sslwatch.metrics._lbfgs import LbfgsResult, SoftmaxObjective, minimise
+from sslwatch.metrics._threads import torch_single_threaded
 from sslwatch.metrics._validation import as_int, as_labels, as_matrix
 
 __all__ = [
@@ -42,6 +45,15 @@ __all__ = [
 #: objective is a *mean* cross-entropy, so these values do not depend on N; scikit-learn's
 #: ``LogisticRegression(C=C)`` on N samples corresponds to ``l2 = 1 / (C * N)``.
 DEFAULT_L2_GRID: tuple[float, ...] = tuple(10.0**-e for e in range(7))
+
+# Held-out stopping rule of the selection fits (l2=None): held-out accuracy is measured
+# every _CHECK_EVERY iterations and a fit stops after _FIT_PATIENCE checks without a new
+# best; the walk down the grid stops after _PATH_PATIENCE values scoring below the best.
+_CHECK_EVERY = 3
+_FIT_PATIENCE = 2
+_PATH_PATIENCE = 2
+# Gradient tolerance of the refit after selection (scikit-learn's default ``tol``).
+_REFIT_TOL = 1e-3
 
 # Upper bound on the (chunk x N_train) similarity block of knn_accuracy, in elements.
 _KNN_BLOCK_ELEMENTS = 1 << 25
@@ -124,8 +136,10 @@ class LinearProbeFit:
         objective: the final value of the training objective (see :func:`fit_linear_probe`).
         n_iter: L-BFGS iterations of the final fit.
         converged: whether the final fit stopped on a tolerance rather than ``max_iter``.
-        val_accuracy: ``((l2, validation accuracy), ...)`` for every grid value when the
-            strength was selected on a held-out split, else empty.
+        val_accuracy: ``((l2, validation accuracy), ...)`` for every grid value tried
+            when the strength was selected on a held-out split, else empty.
+        n_passes: passes over the training rows (objective and gradient evaluations)
+            of every fit, selection included.
     """
 
     weight: torch.Tensor
@@ -138,6 +152,7 @@ class LinearProbeFit:
     n_iter: int
     converged: bool
     val_accuracy: tuple[tuple[float, float], ...] = ()
+    n_passes: int = 0
 
     def decision_function(self, z: Any) -> torch.Tensor:
         """Logits (N, K) for embeddings ``z`` (computed on the probe's device and dtype)."""
@@ -158,6 +173,11 @@ class LinearProbeFit:
         """Predicted labels (values from :attr:`classes`); ties go to the lowest class."""
         idx = self.decision_function(z).argmax(dim=1).cpu().numpy()
         return self.classes[idx]
+
+    def score(self, z: Any, labels: Any) -> float:
+        """Accuracy on ``(z, labels)``; labels absent from training count as errors."""
+        x = as_matrix(z, name="z", min_rows=1)
+        return _accuracy(self.predict(x), _raw_labels(labels, x.shape[0], "labels"))
 
 
 def fit_linear_probe(
@@ -185,20 +205,27 @@ def fit_linear_probe(
     scikit-learn switches to a single binary weight vector ``w = W[:, 1] - W[:, 0]``;
     at the optimum ``W[:, 0] = -W[:, 1]``, so the penalty is ``(l2 / 4) ||w||^2`` and the
     match is ``C = 2 / (l2 * N)``). ``J`` is strictly convex for ``l2 > 0``. It is
-    minimised full-batch with ``torch.optim.LBFGS`` (strong-Wolfe line search, history
-    20) on the input's device, in float64 for float64 input and float32 otherwise,
-    starting from zero, until the largest absolute gradient entry is at most ``tol`` (or
-    the loss stops changing: in float32 that is its rounding floor) or ``max_iter``
-    iterations have run.
+    minimised full-batch by L-BFGS (history 20, backtracking Armijo line search, the
+    analytic gradient; :mod:`sslwatch.metrics._lbfgs`) on the input's device, in float64
+    for float64 input and float32 otherwise, starting from zero, until the largest
+    absolute gradient entry is at most ``tol`` (or the loss stops changing: in float32
+    that is its rounding floor) or ``max_iter`` iterations have run.
 
-    With ``l2=None`` the strength is selected: a seeded :func:`stratified_split` holds out
-    ``val_fraction`` of the training set, every value of ``l2_grid`` is fitted on the rest
-    (strongest first, each warm-started from the previous solution), the value with the
-    best validation accuracy wins (ties go to the stronger regularisation), and the probe
-    is refitted on the full training set (warm-started from the winner's fit). The
-    selection standardises with the full training set's statistics (label-free, so
-    nothing about validation labels leaks). If the held-out part is empty (tiny classes),
-    ``l2 = 1 / N`` (scikit-learn's default ``C = 1``) is used.
+    With ``l2=None`` the strength is selected on a warm-started path: a seeded
+    :func:`stratified_split` holds out ``val_fraction`` of the training set and the
+    values of ``l2_grid`` are fitted on the rest, strongest first, each starting from the
+    previous solution. A selection fit stops on the *held-out rule*: its held-out accuracy
+    is measured every 3 iterations and the fit ends after 2 checks without a new best
+    (or on the tolerance); the walk down the grid ends once 2 values have scored below
+    the best (weaker values only cost more passes past the peak). The value with the best
+    held-out accuracy wins (ties go to the stronger regularisation) and the probe is
+    refitted on the full training set from the winner's solution until max |gradient|
+    <= 1e-3 (``tol`` when given; on 10,000 MNIST digits refits to 1e-4 and 3e-4 moved
+    the test accuracy by one row of 2,000, at 2.5-3.5x the refit's passes).
+    ``val_accuracy`` lists the values tried and ``n_passes`` every pass over the data.
+    The selection standardises with the full training set's statistics (label-free, so
+    nothing about validation labels leaks). If the held-out part is empty (tiny
+    classes), ``l2 = 1 / N`` (scikit-learn's default ``C = 1``) is used.
 
     Degenerate input: fully collapsed embeddings (every feature constant) standardise to
     zeros, so ``W`` stays 0 and the bias learns the class log-frequencies: the probe
@@ -254,8 +281,8 @@ def fit_linear_probe(
         if va_idx.size == 0:
             l2 = 1.0 / x.shape[0]
     if l2 is not None:
-        final = _lbfgs((x - mean) * inv_std, y, n_classes, l2, None, max_iter, tol_value)
-        return _make_fit(final, mean, inv_std, classes, l2, ())
+        final = _fit((x - mean) * inv_std, y, n_classes, l2, None, max_iter, tol_value)
+        return _make_fit(final, mean, inv_std, classes, l2, (), final.n_evals)
 
     # Standardise once, in (sub-train, validation) row order, so both parts are views and
     # the full refit reuses the same matrix (the mean objective ignores row order).
@@ -266,16 +293,27 @@ def fit_linear_probe(
     val_scores: list[tuple[float, float]] = []
     best_l2, best_acc, init = 0.0, -1.0, None
     best_theta: torch.Tensor | None = None
+    passes, worse = 0, 0
     for value in sorted(grid, reverse=True):  # strongest first; warm-start the next
-        res = _lbfgs(xs[:n_tr], y[:n_tr], n_classes, value, init, max_iter, tol_value)
+        rule = _HeldOutRule(
+            SoftmaxObjective(xs[:n_tr], y[:n_tr], n_classes, value), xs[n_tr:], y[n_tr:]
+        )
+        res = _fit(xs[:n_tr], y[:n_tr], n_classes, value, init, max_iter, tol_value, rule)
+        passes += res.n_evals
         init = res.theta
-        pred = _logits(xs[n_tr:], res.theta).argmax(dim=1)
-        acc = float((pred == y[n_tr:]).double().mean())
+        acc = rule.accuracy(res.theta)
         val_scores.append((value, acc))
         if acc > best_acc:  # strict: ties keep the stronger regularisation
-            best_l2, best_acc, best_theta = value, acc, res.theta
-    final = _lbfgs(xs, y, n_classes, best_l2, best_theta, max_iter, tol_value)
-    return _make_fit(final, mean, inv_std, classes, best_l2, tuple(val_scores))
+            best_l2, best_acc, best_theta, worse = value, acc, res.theta, 0
+        elif acc < best_acc:
+            worse += 1
+            if worse >= _PATH_PATIENCE:  # past the peak: weaker values only cost more
+                break
+    refit_tol = tol_value if tol is not None else _REFIT_TOL
+    final = _fit(xs, y, n_classes, best_l2, best_theta, max_iter, refit_tol)
+    return _make_fit(
+        final, mean, inv_std, classes, best_l2, tuple(val_scores), passes + final.n_evals
+    )
 
 
 def linear_probe(
@@ -320,7 +358,7 @@ def linear_probe(
     x_tr = as_matrix(train_z, name="train_z", min_rows=2)
     x_te = as_matrix(test_z, name="test_z", min_rows=1)
     _check_same_dim(x_tr, x_te)
-    test_raw = _raw_labels(test_y, x_te.shape[0], "test_y")
+    _raw_labels(test_y, x_te.shape[0], "test_y")
     fit = fit_linear_probe(
         x_tr,
         train_y,
@@ -331,85 +369,73 @@ def linear_probe(
         max_iter=max_iter,
         tol=tol,
     )
-    return _accuracy(fit.predict(x_te), test_raw)
+    return fit.score(x_te, test_y)
 
 
-@dataclass(frozen=True, eq=False)
-class _LbfgsResult:
-    theta: torch.Tensor  # (D + 1, K): weights, then the bias row
-    objective: float
-    n_iter: int
-    converged: bool
-
-
-def _logits(xs: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-    return torch.addmm(theta[-1], xs, theta[:-1])
-
-
-def _lbfgs(
-    xs: torch.Tensor,
+def _fit(
+    x: torch.Tensor,
     y: torch.Tensor,
     n_classes: int,
     l2: float,
     init: torch.Tensor | None,
     max_iter: int,
     tol: float,
-) -> _LbfgsResult:
+    check: Callable[[torch.Tensor], bool] | None = None,
+) -> LbfgsResult:
     """Minimise mean CE + (l2/2)||W||^2 over theta = [W; b] with full-batch L-BFGS."""
-    d = xs.shape[1]
-    if init is None:
-        theta = torch.zeros(d + 1, n_classes, dtype=xs.dtype, device=xs.device)
-    else:
-        theta = init.detach().clone()
-    theta.requires_grad_(True)
-    tolerance_change = 1e-12 if xs.dtype == torch.float64 else 1e-9
-    opt = torch.optim.LBFGS(
-        [theta],
-        lr=1.0,
-        max_iter=max_iter,
-        max_eval=2 * max_iter,
-        tolerance_grad=tol,
-        tolerance_change=tolerance_change,
-        history_size=20,
-        line_search_fn="strong_wolfe",
-    )
+    objective = SoftmaxObjective(x, y, n_classes, l2)
+    theta = torch.zeros(objective.size, dtype=x.dtype, device=x.device) if init is None else init
+    change_tol = 1e-12 if x.dtype == torch.float64 else 1e-9
+    # On the CPU the products run in numpy's BLAS; torch's team would spin beside it.
+    with torch_single_threaded() if x.device.type == "cpu" else nullcontext():
+        return minimise(
+            objective,
+            theta,
+            max_iter=max_iter,
+            tol=tol,
+            change_tol=change_tol,
+            check=check,
+            check_every=_CHECK_EVERY,
+        )
 
-    def objective() -> torch.Tensor:
-        w = theta[:-1]
-        loss = F.cross_entropy(torch.addmm(theta[-1], xs, w), y)
-        if l2 > 0:
-            loss = loss + 0.5 * l2 * (w * w).sum()
-        return loss
 
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = objective()
-        loss.backward()
-        return loss
+class _HeldOutRule:
+    """The selection fits' stopping rule: held-out accuracy stopped improving.
 
-    with torch.enable_grad():
-        opt.step(closure)
-        state = opt.state[theta]
-        n_iter = int(state.get("n_iter", 0))
-        budget_left = n_iter < max_iter and int(state.get("func_evals", 0)) < 2 * max_iter
-        loss = closure()
-    grad = theta.grad
-    grad_max = float(grad.abs().max()) if grad is not None else 0.0
-    converged = grad_max <= tol or budget_left
-    return _LbfgsResult(theta.detach(), float(loss.detach()), n_iter, converged)
+    Asked every ``_CHECK_EVERY`` iterations; says stop once the accuracy on the held-out
+    rows has not exceeded its best for ``_FIT_PATIENCE`` consecutive checks.
+    """
+
+    def __init__(self, objective: SoftmaxObjective, x_val: torch.Tensor, y_val: torch.Tensor):
+        self.objective, self.x_val, self.y_val = objective, x_val, y_val
+        self.best, self.stale = -1.0, 0
+
+    def accuracy(self, theta: torch.Tensor) -> float:
+        pred = self.objective.logits(self.x_val, theta).argmax(dim=1)
+        return float((pred == self.y_val).double().mean())
+
+    def __call__(self, theta: torch.Tensor) -> bool:
+        acc = self.accuracy(theta)
+        if acc > self.best:
+            self.best, self.stale = acc, 0
+        else:
+            self.stale += 1
+        return self.stale >= _FIT_PATIENCE
 
 
 def _make_fit(
-    res: _LbfgsResult,
+    res: LbfgsResult,
     mean: torch.Tensor,
     inv_std: torch.Tensor,
     classes: np.ndarray,
     l2: float,
     val_scores: tuple[tuple[float, float], ...],
+    n_passes: int,
 ) -> LinearProbeFit:
+    k, d = int(classes.shape[0]), int(mean.shape[0])
     return LinearProbeFit(
-        weight=res.theta[:-1].clone(),
-        bias=res.theta[-1].clone(),
+        weight=res.theta[: k * d].view(k, d).T.contiguous(),
+        bias=res.theta[k * d :].clone(),
         mean=mean,
         inv_std=inv_std,
         classes=classes,
@@ -418,6 +444,7 @@ def _make_fit(
         n_iter=res.n_iter,
         converged=res.converged,
         val_accuracy=val_scores,
+        n_passes=n_passes,
     )
 
 
