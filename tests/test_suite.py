@@ -54,6 +54,58 @@ def test_spectrum_values_use_all_rows_and_match_numpy(digits, digits_result) -> 
     assert digits_result.definitions["rankme"].params["eps"] == 1e-7
 
 
+def _svd_oracle(z: np.ndarray) -> dict[str, float]:
+    """rankme, stable_rank, alpha_req and entropy_gaussian from float64 numpy SVDs."""
+    s = np.linalg.svd(z.astype(np.float64), compute_uv=False)
+    zc = z.astype(np.float64) - z.astype(np.float64).mean(axis=0)
+    n, d = z.shape
+    lam = np.zeros(d)
+    sc = np.linalg.svd(zc, compute_uv=False)
+    lam[: sc.size] = sc**2 / (n - 1)
+    ranks = np.arange(4, min(100, int(np.sum(lam > lam[0] * d * 2.2e-16))) + 1)
+    x = -np.log(ranks)
+    slope = np.polyfit(x, np.log(lam[ranks - 1]), 1)[0]
+    return {
+        "rankme": numpy_rankme(z.astype(np.float64)),
+        "stable_rank": float(np.sum(s**2) / s[0] ** 2),
+        "alpha_req": float(slope),
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [40, 119, 120, 121])
+def test_spectrum_metrics_by_shape_match_svd(rng, n: int, dtype: type) -> None:  # type: ignore[no-untyped-def]
+    """N < D takes the N x N Gram route, N >= D the D x D moments: both equal an SVD."""
+    d = 120
+    z = (rng.normal(size=(n, d)) * np.arange(1, d + 1) ** -0.7 + 0.3).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RankMe's N < D warning
+        res = evaluate(z, metrics=["rankme", "stable_rank", "alpha_req", "entropy_gaussian"])
+    oracle = _svd_oracle(z)
+    for name, expected in oracle.items():
+        assert res[name] == pytest.approx(expected, rel=1e-6), name
+    # A singular covariance (always when N <= D) has no Gaussian entropy: -inf.
+    zc = z.astype(np.float64) - z.astype(np.float64).mean(axis=0)
+    if n <= d:
+        assert res["entropy_gaussian"] == -math.inf
+    else:
+        logdet = np.linalg.slogdet(zc.T @ zc / (n - 1))[1]
+        closed = 0.5 * (d * math.log(2 * math.pi * math.e) + logdet)
+        assert res["entropy_gaussian"] == pytest.approx(closed, rel=1e-6)
+    assert ("second_moments" in res.timings) == (n >= d)
+
+
+def test_wide_embeddings_never_build_a_d_by_d_matrix(rng) -> None:  # type: ignore[no-untyped-def]
+    """100 x 20,000: a D x D float64 Gram would be 3.2 GB; the N x N route needs 80 kB."""
+    z = rng.normal(size=(100, 20_000)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = evaluate(z, metrics=["rankme", "stable_rank", "alpha_req"])
+    s = np.linalg.svd(z.astype(np.float64), compute_uv=False)
+    assert res["stable_rank"] == pytest.approx(float(np.sum(s**2) / s[0] ** 2), rel=1e-9)
+    assert res["rankme"] == pytest.approx(numpy_rankme(z.astype(np.float64)), rel=1e-9)
+
+
 def test_gaussian_entropy_matches_closed_form(mnist1d) -> None:  # type: ignore[no-untyped-def]
     x, _ = mnist1d
     res = evaluate(x, metrics=["entropy_gaussian"])
@@ -81,6 +133,25 @@ def test_labels_add_probes(digits_result) -> None:  # type: ignore[no-untyped-de
     assert digits_result["linear_probe"] > 0.9
     assert digits_result["knn_accuracy"] > 0.9
     assert 0.3 < digits_result["label_ami"] <= 1.0
+
+
+def test_probe_outcome_is_recorded_but_not_compared(digits, digits_result) -> None:  # type: ignore[no-untyped-def]
+    """The selected L2 and the passes ride in the definition; comparability ignores them."""
+    from sslwatch.context import PROBE_TEST_FRACTION
+    from sslwatch.metrics.probes import fit_linear_probe, stratified_split
+
+    defn = digits_result.definitions["linear_probe"]
+    x, y = digits
+    index = sample_indices(len(y), 1000, 3)
+    assert index is not None
+    xs, ys = x[index], y[index]
+    train, _ = stratified_split(ys, PROBE_TEST_FRACTION, seed=3)
+    fit = fit_linear_probe(xs[train], ys[train], seed=3)
+    assert defn.outcome == {"l2": fit.l2, "passes": fit.n_passes, "converged": fit.converged}
+    assert defn.params["l2"] is None  # the *setting* stays the comparable part
+    other = type(defn).from_dict({**defn.to_dict(), "outcome": {"l2": 1.0, "passes": 1}})
+    assert other.outcome["passes"] == 1 and other.comparable_with(defn)
+    assert "outcome" not in digits_result.definitions["rankme"].to_dict()
 
 
 def test_views_add_view_metrics_and_agreement_across_views(rng) -> None:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ import numpy as np
 from sslwatch.context import MetricContext
 from sslwatch.metrics.clustering import cluster_agreement, silhouette
 from sslwatch.metrics.entropy import entropy
-from sslwatch.metrics.probes import knn_accuracy, linear_probe
+from sslwatch.metrics.probes import fit_linear_probe, knn_accuracy
 from sslwatch.metrics.spectrum import (
     alpha_req_from_eigenvalues,
     condition_number_from_singular_values,
@@ -28,7 +28,7 @@ from sslwatch.metrics.spectrum import (
     stable_rank_from_singular_values,
 )
 from sslwatch.metrics.views import alignment, collapse_std, lidar, uniformity
-from sslwatch.registry import REGISTRY, MetricSpec
+from sslwatch.registry import REGISTRY, Measurement, MetricSpec
 
 RANKME = "Garrido et al., RankMe, ICML 2023 (arXiv 2210.02885)"
 XU = "Xu, Lowe, Trappenberg, Label-free Monitoring of SSL Progress (arXiv 2409.06612)"
@@ -122,8 +122,11 @@ def _probe_data(ctx: MetricContext) -> tuple[Any, np.ndarray, Any, np.ndarray]:
     return z[train], y[train], z[test], y[test]
 
 
-def _linear_probe(ctx: MetricContext, p: Mapping[str, Any]) -> float:
-    return linear_probe(*_probe_data(ctx), l2=p["l2"], seed=ctx.seed)
+def _linear_probe(ctx: MetricContext, p: Mapping[str, Any]) -> Measurement:
+    train_z, train_y, test_z, test_y = _probe_data(ctx)
+    fit = fit_linear_probe(train_z, train_y, l2=p["l2"], seed=ctx.seed)
+    outcome = {"l2": fit.l2, "passes": fit.n_passes, "converged": fit.converged}
+    return Measurement(fit.score(test_z, test_y), outcome)
 
 
 def _knn_accuracy(ctx: MetricContext, p: Mapping[str, Any]) -> float:
@@ -371,6 +374,8 @@ def _register_all() -> None:
             default=True,
             params={"l2": None},
             context_params=PROBE_CONTEXT,
+            # 2: L2 search stopped by the held-out rule, refit to max|grad| <= 1e-3.
+            revision=2,
             description="linear-probe accuracy on a seeded stratified split",
             citation="standard SSL protocol",
         )

@@ -56,7 +56,8 @@ class MetricContext:
         n_total: number of embeddings the moments summarise (all of them).
         d: embedding dimension.
         dtype: dtype of the embeddings as given, recorded in definitions.
-        moments: float64 second moments of all embeddings (spectrum metrics).
+        moments: float64 second moments of all embeddings (spectrum metrics); ``None``
+            when the spectra were computed directly (N < D).
         sample: the seeded sample of points for point-based metrics, or ``None``.
         views: (n, q, d) augmented views, or ``None``.
         labels: labels aligned with ``sample`` (int64 codes), or ``None``.
@@ -126,10 +127,17 @@ class MetricContext:
 
     @property
     def spectra(self) -> Spectra:
-        """Singular values and covariance eigenvalues of all embeddings (cached)."""
-        if self.moments is None:
-            raise ValueError("spectrum metrics need the second moments of the embeddings")
+        """Singular values and covariance eigenvalues of all embeddings (cached).
+
+        From :attr:`moments`, unless the builder cached ``"spectra"`` directly (the
+        N < D route of :func:`sslwatch.evaluate`).
+        """
+        if "spectra" in self._cache:
+            cached: Spectra = self._cache["spectra"]
+            return cached
         moments = self.moments
+        if moments is None:
+            raise ValueError("spectrum metrics need the second moments of the embeddings")
         return self.cached("spectra", lambda: spectra_from_moments(moments))
 
     def kmeans_of(self, points: torch.Tensor, key: str, seed: int) -> KMeansResult:

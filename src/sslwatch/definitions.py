@@ -47,6 +47,8 @@ class MetricDefinition:
         dtype: dtype of the embeddings as given (before internal upcasting).
         revision: the formula revision from the registry.
         version: sslwatch version that computed it (provenance only).
+        outcome: how this value came out, e.g. the L2 strength a linear probe selected
+            and its passes over the data (provenance only, like ``version``).
     """
 
     metric: str
@@ -56,6 +58,7 @@ class MetricDefinition:
     dtype: str = "float32"
     revision: int = 1
     version: str = __version__
+    outcome: Mapping[str, Any] = field(default_factory=dict)
 
     def comparison_key(self) -> str:
         """Canonical JSON of everything that must match for two values to be compared."""
@@ -94,8 +97,8 @@ class MetricDefinition:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able dict of every field (params canonicalised)."""
-        return {
+        """JSON-able dict of every field (params canonicalised; outcome when not empty)."""
+        out = {
             "metric": self.metric,
             "params": _canonical(dict(self.params)),
             "n": int(self.n),
@@ -104,6 +107,9 @@ class MetricDefinition:
             "revision": int(self.revision),
             "version": self.version,
         }
+        if self.outcome:
+            out["outcome"] = _canonical(dict(self.outcome))
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MetricDefinition:
@@ -116,6 +122,7 @@ class MetricDefinition:
             dtype=str(data.get("dtype", "float32")),
             revision=int(data.get("revision", 1)),
             version=str(data.get("version", __version__)),
+            outcome=dict(data.get("outcome", {})),
         )
 
     def to_json(self) -> str:

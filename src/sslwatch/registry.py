@@ -29,7 +29,21 @@ if TYPE_CHECKING:
 Kind = Literal["spectrum", "sample", "views", "labels"]
 Needs = Literal["embeddings", "views", "labels"]
 
-ComputeFn = Callable[["MetricContext", Mapping[str, Any]], float]
+
+@dataclass(frozen=True)
+class Measurement:
+    """A value with how it came out (e.g. the L2 a probe selected, its passes).
+
+    A metric's ``compute`` may return this instead of a float; ``outcome`` is recorded
+    in the value's :class:`~sslwatch.definitions.MetricDefinition` and never affects
+    comparability.
+    """
+
+    value: float
+    outcome: Mapping[str, Any]
+
+
+ComputeFn = Callable[["MetricContext", Mapping[str, Any]], "float | Measurement"]
 
 
 @dataclass(frozen=True)
@@ -40,8 +54,8 @@ class MetricSpec:
         name: unique registry name (also the column name in tables and logs).
         kind: what the suite hands the metric (see module docstring).
         needs: the input a user must provide: ``"embeddings"``, ``"views"`` or ``"labels"``.
-        compute: ``compute(context, params) -> float``; the orchestration layer's glue to
-            the pure function in :mod:`sslwatch.metrics`.
+        compute: ``compute(context, params) -> float`` (or a :class:`Measurement`); the
+            orchestration layer's glue to the pure function in :mod:`sslwatch.metrics`.
         function: dotted name of the public pure function, for documentation.
         higher_is_better: ``True``/``False``, or ``None`` when the metric has no
             universal direction (e.g. entropy falls in SimCLR runs but rises in SimSiam

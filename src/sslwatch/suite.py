@@ -13,7 +13,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -24,8 +24,8 @@ from sslwatch.catalog import EXTRA_DEFINITION_PARAMS
 from sslwatch.context import MetricContext, default_k
 from sslwatch.definitions import MetricDefinition
 from sslwatch.metrics._validation import as_labels, as_matrix, as_views
-from sslwatch.metrics.spectrum import second_moments
-from sslwatch.registry import REGISTRY, MetricSpec, check_params
+from sslwatch.metrics.spectrum import second_moments, spectra
+from sslwatch.registry import REGISTRY, Measurement, MetricSpec, check_params
 
 OnError = Literal["raise", "warn"]
 
@@ -120,7 +120,9 @@ def evaluate(
             given, else 10 (clipped to [2, N - 1]); see :func:`sslwatch.context.default_k`.
         metrics: registry names to compute; ``None`` = the default set for the inputs
             given (see :meth:`sslwatch.registry.MetricRegistry.select`).
-        sample_size: spectrum metrics use all N rows (through float64 second moments);
+        sample_size: spectrum metrics use all N rows (through the float64 D x D second
+            moments when N >= D, else the float64 N x N Gram matrices, which have the
+            same non-zero spectrum);
             point-based metrics use a seeded sample of at most this many rows
             (``None`` = all rows).
         seed: seed for the sample, k-means and the probe split.
@@ -170,7 +172,10 @@ def evaluate(
         sample_size=sample_size,
     )
     if any(s.kind == "spectrum" for s in specs):
-        ctx.moments = ctx.cached("second_moments", lambda: second_moments(zt))
+        if n >= d:  # the D x D moments, exactly what a streaming Monitor accumulates
+            ctx.moments = ctx.cached("second_moments", lambda: second_moments(zt))
+        else:  # the same non-zero spectra from N x N Gram matrices: O(N^2) memory
+            ctx.cached("spectra", lambda: spectra(zt, method="gram"))
     return Evaluation(compute_metrics(ctx, specs, overrides, on_error=on_error), ctx.timings)
 
 
@@ -194,7 +199,11 @@ def compute_metrics(
         start, shared_before = time.perf_counter(), ctx.shared_seconds
         error = None
         try:
-            value = float(spec.compute(ctx, p))
+            result = spec.compute(ctx, p)
+            if isinstance(result, Measurement):
+                definition = replace(definition, outcome=dict(result.outcome))
+                result = result.value
+            value = float(result)
         except Exception as exc:
             if on_error == "raise":
                 raise
