@@ -665,3 +665,24 @@ def test_update_budget_picks_the_smallest_power_of_two_stride_within_budget() ->
     for bad in ({"fraction": 0.0}, {"fraction": 2.0}, {"warmup": 0}, {"max_stride": True}):
         with pytest.raises(ValueError):
             UpdateBudget(**bad)  # type: ignore[arg-type]
+
+
+def test_moment_cost_is_stated_and_large_states_warn() -> None:
+    """8 (D^2 + D) bytes of float64 moments; above 1 GiB the monitor says so."""
+    from sslwatch.monitor import MOMENT_WARN_BYTES
+
+    small = Monitor(dim=64)
+    assert small.moment_bytes == 8 * (64 * 64 + 64)
+    assert "moment_bytes=33280" in repr(small)
+    assert Monitor(dim=64, gram_dtype="float32").moment_bytes == 8 * (64 * 64 + 64) + 12 * 64 * 64
+    assert Monitor(metrics=["silhouette"], dim=64).moment_bytes == 0
+    assert Monitor().moment_bytes is None  # D not known yet
+    d_big = int((MOMENT_WARN_BYTES / 8) ** 0.5) + 1  # just above 1 GiB; nothing allocated
+    with pytest.warns(UserWarning, match=r"GiB .* per rank.*metrics="):
+        Monitor(dim=d_big)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Monitor(dim=d_big, metrics=["silhouette"])  # no moments, no warning
+        learned = Monitor()
+        learned.update(torch.randn(8, 16))
+    assert learned.moment_bytes == 8 * (16 * 16 + 16)

@@ -88,6 +88,9 @@ __all__ = [
     "content_keys",
 ]
 
+MOMENT_WARN_BYTES = 1 << 30
+"""Above this size of the D x D moment state (1 GiB), a Monitor warns when it learns D."""
+
 DEFAULT_RESERVOIR_SIZE = 4096
 """Rows kept for the point metrics (k-means, silhouette, kNN entropy, collapse_std).
 
@@ -969,8 +972,24 @@ class Monitor:
         self._nonfinite_steps: list[int | None] = []
         # (step, count tensor, batch size; negative for view samples), read at compute
         self._pending_nonfinite: list[tuple[int | None, torch.Tensor, int]] = []
+        if dim is not None:
+            self._announce_moment_cost(int(dim))
 
     # -- public API -----------------------------------------------------------------------
+
+    @property
+    def moment_bytes(self) -> int | None:
+        """Bytes per rank of the streamed moments: the float64 D x D sum of outer products
+        and the D-vector of sums (8 (D^2 + D)), plus the float32 route's two D x D
+        buffers (12 D^2) with ``gram_dtype="float32"``. 0 without spectrum metrics;
+        ``None`` until D is known."""
+        return self._moment_bytes_for(int(self.dim)) if self.dim else None
+
+    def _moment_bytes_for(self, d: int) -> int:
+        if not self._needs_moments:
+            return 0
+        extra = 12 * d * d if self.gram_dtype == "float32" else 0
+        return 8 * (d * d + d) + extra
 
     @property
     def metrics(self) -> list[str]:
@@ -1191,7 +1210,7 @@ class Monitor:
     def __repr__(self) -> str:
         return (
             f"Monitor(name={self.name!r}, dim={self.dim}, reservoir_size={self.reservoir_size}, "
-            f"updates={self._updates})"
+            f"moment_bytes={self.moment_bytes}, updates={self._updates})"
         )
 
     # -- internals ------------------------------------------------------------------------
@@ -1209,8 +1228,26 @@ class Monitor:
                 f"embeddings have dimension {d}, but this monitor ({self.name!r}) holds "
                 f"dimension {known}; use one Monitor per representation"
             )
+        if not known:
+            self._announce_moment_cost(d)
         self.dim = d
         self._state.dim = d
+
+    def _announce_moment_cost(self, d: int) -> None:
+        """Warn once D is known if the D x D moments exceed :data:`MOMENT_WARN_BYTES`."""
+        cost = self._moment_bytes_for(d)
+        if cost <= MOMENT_WARN_BYTES:
+            return
+        spectral = [s.name for s in self._specs(has_views=True) if s.kind == "spectrum"]
+        warnings.warn(
+            f"sslwatch monitor {self.name!r}: the streamed moments of D={d} embeddings take "
+            f"{cost / 2**30:.1f} GiB ({cost:,} bytes) per rank. To avoid them, leave the "
+            f"spectrum metrics ({', '.join(spectral)}) out of metrics= and score them "
+            "offline with sslwatch.evaluate on a sample of N < D rows, which uses N x N "
+            "Gram matrices instead.",
+            UserWarning,
+            stacklevel=4,
+        )
 
     def _gram32(self, z: torch.Tensor) -> bool:
         return self.gram_dtype == "float32" and z.dtype == torch.float32
