@@ -8,6 +8,7 @@ and a single store written directly as the reference for merged shard stores.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -867,3 +868,25 @@ def test_closed_store_refuses_work(tmp_path: Path) -> None:
     s.close()
     with pytest.raises(ValueError, match="closed"):
         s.ensure_run("r")
+
+
+def test_each_value_keeps_its_own_outcome_and_stays_comparable(tmp_path: Path) -> None:
+    """Two checkpoints whose probes selected different L2 share one definition digest,
+    yet each row reads back with its own outcome, also after a merge."""
+    base = MetricDefinition("linear_probe", params={"l2": None}, n=100, d=8)
+    first = dataclasses.replace(base, outcome={"l2": 0.01, "passes": 91})
+    second = dataclasses.replace(base, outcome={"l2": 0.001, "passes": 120})
+    assert first.digest() == second.digest() == base.digest()
+    path, out = tmp_path / "a.db", tmp_path / "m.db"
+    with ResultStore(path) as s:
+        run = s.ensure_run("r")
+        s.record_results(s.ensure_point(run, epoch=1), [("b", first, 0.9)])
+        s.record_results(s.ensure_point(run, epoch=2), [("b", second, 0.8)])
+        s.record_results(s.ensure_point(run, epoch=3), [("b", base, 0.7)])
+        stored = [MetricDefinition.from_dict(json.loads(r["definition"])) for r in s.tidy_rows()]
+    assert [d.outcome for d in stored] == [first.outcome, second.outcome, {}]
+    assert all(d.comparable_with(base) for d in stored)
+    merge_stores([path], out)
+    with ResultStore(out) as s:
+        merged = [json.loads(r["definition"]).get("outcome") for r in s.tidy_rows()]
+    assert merged == [first.outcome, second.outcome, None]

@@ -13,7 +13,8 @@ Schema (version :data:`SCHEMA_VERSION`)::
                  UNIQUE (run_id, source, epoch, step)        when path IS NULL
     definitions  (digest PRIMARY KEY, metric, n, d, dtype, revision, definition JSON)
     results      (point_id -> points, representation, digest -> definitions,
-                  value REAL, is_nan 0|1, version, created, seconds REAL NULL)
+                  value REAL, is_nan 0|1, version, created, seconds REAL NULL,
+                  outcome JSON NULL)
                  PRIMARY KEY (point_id, representation, digest)
     point_timings (point_id -> points, representation ('' = the whole point), name,
                   seconds REAL, created)
@@ -33,8 +34,10 @@ Conventions:
   repeat is ignored and not counted. A formula change bumps the metric's ``revision``,
   which changes the digest, so corrected values are new rows, never silent overwrites.
 * **Definitions.** The digest excludes the sslwatch version (provenance only), so the
-  ``definitions`` row keeps the first writer's JSON; each result row keeps the version that
-  computed it, and :meth:`ResultStore.tidy_rows` rebuilds the exact definition JSON.
+  ``definitions`` row keeps the first writer's JSON (without its outcome); each result
+  row keeps the version that computed it and its outcome (``MetricDefinition.outcome``,
+  e.g. the L2 a probe selected; provenance, never compared), and
+  :meth:`ResultStore.tidy_rows` rebuilds the exact definition JSON.
 * **Seconds.** ``results.seconds`` is the wall time the value's own computation took
   (:attr:`sslwatch.suite.MetricValue.seconds`; shared steps excluded), ``NULL`` when
   unknown (online values, stores written before schema version 2). ``point_timings``
@@ -44,8 +47,8 @@ Conventions:
   replaces a point's rows. Seconds are provenance: they never make two values differ
   (merging keeps the first value and fills in missing seconds, never a conflict).
 * **Schema versions.** A store of an older schema version is upgraded in place when
-  opened (one transaction; see :data:`_MIGRATIONS`): version 2 added ``results.seconds``
-  and ``point_timings``. A store of a newer version is refused
+  opened (one transaction; see :data:`_MIGRATIONS`): version 2 added ``results.seconds``,
+  ``results.outcome`` and ``point_timings``. A store of a newer version is refused
   (:class:`SchemaVersionError`).
 * **Status.** New points are ``pending``; ``record_results`` sets the status it is given
   (``ok`` clears the error); ``record_failure`` sets ``failed`` and the error and never
@@ -76,7 +79,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -190,7 +193,11 @@ _POINT_TIMINGS: Final = """CREATE TABLE point_timings (
 #: Statements that upgrade a store from version ``v - 1`` to ``v``. A new store gets
 #: version 1's :data:`_SCHEMA` and then every migration, so both paths give one schema.
 _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
-    2: (f"ALTER TABLE results ADD COLUMN {_RESULT_SECONDS}", _POINT_TIMINGS),
+    2: (
+        f"ALTER TABLE results ADD COLUMN {_RESULT_SECONDS}",
+        "ALTER TABLE results ADD COLUMN outcome TEXT",
+        _POINT_TIMINGS,
+    ),
 }
 
 Filter = str | Sequence[str] | None
@@ -298,13 +305,21 @@ def _dump_meta(meta: Mapping[str, Any]) -> str:
     return json.dumps(dict(meta), sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _definition_json(stored: str, version: str) -> str:
+def _definition_json(stored: str, version: str, outcome: str | None) -> str:
     """The exact ``MetricDefinition.to_json()`` a value was computed with."""
     data = json.loads(stored)
-    if data.get("version") == version:
+    if data.get("version") == version and outcome is None:
         return stored
     data["version"] = version
+    if outcome is not None:
+        data["outcome"] = json.loads(outcome)
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def _outcome_json(definition: MetricDefinition) -> str | None:
+    """The definition's outcome as canonical JSON, ``None`` when it has none."""
+    outcome = definition.to_dict().get("outcome")
+    return None if outcome is None else json.dumps(outcome, sort_keys=True, separators=(",", ":"))
 
 
 def _describe_point(source: str, path: str | None, epoch: int | None, step: int | None) -> str:
@@ -728,13 +743,14 @@ class ResultStore:
                         int(definition.d),
                         definition.dtype,
                         int(definition.revision),
-                        definition.to_json(),
+                        replace(definition, outcome={}).to_json(),
                     ),
                 )
                 stored, is_nan = _encode(value)
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO results (point_id, representation, digest, value,"
-                    " is_nan, version, created, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " is_nan, version, created, seconds, outcome)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         point_id,
                         representation,
@@ -744,6 +760,7 @@ class ResultStore:
                         definition.version,
                         now,
                         seconds,
+                        _outcome_json(definition),
                     ),
                 )
                 inserted += cur.rowcount
@@ -858,7 +875,7 @@ class ResultStore:
         sql = (
             "SELECT r.name, r.method, r.architecture, p.source, p.path, p.epoch, p.step,"
             " res.representation, d.metric, res.value, res.is_nan, d.definition, res.version,"
-            " res.digest, d.n, d.d, p.status, res.seconds"
+            " res.digest, d.n, d.d, p.status, res.seconds, res.outcome"
             " FROM results res JOIN points p ON p.id = res.point_id"
             " JOIN runs r ON r.id = p.run_id JOIN definitions d ON d.digest = res.digest"
             f"{where} ORDER BY r.name, p.source, p.epoch IS NULL, p.epoch, p.step IS NULL,"
@@ -867,7 +884,7 @@ class ResultStore:
         out = []
         for row in self._db().execute(sql, args):
             (name, method, arch, src, path, epoch, step, rep, met) = row[:9]
-            value, is_nan, definition, version, digest, n, d, status, seconds = row[9:]
+            value, is_nan, definition, version, digest, n, d, status, seconds, outcome = row[9:]
             out.append(
                 {
                     "run": name,
@@ -880,7 +897,7 @@ class ResultStore:
                     "representation": rep,
                     "metric": met,
                     "value": _decode(value, is_nan),
-                    "definition": _definition_json(definition, version),
+                    "definition": _definition_json(definition, version, outcome),
                     "digest": digest,
                     "n": n,
                     "d": d,
@@ -1111,8 +1128,8 @@ def _merge_one(
             "SELECT digest, metric, n, d, dtype, revision, definition FROM definitions"
         ).fetchall()
         results = rconn.execute(
-            "SELECT point_id, representation, digest, value, is_nan, version, created, seconds"
-            " FROM results"
+            "SELECT point_id, representation, digest, value, is_nan, version, created, seconds,"
+            " outcome FROM results"
         ).fetchall()
         timings = rconn.execute(
             "SELECT point_id, representation, name, seconds, created FROM point_timings"
@@ -1209,7 +1226,7 @@ def _merge_one(
             counts["definitions_added"] += cur.rowcount
 
         metric_of = {row[0]: row[1] for row in definitions}
-        for spoint, representation, digest, value, is_nan, version, created, secs in results:
+        for spoint, representation, digest, value, is_nan, version, created, secs, outc in results:
             if spoint not in point_map:
                 continue  # its point was a conflict, already reported
             did = point_map[spoint]
@@ -1221,16 +1238,18 @@ def _merge_one(
             if old is None:
                 conn.execute(
                     "INSERT INTO results (point_id, representation, digest, value, is_nan,"
-                    " version, created, seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (did, representation, digest, value, is_nan, version, created, secs),
+                    " version, created, seconds, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (did, representation, digest, value, is_nan, version, created, secs, outc),
                 )
                 counts["results_added"] += 1
             elif _same_value(_decode(*old), _decode(value, is_nan)):
-                # Seconds are provenance (they differ between runs): never a conflict.
+                # Seconds and outcomes are provenance (they differ between runs): never a
+                # conflict.
                 conn.execute(
-                    "UPDATE results SET seconds = coalesce(seconds, ?)"
+                    "UPDATE results SET seconds = coalesce(seconds, ?),"
+                    " outcome = coalesce(outcome, ?)"
                     " WHERE point_id = ? AND representation = ? AND digest = ?",
-                    (secs, did, representation, digest),
+                    (secs, outc, did, representation, digest),
                 )
                 counts["results_identical"] += 1
             else:
