@@ -630,3 +630,30 @@ def test_seed_candidate_potentials_match_numpy(backend, small_blocks):
     expected = np.minimum(sq, closest.numpy()[:, None, :])
     np.testing.assert_allclose(d.numpy(), expected, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(pots.numpy(), expected.sum(axis=2), rtol=1e-12)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+@pytest.mark.parametrize("tile", [7, 64])
+def test_distance_pass_shortlist_holds_the_true_nearest(symmetric: bool, tile: int) -> None:
+    """The running top-m per row equals scipy's exact m nearest others, on every tiling."""
+    from scipy.spatial.distance import cdist
+
+    from sslwatch.metrics.clustering import distance_pass
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(150, 6)) + rng.integers(0, 3, size=(150, 1)) * 4.0
+    x[10] = x[11]  # an exact duplicate is a neighbour at distance 0
+    labels = torch.from_numpy(rng.integers(0, 4, size=150))
+    m = 9
+    res = distance_pass(
+        torch.from_numpy(x), labels, 4, "euclidean", candidates=m, symmetric=symmetric, tile=tile
+    )
+    assert res.candidates is not None and res.silhouette is not None
+    d = cdist(x, x)
+    np.fill_diagonal(d, np.inf)
+    expected = np.sort(d, axis=1)[:, :m]
+    got = np.sort(np.take_along_axis(d, res.candidates.numpy(), axis=1), axis=1)
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    assert not np.any(res.candidates.numpy() == np.arange(150)[:, None])  # never itself
+    np.testing.assert_allclose(res.silhouette.numpy(), silhouette_samples(x, labels.numpy()),
+                               atol=1e-9)  # fmt: skip

@@ -129,6 +129,26 @@ def test_point_metrics_use_the_seeded_sample(digits, digits_result) -> None:  # 
     assert defn.n == 1000 and defn.params["k"] == 10 and defn.params["seed"] == 3
 
 
+def test_silhouette_and_entropy_share_one_distance_pass(digits, digits_result) -> None:  # type: ignore[no-untyped-def]
+    """The shared pass is invisible in the values: the standalone functions agree."""
+    x, _ = digits
+    index = sample_indices(len(x), 1000, 3)
+    sample = torch.from_numpy(x[index])
+    labels = kmeans(sample, 10, n_init=3, seed=3).labels
+    assert digits_result["silhouette"] == pytest.approx(
+        silhouette_score(sample.numpy(), labels), abs=1e-12
+    )
+    assert digits_result["entropy"] == pytest.approx(sslwatch.entropy(sample), rel=1e-12)
+    assert "sample_distances[euclidean]" in digits_result.timings
+    # A cosine silhouette cannot serve the Euclidean kNN entropy: both stay right.
+    res = evaluate(x, labels=None, metrics=["silhouette", "entropy"], sample_size=1000, seed=3,
+                   params={"silhouette": {"metric": "cosine"}})  # fmt: skip
+    assert res["silhouette"] == pytest.approx(
+        silhouette_score(sample.numpy(), labels, metric="cosine"), abs=1e-12
+    )
+    assert res["entropy"] == pytest.approx(sslwatch.entropy(sample), rel=1e-12)
+
+
 def test_labels_add_probes(digits_result) -> None:  # type: ignore[no-untyped-def]
     assert digits_result["linear_probe"] > 0.9
     assert digits_result["knn_accuracy"] > 0.9

@@ -70,8 +70,10 @@ def _gaussian_entropy(ctx: MetricContext, p: Mapping[str, Any]) -> float:
 
 
 def _silhouette(ctx: MetricContext, p: Mapping[str, Any]) -> float:
-    labels = ctx.sample_clustering().labels
-    return silhouette(ctx.require_sample(), labels, metric=p["metric"])
+    score, _ = ctx.sample_distances(p["metric"])
+    if score is None:  # not planned (a direct call): the standalone function
+        return silhouette(ctx.require_sample(), ctx.sample_clustering().labels, metric=p["metric"])
+    return score
 
 
 def _cluster_agreement(ctx: MetricContext, p: Mapping[str, Any]) -> float:
@@ -90,7 +92,10 @@ def _agreement_source(ctx: MetricContext) -> dict[str, Any]:
 
 
 def _entropy_knn(ctx: MetricContext, p: Mapping[str, Any]) -> float:
-    return entropy(ctx.require_sample(), estimator="knn", k=p["k_neighbors"])
+    shortlist = None
+    if ctx.sample_distances("euclidean")[1] is not None and ctx.plan["entropy"] == p:
+        shortlist = ctx.sample_distances("euclidean")[1]
+    return entropy(ctx.require_sample(), estimator="knn", k=p["k_neighbors"], shortlist=shortlist)
 
 
 def _collapse_std(ctx: MetricContext, p: Mapping[str, Any]) -> float:

@@ -13,14 +13,15 @@ difference.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
-from sslwatch.metrics.clustering import KMeansResult, kmeans
+from sslwatch.metrics.clustering import KMeansResult, kmeans, silhouette_and_shortlist
+from sslwatch.metrics.entropy import shortlist_size
 from sslwatch.metrics.probes import stratified_split
 from sslwatch.metrics.spectrum import SecondMoments, Spectra, spectra_from_moments
 
@@ -66,6 +67,8 @@ class MetricContext:
         sample_size: the requested sample size (``None`` = all points), recorded.
         kmeans_n_init: k-means restarts for every clustering metric.
         probe_test_fraction: share of the labelled sample held out by the probes.
+        plan: the metrics this evaluation will compute, with their parameters (set by
+            :func:`sslwatch.suite.compute_metrics`), so shared work serves all of them.
     """
 
     n_total: int
@@ -80,6 +83,7 @@ class MetricContext:
     sample_size: int | None = None
     kmeans_n_init: int = KMEANS_N_INIT
     probe_test_fraction: float = PROBE_TEST_FRACTION
+    plan: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -151,6 +155,27 @@ class MetricContext:
     def sample_clustering(self, seed_offset: int = 0) -> KMeansResult:
         """k-means of the point sample with seed ``seed + seed_offset``."""
         return self.kmeans_of(self.require_sample(), "sample", self.seed + seed_offset)
+
+    def sample_distances(self, metric: str) -> tuple[float | None, torch.Tensor | None]:
+        """One pass over the sample's pairwise distances for the silhouette and the kNN
+        entropy (cached per ``metric``).
+
+        Returns ``(silhouette of the seed-0 k-means clustering, kNN shortlist)``, each
+        ``None`` unless :attr:`plan` computes that metric with this distance: the
+        silhouette with ``metric``, the kNN entropy when ``metric`` is euclidean.
+        """
+        silhouette_p, entropy_p = self.plan.get("silhouette"), self.plan.get("entropy")
+        labels = None
+        if silhouette_p is not None and silhouette_p.get("metric") == metric:
+            labels = self.sample_clustering().labels  # timed on its own, before the pass
+        shortlist = 0
+        if metric == "euclidean" and entropy_p is not None and entropy_p["estimator"] == "knn":
+            shortlist = shortlist_size(int(entropy_p["k_neighbors"]), self.n_sample)
+        sample = self.require_sample()
+        return self.cached(
+            f"sample_distances[{metric}]",
+            lambda: silhouette_and_shortlist(sample, labels, metric=metric, candidates=shortlist),
+        )
 
     def probe_split(self) -> tuple[np.ndarray, np.ndarray]:
         """Seeded stratified (train, test) indices into the labelled sample."""

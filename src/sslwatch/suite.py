@@ -192,6 +192,8 @@ def compute_metrics(
     from streamed moments and a reservoir sample).
     """
     overrides = overrides or {}
+    specs = list(specs)
+    ctx.plan = {spec.name: {**spec.params, **overrides.get(spec.name, {})} for spec in specs}
     out = []
     for spec in specs:
         p = {**spec.params, **overrides.get(spec.name, {})}

@@ -923,14 +923,38 @@ def silhouette(
             gen.manual_seed(int(seed))
             idx = torch.randperm(n, generator=gen)[:sample_size]
             x = x[idx.to(x.device)]
-            _, codes = np.unique(codes[idx.numpy()], return_inverse=True)
-            codes = codes.reshape(-1)
-            n = sample_size
-    n_labels = int(codes.max()) + 1
-    if not 1 < n_labels < n:
-        return float("nan")
-    lab = torch.as_tensor(codes, dtype=torch.int64, device=x.device)
-    return float(_silhouette_samples(x, lab, n_labels, metric).mean())
+            codes = codes[idx.numpy()]
+    score, _ = silhouette_and_shortlist(x, codes, metric=metric)
+    assert score is not None
+    return score
+
+
+def silhouette_and_shortlist(
+    z: Any, labels: Any | None, *, metric: str = "euclidean", candidates: int = 0
+) -> tuple[float | None, torch.Tensor | None]:
+    """:func:`silhouette` of ``labels`` and each row's ``candidates`` nearest other rows,
+    from one pass over the pairwise distances (:func:`distance_pass`).
+
+    Returns ``(mean silhouette or None without labels, (N, candidates) indices or None)``;
+    the silhouette is NaN where :func:`silhouette` returns NaN.
+    """
+    x = as_matrix(z, name="z", min_rows=2)
+    n = x.shape[0]
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {_METRICS}; got {metric!r}.")
+    lab, n_labels, score = None, 1, None
+    if labels is not None:
+        codes = as_labels(labels, n)
+        n_labels = int(codes.max()) + 1
+        score = math.nan
+        if 1 < n_labels < n:
+            lab = torch.as_tensor(codes, dtype=torch.int64, device=x.device)
+    if lab is None and candidates <= 0:
+        return score, None
+    res = distance_pass(x, lab, n_labels, metric, candidates=candidates)
+    if res.silhouette is not None:
+        score = float(res.silhouette.mean())
+    return score, res.candidates
 
 
 def _silhouette_samples(
@@ -943,58 +967,142 @@ def _silhouette_samples(
     tile: int | None = None,
     reduce: str | None = None,
 ) -> torch.Tensor:
-    """Per-sample silhouette values (float64, (N,)); labels coded 0..C-1, all used.
+    """Per-sample silhouette values (float64, (N,)); labels coded 0..C-1, all used."""
+    out = distance_pass(
+        x, labels, n_labels, metric, symmetric=symmetric, tile=tile, reduce=reduce
+    ).silhouette
+    assert out is not None
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class SampleDistances:
+    """What one blocked pass over every pairwise distance of a sample yields.
+
+    Attributes:
+        silhouette: (N,) float64 per-sample silhouette values of the given labels (input
+            order), or ``None`` when no labels were given.
+        candidates: (N, m) int64 indices of each row's m nearest *other* rows by the
+            GEMM distance (unordered; ties broken arbitrarily), or ``None``.
+    """
+
+    silhouette: torch.Tensor | None
+    candidates: torch.Tensor | None
+
+
+def distance_pass(
+    x: torch.Tensor,
+    labels: torch.Tensor | None,
+    n_labels: int,
+    metric: str,
+    *,
+    candidates: int = 0,
+    symmetric: bool | None = None,
+    tile: int | None = None,
+    reduce: str | None = None,
+) -> SampleDistances:
+    """One visit of the (N, N) distance matrix serving the silhouette and kNN searches.
 
     Samples are first sorted by label, so each cluster is a contiguous index range, and
-    the distance matrix is visited in (tile x tile) blocks. ``symmetric`` (default: when
-    the (N, C) sums fit in 64 MiB) visits only the tiles on or above the diagonal and
-    credits each one to its rows and, mirrored, to its columns; otherwise each row band
-    is reduced on its own (twice the arithmetic, memory O(tile * (tile + C))).
-    ``reduce`` picks how a tile is summed per cluster: ``"segments"`` (contiguous
+    the distance matrix is visited in (tile x tile) float64 blocks. ``symmetric``
+    (default: when the (N, C) sums fit in 64 MiB) visits only the tiles on or above the
+    diagonal and credits each one to its rows and, mirrored, to its columns; otherwise
+    each row band is reduced on its own (twice the arithmetic, memory O(tile * (tile +
+    C))). ``reduce`` picks how a tile is summed per cluster: ``"segments"`` (contiguous
     slices, falling back to ``index_add_`` when a tile spans many clusters; the CPU
     default), ``"index_add"``, or ``"onehot"`` (a GEMM with the one-hot label matrix,
     the default on accelerators, where ``index_add_`` is atomic and its summation order
     varies between runs; with very many clusters they use ``index_add_`` all the same).
+    With ``candidates = m > 0`` every tile also offers its m smallest distances to each
+    of its rows (and columns) and a running top-m per row is kept (self excluded):
+    the kNN entropy's shortlist at no extra distance arithmetic.
     """
     n = x.shape[0]
     cpu = x.device.type == "cpu"
-    order = torch.sort(labels, stable=True).indices
-    labels = labels.index_select(0, order)
-    aug = _augmented(x.index_select(0, order), metric)
-    counts = torch.bincount(labels, minlength=n_labels)
+    if labels is not None:
+        order = torch.sort(labels, stable=True).indices
+        labels = labels.index_select(0, order)
+        aug = _augmented(x.index_select(0, order), metric)
+        counts = torch.bincount(labels, minlength=n_labels)
+    else:
+        order, aug, n_labels = None, _augmented(x, metric), 1
+        counts = torch.tensor([n], device=x.device)
     if symmetric is None:
         symmetric = n * n_labels * 8 <= _BLOCK_BYTES
     tile = min(n, tile or (_TILE_CPU if cpu else _TILE_ACCEL))
     if reduce is None:  # the one-hot matrix is (N, C): only when the sums are that small
         reduce = "segments" if cpu else ("onehot" if symmetric else "index_add")
-    red = _ClusterReducer(labels, counts, reduce)
+    red = _ClusterReducer(labels, counts, reduce) if labels is not None else None
+    near = _NearestOthers(n, min(candidates, n - 1), x.device) if candidates > 0 else None
     counts64 = counts.to(torch.float64)
     buf = torch.empty(tile * tile, dtype=torch.float64, device=x.device)
-    if symmetric:
+    sums = None
+    if symmetric and red is not None:
         sums = torch.zeros(n, n_labels, dtype=torch.float64, device=x.device)
-        for s in range(0, n, tile):
-            e = min(n, s + tile)
-            left = _left_block(aug, s, e, metric)
-            for c0 in range(s, n, tile):
-                c1 = min(n, c0 + tile)
-                d = _distance_tile(left, aug, s, c0, c1, metric, buf)
-                red.add_by_column_label(sums[s:e], d, c0)
-                if c0 != s:
-                    red.add_by_row_label(sums[c0:c1], d, s)
-        values = _silhouette_from_sums(sums, labels, counts64)
-    else:
-        values = torch.empty(n, dtype=torch.float64, device=x.device)
-        for s in range(0, n, tile):
-            e = min(n, s + tile)
-            left = _left_block(aug, s, e, metric)
+    values = torch.empty(n, dtype=torch.float64, device=x.device) if red is not None else None
+    for s in range(0, n, tile):
+        e = min(n, s + tile)
+        left = _left_block(aug, s, e, metric)
+        part = None
+        if red is not None and not symmetric:
             part = torch.zeros(e - s, n_labels, dtype=torch.float64, device=x.device)
-            for c0 in range(0, n, tile):
-                c1 = min(n, c0 + tile)
-                red.add_by_column_label(part, _distance_tile(left, aug, s, c0, c1, metric, buf), c0)
+        for c0 in range(s if symmetric else 0, n, tile):
+            c1 = min(n, c0 + tile)
+            d = _distance_tile(left, aug, s, c0, c1, metric, buf)
+            if near is not None:
+                near.offer(d, s, c0, mirrored=symmetric and c0 != s)
+            if red is None:
+                continue
+            if part is not None:
+                red.add_by_column_label(part, d, c0)
+                continue
+            assert sums is not None
+            red.add_by_column_label(sums[s:e], d, c0)
+            if c0 != s:
+                red.add_by_row_label(sums[c0:c1], d, s)
+        if part is not None and values is not None and labels is not None:
             values[s:e] = _silhouette_from_sums(part, labels[s:e], counts64)
-    out = torch.empty_like(values)
-    out[order] = values
-    return out
+    if sums is not None and values is not None and labels is not None:
+        values = _silhouette_from_sums(sums, labels, counts64)
+    found = near.indices if near is not None else None
+    if order is not None:  # back to the input order
+        if values is not None:
+            values = torch.empty_like(values).index_copy_(0, order, values)
+        if found is not None:
+            found = torch.empty_like(found).index_copy_(0, order, order[found])
+    return SampleDistances(values, found)
+
+
+class _NearestOthers:
+    """Running m smallest distances (and their column indices) of every row."""
+
+    def __init__(self, n: int, m: int, device: torch.device) -> None:
+        self.m = m
+        self.dist = torch.full((n, m), math.inf, dtype=torch.float64, device=device)
+        self.indices = torch.zeros((n, m), dtype=torch.int64, device=device)
+
+    def offer(self, d: torch.Tensor, s: int, c0: int, *, mirrored: bool) -> None:
+        """Offer tile ``d`` = distances of rows ``s:`` to rows ``c0:`` (and, mirrored,
+        of rows ``c0:`` to rows ``s:``). A diagonal tile's self-distances are skipped."""
+        if c0 == s:
+            diag = d.diagonal()
+            diag.fill_(math.inf)
+            self._merge(d, s, c0)
+            diag.zero_()
+            return
+        self._merge(d, s, c0)
+        if mirrored:
+            self._merge(d.T, c0, s)
+
+    def _merge(self, d: torch.Tensor, r0: int, c0: int) -> None:
+        rows = slice(r0, r0 + d.shape[0])
+        k = min(self.m, d.shape[1])
+        top_d, top_i = torch.topk(d, k, dim=1, largest=False, sorted=False)
+        both_d = torch.cat([self.dist[rows], top_d], dim=1)
+        both_i = torch.cat([self.indices[rows], top_i.add_(c0)], dim=1)
+        keep = torch.topk(both_d, self.m, dim=1, largest=False, sorted=False).indices
+        self.dist[rows] = both_d.gather(1, keep)
+        self.indices[rows] = both_i.gather(1, keep)
 
 
 def _augmented(x: torch.Tensor, metric: str) -> torch.Tensor:

@@ -22,6 +22,7 @@ from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
 
 from sslwatch.metrics._validation import as_int, as_matrix, to_numpy
+from sslwatch.metrics.clustering import distance_pass
 
 __all__ = ["entropy"]
 
@@ -40,7 +41,9 @@ _KDTREE_MAX_DIM = 8
 _MAX_BLOCK_ENTRIES = 1 << 22
 
 
-def entropy(z: Any, *, estimator: str = "knn", k: int = 3) -> float:
+def entropy(
+    z: Any, *, estimator: str = "knn", k: int = 3, shortlist: torch.Tensor | None = None
+) -> float:
     r"""Differential entropy (nats) of the distribution the rows of ``z`` are drawn from.
 
     ``estimator="knn"`` (Kozachenko & Leonenko 1987; in the form of Kraskov, Stögbauer
@@ -85,6 +88,10 @@ def entropy(z: Any, *, estimator: str = "knn", k: int = 3) -> float:
             numpy array.
         estimator: ``"knn"`` or ``"gaussian"``.
         k: neighbour rank for ``"knn"`` (1 <= k < N); ignored by ``"gaussian"``.
+        shortlist: for ``"knn"``, the (N, min(N-1, 2k+8)) neighbour candidates of
+            :func:`sslwatch.metrics.clustering.distance_pass` when a caller already
+            visited every pairwise distance (:func:`sslwatch.evaluate` shares one pass
+            with the silhouette); distances are still re-measured exactly.
 
     Returns:
         The entropy estimate in nats.
@@ -105,15 +112,15 @@ def entropy(z: Any, *, estimator: str = "knn", k: int = 3) -> float:
             f"k={k} needs at least k+1={k + 1} samples but z has N={n} rows; "
             "lower k or pass more samples."
         )
-    return _knn_entropy(x, k)
+    return _knn_entropy(x, k, shortlist)
 
 
-def _knn_entropy(x: torch.Tensor, k: int) -> float:
+def _knn_entropy(x: torch.Tensor, k: int, shortlist: torch.Tensor | None = None) -> float:
     n, d = x.shape
-    if x.device.type == "cpu" and d <= _KDTREE_MAX_DIM:
+    if shortlist is None and x.device.type == "cpu" and d <= _KDTREE_MAX_DIM:
         r, scale2 = _kth_distance_kdtree(to_numpy(x).astype(np.float64, copy=False), k)
     else:
-        r_t, scale2_t = _kth_distance_brute(x, k)
+        r_t, scale2_t = _kth_distance_brute(x, k, shortlist)
         r, scale2 = to_numpy(r_t), float(scale2_t)
     scale = math.sqrt(scale2)
     if not scale > 0.0:
@@ -137,36 +144,38 @@ def _kth_distance_kdtree(x: np.ndarray, k: int) -> tuple[np.ndarray, float]:
     return np.asarray(dist[:, -1], dtype=np.float64), scale2
 
 
-def _kth_distance_brute(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact k-th neighbour distances by a chunked brute force on ``x.device``.
+def _kth_distance_brute(
+    x: torch.Tensor, k: int, candidates: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k-th neighbour distances from a shortlist, on ``x.device``.
 
-    Squared distances ``|a|^2 + |b|^2 - 2 a.b`` in the input's dtype shortlist the
-    ``m = min(N-1, 2k+8)`` nearest candidates of each row (self excluded by index), computed
-    on mean-centred data to limit cancellation; their distances are then recomputed from
-    float64 differences of the original rows, so exact duplicates give exactly 0 and the
-    rounding of the matrix product does not reach the result.
+    The shortlist holds each row's ``m = min(N-1, 2k+8)`` nearest other rows by the
+    float64 GEMM distance of :func:`sslwatch.metrics.clustering.distance_pass` (computed
+    here unless an evaluation's shared pass already did); their distances are then
+    recomputed from float64 differences of the original rows, so exact duplicates give
+    exactly 0 and the rounding of the matrix product does not reach the result.
     """
     n, d = x.shape
+    m = shortlist_size(k, n)
+    if candidates is None:
+        candidates = distance_pass(x, None, 1, "euclidean", candidates=m).candidates
+    if candidates is None or candidates.shape != (n, m):
+        raise ValueError(f"the kNN shortlist must have shape ({n}, {m})")
     xc = x - x.mean(dim=0, dtype=torch.float64).to(x.dtype)
-    sq = (xc * xc).sum(dim=1)
-    scale2 = sq.double().mean() / d
-    m = min(n - 1, 2 * k + 8)
-    chunk = max(1, min(n, _MAX_BLOCK_ENTRIES // n))
+    scale2 = (xc * xc).sum(dim=1).double().mean() / d
+    chunk = max(1, min(n, _MAX_BLOCK_ENTRIES // max(1, m * d)))
+    x64 = x.double()
     out = torch.empty(n, dtype=torch.float64, device=x.device)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
-        rows = xc[a:b]
-        d2 = torch.addmm(sq.unsqueeze(0), rows, xc.T, alpha=-2.0).add_(sq[a:b].unsqueeze(1))
-        local = torch.arange(b - a, device=x.device)
-        d2[local, local + a] = float("inf")
-        cand = torch.topk(d2, m, dim=1, largest=False, sorted=False).indices
-        rows64 = x[a:b].double()
-        exact = torch.empty(b - a, m, dtype=torch.float64, device=x.device)
-        for j in range(m):
-            diff = rows64 - x[cand[:, j]].double()
-            exact[:, j] = (diff * diff).sum(dim=1)
-        out[a:b] = torch.kthvalue(exact, k, dim=1).values
+        diff = x64[candidates[a:b]].sub_(x64[a:b].unsqueeze(1))
+        out[a:b] = torch.kthvalue(diff.square_().sum(dim=2), k, dim=1).values
     return out.sqrt_(), scale2
+
+
+def shortlist_size(k: int, n: int) -> int:
+    """Candidates kept per row for the k-th neighbour: ``min(N - 1, 2k + 8)``."""
+    return min(n - 1, 2 * k + 8)
 
 
 def _gaussian_entropy(x: torch.Tensor) -> float:
