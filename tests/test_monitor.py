@@ -686,3 +686,34 @@ def test_moment_cost_is_stated_and_large_states_warn() -> None:
         learned = Monitor()
         learned.update(torch.randn(8, 16))
     assert learned.moment_bytes == 8 * (16 * 16 + 16)
+
+
+@pytest.mark.parametrize("gram_dtype", ["float64", "float32"])
+@pytest.mark.parametrize("n", [60, 200])
+def test_streamed_spectra_equal_evaluate_on_both_routes(n: int, gram_dtype: str) -> None:
+    """The Monitor's D x D moments (fed in batches, through the shared Gram accumulator)
+    and evaluate's route for the shape (D x D moments when N >= D, N x N Grams when
+    N < D) give the same spectrum metrics: float64 to round-off, the float32 route to
+    its float32 products."""
+    rng = np.random.default_rng(3)
+    d = 96
+    z = (rng.normal(size=(n, d)) * np.arange(1, d + 1) ** -0.6 + 0.5).astype(np.float32)
+    names = ["rankme", "stable_rank", "alpha_req", "nesum"]
+    mon = Monitor(metrics=names, gram_dtype=gram_dtype)  # type: ignore[arg-type]
+    for start in range(0, n, 32):
+        mon.update(torch.from_numpy(z[start : start + 32]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # RankMe's N < D warning
+        streamed = mon.compute()
+        offline = evaluate(z, metrics=names)
+    rel = 1e-9 if gram_dtype == "float64" else 1e-5
+    for name in names:
+        if gram_dtype == "float32" and n <= d and name in ("alpha_req", "nesum"):
+            continue  # float32 products cannot resolve a rank-deficient covariance: warned
+        assert streamed[name] == pytest.approx(offline[name], rel=rel), name
+    if gram_dtype == "float32" and n <= d:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            mon.compute()
+        messages = [str(w.message) for w in caught]
+        assert any("rank-deficient covariance" in m and "alpha_req, nesum" in m for m in messages)

@@ -8,7 +8,6 @@ registry.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 
 from sslwatch.context import MetricContext
 from sslwatch.metrics.clustering import cluster_agreement, silhouette
-from sslwatch.metrics.entropy import entropy
+from sslwatch.metrics.entropy import entropy, gaussian_entropy_from_eigenvalues
 from sslwatch.metrics.probes import fit_linear_probe, knn_accuracy
 from sslwatch.metrics.spectrum import (
     alpha_req_from_eigenvalues,
@@ -59,11 +58,7 @@ def _alpha_req(ctx: MetricContext, p: Mapping[str, Any]) -> float:
 
 
 def _gaussian_entropy(ctx: MetricContext, p: Mapping[str, Any]) -> float:
-    """0.5 log det(2 pi e Sigma) from the covariance eigenvalues (-inf when singular)."""
-    lam = ctx.spectra.covariance_eigenvalues
-    if np.any(lam <= 0):
-        return -math.inf
-    return float(0.5 * (lam.size * math.log(2 * math.pi * math.e) + np.sum(np.log(lam))))
+    return gaussian_entropy_from_eigenvalues(ctx.spectra.covariance_eigenvalues)
 
 
 # --- sample family: a seeded sample of points ----------------------------------------

@@ -62,7 +62,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from scipy.linalg import blas as _blas
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
@@ -70,7 +69,7 @@ import sslwatch.catalog  # noqa: F401  (fills the registry)
 from sslwatch.context import MetricContext, default_k
 from sslwatch.definitions import MetricDefinition
 from sslwatch.metrics._validation import as_int, as_matrix
-from sslwatch.metrics.spectrum import _MIXED_MAX, _MIXED_MIN, SecondMoments
+from sslwatch.metrics.spectrum import SecondMoments, ShiftedGram, add_gram, add_gram_device
 from sslwatch.registry import REGISTRY, MetricSpec, check_params
 from sslwatch.suite import Evaluation, MetricValue, OnError, compute_metrics, definition_for
 
@@ -371,11 +370,7 @@ class _StreamState(Metric):
     def _local_reset(self) -> None:
         self._buffered = {"rows": 0, "view_rows": 0}
         self._threshold: dict[str, int | None] = {"rows": None, "view_rows": None}
-        self._scratch32: np.ndarray | None = None
-        self._shift: np.ndarray | None = None
-        self._mixed_gram: np.ndarray | None = None
-        self._mixed_sum: np.ndarray | None = None
-        self._mixed_n = 0
+        self._mixed: ShiftedGram | None = None
 
     def reset(self) -> None:
         """Clear the accumulated state (the learned layout is kept)."""
@@ -414,11 +409,10 @@ class _StreamState(Metric):
                 return
             if not self.outer.is_contiguous():
                 self.outer = self.outer.contiguous()
-            # outer.numpy().T is a Fortran-ordered view: dsyrk updates its upper triangle,
-            # i.e. the lower triangle of ``outer``, in place.
+            # outer.numpy().T is a Fortran-ordered view whose upper triangle is the lower
+            # triangle of ``outer``: add_gram updates it in place.
             target = self.outer.numpy().T
-            a64 = np.ascontiguousarray(a, dtype=np.float64)
-            out = _blas.dsyrk(1.0, a64.T, beta=1.0, c=target, trans=0, lower=0, overwrite_c=1)
+            out = add_gram(target, a)
             if not np.shares_memory(out, target):  # pragma: no cover
                 self.outer = torch.from_numpy(np.ascontiguousarray(out.T))
             return
@@ -426,59 +420,36 @@ class _StreamState(Metric):
         if gram32 and z.dtype == torch.float32:
             self.outer += z.T @ z
         else:
-            z64 = z.to(torch.float64)
-            self.outer.addmm_(z64.T, z64)
+            add_gram_device(self.outer, z)
 
     def _fold_mixed(self, a: np.ndarray) -> bool:
         """Fold float32 rows through float32 products around a fixed shift (CPU).
 
-        The scheme of the one-shot mixed-precision route (:mod:`sslwatch.metrics.spectrum`):
-        with m = this rank's first batch mean in float32 and c_i = z_i - m, accumulate
-        C = sum_i c_i c_i^T from float32 ``ssyrk`` products of one batch at a time, summed
-        in float64, and s = sum_i c_i in float64. :meth:`_flush_mixed` turns them into raw
-        moments exactly: sum_i z_i z_i^T = C + m s^T + s m^T + n m m^T. Centring first
-        keeps the float32 rounding relative to the spread of the rows, not to their mean.
+        The scheme of the one-shot mixed-precision route, through the same
+        :class:`~sslwatch.metrics.spectrum.ShiftedGram` (shift: this rank's first batch
+        mean in float32); :meth:`_flush_mixed` adds its exact raw Gram to the moments.
         Returns False (fold in float64 instead) when a value is outside the range where
         float32 squares are safe.
         """
         amax = float(np.max(np.abs(a))) if a.size else 0.0
-        if not _MIXED_MIN < amax < _MIXED_MAX:
+        if not ShiftedGram.applies(amax):
             return False
         d = a.shape[1]
-        if self._shift is None or self._shift.shape[0] != d:
-            self._shift = a.mean(axis=0, dtype=np.float64).astype(np.float32)
-            self._mixed_gram = np.zeros((d, d), dtype=np.float64, order="F")
-            self._mixed_sum = np.zeros(d, dtype=np.float64)
-            self._mixed_n = 0
-            self._scratch32 = np.zeros((d, d), dtype=np.float32, order="F")
-        assert self._mixed_gram is not None and self._mixed_sum is not None
-        assert self._scratch32 is not None
-        c = a - self._shift
-        out = _blas.ssyrk(1.0, c.T, beta=0.0, c=self._scratch32, trans=0, lower=0, overwrite_c=1)
-        if not np.shares_memory(out, self._scratch32):  # pragma: no cover
-            self._scratch32 = np.asfortranarray(out)
-        # numpy's mixed-precision add is ~10x faster than torch's here
-        np.add(self._mixed_gram, self._scratch32, out=self._mixed_gram)
-        self._mixed_sum += c.sum(axis=0, dtype=np.float64)
-        self._mixed_n += int(a.shape[0])
+        if self._mixed is None or self._mixed.shift.shape[0] != d:
+            self._mixed = ShiftedGram(a.mean(axis=0, dtype=np.float64).astype(np.float32))
+        self._mixed.update(a)
         return True
 
     def _flush_mixed(self) -> None:
         """Move the shifted float32-product accumulators into the raw float64 moments."""
-        if not self._mixed_n or self._mixed_gram is None or self._mixed_sum is None:
+        if self._mixed is None or not self._mixed.n:
             return
-        assert self._shift is not None
-        m = self._shift.astype(np.float64)
-        s = self._mixed_sum
         if not self.outer.is_contiguous():
             self.outer = self.outer.contiguous()
         # upper triangle of the Fortran view = lower triangle of ``outer``
         target = self.outer.numpy().T
-        cross = np.outer(m, s)
-        target += self._mixed_gram + cross + cross.T + self._mixed_n * np.outer(m, m)
-        self._mixed_gram.fill(0.0)
-        self._mixed_sum.fill(0.0)
-        self._mixed_n = 0
+        target += self._mixed.raw_gram()
+        self._mixed.clear()
 
     def sync(self, *args: Any, **kwargs: Any) -> None:
         """torchmetrics' sync, after folding pending mixed-precision sums into the state
@@ -1141,6 +1112,7 @@ class Monitor:
                 if self._needs_moments and n >= 1 and snap["total"].numel():
                     total, outer = snap["total"], snap["outer"]
                     ctx.moments = SecondMoments(n=n, total=total, outer=outer)
+                    self._warn_float32_rank_deficient(n, d, specs)
                 records = compute_metrics(ctx, specs, self._overrides, on_error=self.on_error)
             except Exception as exc:
                 if self.on_error == "raise":
@@ -1247,6 +1219,22 @@ class Monitor:
             "Gram matrices instead.",
             UserWarning,
             stacklevel=4,
+        )
+
+    def _warn_float32_rank_deficient(self, n: int, d: int, specs: list[MetricSpec]) -> None:
+        """float32 products leave round-off where a rank-deficient covariance (N <= D) has
+        exact zeros, which the covariance metrics would read as spectrum."""
+        covariance = {"alpha_req", "nesum", "participation_ratio", "entropy_gaussian"}
+        hit = sorted(covariance & {s.name for s in specs})
+        if self.gram_dtype != "float32" or self._input_dtype != "float32" or n > d or not hit:
+            return
+        warnings.warn(
+            f"sslwatch monitor {self.name!r}: {n} rows of dimension {d} give a rank-deficient "
+            f"covariance, whose zero eigenvalues float32 products cannot resolve: "
+            f"{', '.join(hit)} are unreliable; feed more than D rows or use "
+            "gram_dtype='float64'.",
+            UserWarning,
+            stacklevel=3,
         )
 
     def _gram32(self, z: torch.Tensor) -> bool:

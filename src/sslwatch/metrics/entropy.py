@@ -23,8 +23,9 @@ from scipy.special import digamma, gammaln
 
 from sslwatch.metrics._validation import as_int, as_matrix, to_numpy
 from sslwatch.metrics.clustering import distance_pass
+from sslwatch.metrics.spectrum import covariance_eigenvalues
 
-__all__ = ["entropy"]
+__all__ = ["entropy", "gaussian_entropy_from_eigenvalues"]
 
 _ESTIMATORS = ("knn", "gaussian")
 
@@ -58,11 +59,11 @@ def entropy(
     neighbour among the other rows (the point itself is excluded by index, so an exact
     copy counts as a neighbour at distance 0) and :math:`V_D` is the volume of the unit
     D-ball (computed in log space). Neighbours are exact: on CPU with D <= 8 a
-    ``scipy.spatial.cKDTree`` (float64); otherwise (or on GPU) a chunked brute force on the
-    input's device (memory O(chunk * N)) that shortlists the 2k+8 nearest candidates with
-    a matrix-product distance in the input's dtype and re-measures them as float64
-    differences, so only near-ties within that dtype's rounding could pick another
-    neighbour at the same distance.
+    ``scipy.spatial.cKDTree`` (float64); otherwise (or on GPU) the blocked pass of
+    :func:`sslwatch.metrics.clustering.distance_pass` (float64 tiles of the upper
+    triangle, memory O(tile^2)) shortlists the 2k+8 nearest candidates, which are then
+    re-measured as float64 differences, so only near-ties within float64 rounding could
+    pick another neighbour at the same distance.
 
     Duplicates: if a point has ``k`` or more exact copies, :math:`r_i = 0` and
     :math:`\log r_i = -\infty`. Every :math:`r_i` is therefore floored at
@@ -74,14 +75,14 @@ def entropy(
     the data, ``entropy(c * z) == entropy(z) + D * log(c)`` holds exactly (c > 0).
 
     ``estimator="gaussian"``: :math:`\tfrac12 \log\det(2\pi e\,\hat\Sigma)` with
-    :math:`\hat\Sigma` the sample covariance (denominator N-1), accumulated in float64.
-    The log-determinant is the sum of the logarithms of the eigenvalues of the symmetric
-    matrix :math:`\hat\Sigma` (``torch.linalg.eigvalsh``; equal to the log-abs-determinant
-    of ``slogdet`` for a non-singular matrix). If :math:`\hat\Sigma` is singular to working
-    precision, i.e. its smallest eigenvalue is at most ``D * eps64 * largest`` (the
-    tolerance of ``numpy.linalg.matrix_rank``) -- always the case when N <= D, with a
-    constant dimension, or with linearly dependent dimensions -- the entropy is
-    :math:`-\infty` and ``float("-inf")`` is returned (no exception).
+    :math:`\hat\Sigma` the sample covariance (denominator N-1), from the float64
+    covariance eigenvalues of :func:`sslwatch.metrics.spectrum.covariance_eigenvalues`
+    (``method="gram"``: the D x D centred Gram matrix, or the N x N one when N < D). If
+    :math:`\hat\Sigma` is singular to working precision -- an eigenvalue below that
+    module's rank tolerance, always the case when N <= D, with a constant dimension, or
+    with linearly dependent dimensions -- the entropy is :math:`-\infty` and
+    ``float("-inf")`` is returned (no exception); ``evaluate``'s ``entropy_gaussian``
+    applies the same rule (:func:`gaussian_entropy_from_eigenvalues`).
 
     Args:
         z: embeddings of shape (N, D), ``torch.Tensor`` (CPU or GPU, any float dtype) or
@@ -104,7 +105,7 @@ def entropy(
         raise ValueError(f"estimator must be one of {_ESTIMATORS}; got {estimator!r}.")
     x = as_matrix(z, name="z", min_rows=2)
     if estimator == "gaussian":
-        return _gaussian_entropy(x)
+        return gaussian_entropy_from_eigenvalues(covariance_eigenvalues(x, method="gram"))
     k = as_int(k, "k", hint=" (a positive integer: the neighbour rank)")
     n = x.shape[0]
     if k >= n:
@@ -178,19 +179,15 @@ def shortlist_size(k: int, n: int) -> int:
     return min(n - 1, 2 * k + 8)
 
 
-def _gaussian_entropy(x: torch.Tensor) -> float:
-    n, d = x.shape
-    mean = x.sum(dim=0, dtype=torch.float64) / n
-    cov = torch.zeros(d, d, dtype=torch.float64, device=x.device)
-    chunk = max(1, _MAX_BLOCK_ENTRIES // max(d, 1))
-    for a in range(0, n, chunk):
-        block = x[a : a + chunk].double() - mean
-        cov.addmm_(block.T, block)
-    cov /= n - 1
-    cov = 0.5 * (cov + cov.T)
-    eig = torch.linalg.eigvalsh(cov)
-    top = float(eig[-1])
-    if not top > 0.0 or float(eig[0]) <= d * float(np.finfo(np.float64).eps) * top:
-        return float("-inf")
-    logdet = float(torch.log(eig).sum())
-    return 0.5 * (d * math.log(2.0 * math.pi * math.e) + logdet)
+def gaussian_entropy_from_eigenvalues(lam: Any) -> float:
+    """0.5 log det(2 pi e Sigma) = 0.5 (D log(2 pi e) + sum_i log lambda_i), in nats.
+
+    ``lam`` are the D covariance eigenvalues (e.g. ``Spectra.covariance_eigenvalues``,
+    whose values below the rank tolerance of :mod:`sslwatch.metrics.spectrum` are exactly
+    0). A singular covariance (any eigenvalue 0: always when N <= D) has no density, and
+    the result is ``-inf``. The one rule for :func:`entropy` and ``evaluate``.
+    """
+    e = np.asarray(lam, dtype=np.float64)
+    if e.size == 0 or not np.all(e > 0.0):
+        return -math.inf
+    return float(0.5 * (e.size * math.log(2.0 * math.pi * math.e) + np.sum(np.log(e))))

@@ -23,7 +23,7 @@ computed by the cheapest accurate route (``method``):
   N >= D, the *mixed-precision Gram*: rows are centered at their float32-rounded mean,
   multiplied in float32 512 rows at a time (BLAS ``ssyrk``, N D^2 flops, about half of a
   float32 z^T z), summed in float64, and the mean is added back exactly in float64
-  (see ``_MixedPass``); one ``eigvalsh`` of the D x D result in float64. The error is that
+  (see ``ShiftedGram``); one ``eigvalsh`` of the D x D result in float64. The error is that
   of float32 arithmetic: about eps32 * 512 / sqrt(3 N) relative on Gram entries (~1e-7
   at N = 25,600), observed 1e-9 to 1e-6 on the metrics, the same order as
   ``torch.linalg.svdvals`` in float32 and as RankMe's own eps = 1e-7. Everywhere else
@@ -83,7 +83,10 @@ from sslwatch.metrics._validation import as_int, as_matrix
 
 __all__ = [
     "SecondMoments",
+    "ShiftedGram",
     "Spectra",
+    "add_gram",
+    "add_gram_device",
     "alpha_req",
     "alpha_req_from_eigenvalues",
     "condition_number",
@@ -677,27 +680,81 @@ def _gram_covariance_eigenvalues(x: torch.Tensor) -> tuple[np.ndarray, float]:
     return out, scale
 
 
-@dataclass(frozen=True, eq=False)
-class _MixedPass:
-    """One float32 pass over z (N >= D) for the mixed-precision Gram route.
+class ShiftedGram:
+    """Float32-product Gram accumulator around a fixed float32 shift (CPU, numpy).
 
-    With m = the column mean rounded to float32 and c_i = z_i - m (exact float32
-    differences, up to one rounding relative to |c_i|): ``c_gram`` = sum_i c_i c_i^T from
-    float32 products of ``_MIXED_CHUNK_ROWS`` rows at a time, summed in float64 (upper
-    triangle only), and ``c_sum`` = sum_i c_i in float64. Any Gram matrix
-    sum_i (z_i - a)(z_i - a)^T then follows exactly in float64 from
-    sum_i (c_i + v)(c_i + v)^T = C + v s^T + s v^T + n v v^T with v = m - a.
+    With m the shift and c_i = z_i - m (exact float32 differences, up to one rounding
+    relative to |c_i|), it keeps C = sum_i c_i c_i^T from float32 ``ssyrk`` products of
+    at most ``_MIXED_CHUNK_ROWS`` rows at a time, summed in float64 (upper triangle
+    only), s = sum_i c_i in float64 and the row count n. Any Gram matrix of the rows then
+    follows exactly in float64 (:meth:`gram`):
+    sum_i (z_i - a)(z_i - a)^T = C + v s^T + s v^T + n v v^T with v = m - a. Centring on
+    m keeps the float32 rounding relative to the spread of the rows, not their mean.
+    The one-shot mixed-precision route and the Monitor's ``gram_dtype="float32"`` both
+    accumulate through this class.
     """
 
-    n: int
-    c_gram: np.ndarray
-    c_sum: np.ndarray
-    m: np.ndarray
-    mean: np.ndarray
+    def __init__(self, shift: np.ndarray) -> None:
+        self.shift = np.ascontiguousarray(shift, dtype=np.float32)
+        d = self.shift.shape[0]
+        self.n = 0
+        self.c_gram = np.zeros((d, d), dtype=np.float64, order="F")
+        self.c_sum = np.zeros(d, dtype=np.float64)
+        self._prod = np.zeros((d, d), dtype=np.float32, order="F")  # ssyrk's upper triangle
+        self._buf = np.empty((0, d), dtype=np.float32)
+
+    @staticmethod
+    def applies(amax: float) -> bool:
+        """Whether rows with max |z| = ``amax`` stay where float32 squares are safe."""
+        return _MIXED_MIN < amax < _MIXED_MAX
+
+    def update(self, a: np.ndarray) -> None:
+        """Fold float32 rows ``a`` (N, D) in."""
+        n, d = a.shape
+        step = min(_MIXED_CHUNK_ROWS, max(n, 1))
+        if self._buf.shape[0] < step:
+            self._buf = np.empty((step, d), dtype=np.float32)
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            block = self._buf[: stop - start]
+            np.subtract(a[start:stop], self.shift, out=block)
+            self.c_sum += block.sum(axis=0, dtype=np.float64)
+            prod = _blas.ssyrk(
+                1.0, block.T, beta=0.0, c=self._prod, trans=0, lower=0, overwrite_c=1
+            )
+            if not np.shares_memory(prod, self._prod):  # pragma: no cover - BLAS copied
+                self._prod = np.asfortranarray(prod)
+            np.add(self.c_gram, self._prod, out=self.c_gram)
+        self.n += n
 
     def gram(self, v: np.ndarray) -> np.ndarray:
+        """Upper triangle of sum_i (z_i - a)(z_i - a)^T for v = m - a (float64)."""
         cross = np.outer(v, self.c_sum)
         return self.c_gram + cross + cross.T + self.n * np.outer(v, v)
+
+    def raw_gram(self) -> np.ndarray:
+        """Upper triangle of the uncentred sum_i z_i z_i^T (a = 0)."""
+        return self.gram(self.shift.astype(np.float64))
+
+    def raw_trace(self) -> float:
+        """sum_i |z_i|^2, exactly from C, s and m."""
+        m = self.shift.astype(np.float64)
+        return float(np.trace(self.c_gram)) + 2.0 * float(m @ self.c_sum) + self.n * float(m @ m)
+
+    def clear(self) -> None:
+        """Empty the sums (the shift is kept)."""
+        self.n = 0
+        self.c_gram.fill(0.0)
+        self.c_sum.fill(0.0)
+
+
+@dataclass(frozen=True, eq=False)
+class _MixedPass:
+    """One float32 pass over z (N >= D): its ``ShiftedGram`` around the float32-rounded
+    column mean, and the float64 mean itself."""
+
+    acc: ShiftedGram
+    mean: np.ndarray
 
 
 def _mixed_pass(x: torch.Tensor) -> _MixedPass | None:
@@ -711,40 +768,25 @@ def _mixed_pass(x: torch.Tensor) -> _MixedPass | None:
     if x.device.type != "cpu" or x.dtype != torch.float32 or n < d:
         return None
     lo, hi = torch.aminmax(x)
-    amax = max(-float(lo), float(hi))
-    if not _MIXED_MIN < amax < _MIXED_MAX:
+    if not ShiftedGram.applies(max(-float(lo), float(hi))):
         return None
     a = x.resolve_conj().resolve_neg().numpy()
     mean = a.sum(axis=0, dtype=np.float64) / n
-    m32 = mean.astype(np.float32)
-    step = min(_MIXED_CHUNK_ROWS, n)
-    buf = np.empty((step, d), dtype=np.float32)
-    prod = np.zeros((d, d), dtype=np.float32, order="F")  # ssyrk writes its upper triangle
-    c_gram = np.zeros((d, d), dtype=np.float64, order="F")
-    c_sum = np.zeros(d, dtype=np.float64)
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        block = buf[: stop - start]
-        np.subtract(a[start:stop], m32, out=block)
-        c_sum += block.sum(axis=0, dtype=np.float64)
-        prod = _blas.ssyrk(1.0, block.T, beta=0.0, c=prod, trans=0, lower=0, overwrite_c=1)
-        c_gram += prod
-    return _MixedPass(n=n, c_gram=c_gram, c_sum=c_sum, m=m32.astype(np.float64), mean=mean)
+    acc = ShiftedGram(mean.astype(np.float32))
+    acc.update(a)
+    return _MixedPass(acc=acc, mean=mean)
 
 
 def _mixed_singular_values(p: _MixedPass) -> np.ndarray:
-    d = p.c_gram.shape[0]
-    g = p.gram(p.m)  # v = m - 0: the uncentered Gram
-    w = _clean(_eigvalsh_desc(torch.from_numpy(g)), d, None)
+    g = p.acc.raw_gram()
+    w = _clean(_eigvalsh_desc(torch.from_numpy(g)), g.shape[0], None)
     return np.sqrt(w)
 
 
 def _mixed_covariance_eigenvalues(p: _MixedPass) -> np.ndarray:
-    d = p.c_gram.shape[0]
-    g = p.gram(p.m - p.mean)  # v = m - mean: the centered Gram
-    raw_trace = float(np.trace(p.c_gram)) + 2.0 * float(p.m @ p.c_sum) + p.n * float(p.m @ p.m)
-    w = _clean(_eigvalsh_desc(torch.from_numpy(g)), d, raw_trace)
-    return w / (p.n - 1)
+    g = p.acc.gram(p.acc.shift.astype(np.float64) - p.mean)  # v = m - mean: centred
+    w = _clean(_eigvalsh_desc(torch.from_numpy(g)), g.shape[0], p.acc.raw_trace())
+    return w / (p.acc.n - 1)
 
 
 def _svd_singular_values(x: torch.Tensor) -> tuple[np.ndarray, float]:
@@ -919,17 +961,37 @@ def _gram_numpy(
     scale: float,
     chunk: int | None,
 ) -> np.ndarray:
-    """CPU Gram matrix (upper triangle) with BLAS ``dsyrk``: half the flops of a product.
+    """CPU Gram matrix (upper triangle of a new Fortran-ordered array), see add_gram."""
+    size = a.shape[1] if features else a.shape[0]
+    out = np.zeros((size, size), dtype=np.float64, order="F")
+    return add_gram(out, a, features=features, shift=shift, scale=scale, chunk=chunk)
 
-    Chunks are converted to float64 into one reused buffer; float64 C-ordered input
-    needing no shift or scale is read in place.
+
+def add_gram(
+    target: np.ndarray,
+    a: np.ndarray,
+    *,
+    features: bool = True,
+    shift: np.ndarray | None = None,
+    scale: float = 1.0,
+    chunk: int | None = None,
+) -> np.ndarray:
+    """Add the float64 Gram matrix of y = a * scale - shift to ``target``'s upper triangle.
+
+    ``features=True`` adds y^T y (D x D, chunks of rows), else y y^T (N x N, chunks of
+    columns), with BLAS ``dsyrk`` (half the flops of a product). ``target`` must be a
+    Fortran-ordered float64 array (a C-ordered (D, D) tensor's ``.numpy().T`` is one: its
+    upper triangle is the tensor's lower). Chunks are converted to float64 into one
+    reused buffer of about 32 MiB; float64 C-ordered input needing no shift or scale is
+    read in place. Returns ``target`` (updated in place when BLAS allows, else a copy).
+    The one float64 accumulation behind ``second_moments``, the Gram routes here and the
+    Monitor's streamed moments.
     """
     n, d = a.shape
     size, length = (d, n) if features else (n, d)
-    step = min(_chunk_size(chunk, size), length)
+    step = min(_chunk_size(chunk, size), max(length, 1))
     direct = shift is None and scale == 1.0 and a.dtype == np.float64
     buf: np.ndarray | None = None
-    out = np.zeros((size, size), dtype=np.float64, order="F")
     for start in range(0, length, step):
         stop = min(start + step, length)
         view = a[start:stop] if features else a[:, start:stop]
@@ -948,10 +1010,10 @@ def _gram_numpy(
                     block -= shift if features else shift[start:stop]
         # block is C-ordered, so block.T is a Fortran-ordered view that dsyrk reads
         # without a copy: trans=0 gives block^T block (D x D), trans=1 block block^T.
-        out = _blas.dsyrk(
-            1.0, block.T, beta=1.0, c=out, trans=0 if features else 1, lower=0, overwrite_c=1
+        target = _blas.dsyrk(
+            1.0, block.T, beta=1.0, c=target, trans=0 if features else 1, lower=0, overwrite_c=1
         )
-    return out
+    return target
 
 
 def _symmetrize_upper(u: np.ndarray) -> np.ndarray:
@@ -969,21 +1031,37 @@ def _gram_torch(
     scale: float,
     chunk: int | None,
 ) -> torch.Tensor:
-    """Device Gram matrix with float64 ``addmm_`` over upcast chunks."""
+    """Device Gram matrix (symmetrised), see add_gram_device."""
+    size = x.shape[1] if features else x.shape[0]
+    out = torch.zeros((size, size), dtype=torch.float64, device=x.device)
+    add_gram_device(out, x, features=features, shift=shift, scale=scale, chunk=chunk)
+    return (out + out.T) * 0.5
+
+
+def add_gram_device(
+    target: torch.Tensor,
+    x: torch.Tensor,
+    *,
+    features: bool = True,
+    shift: torch.Tensor | None = None,
+    scale: float = 1.0,
+    chunk: int | None = None,
+) -> None:
+    """``target += y^T y`` (features) or ``y y^T``, y = x * scale - shift, in place with
+    float64 ``addmm_`` over chunks upcast one at a time (any device): :func:`add_gram`'s
+    counterpart off the CPU, for the Gram routes and the Monitor."""
     n, d = x.shape
     size, length = (d, n) if features else (n, d)
     step = _chunk_size(chunk, size)
-    out = torch.zeros((size, size), dtype=torch.float64, device=x.device)
     for start in range(0, length, step):
         stop = min(start + step, length)
         if features:
             block = _upcast(x[start:stop], shift, scale)
-            out.addmm_(block.T, block)
+            target.addmm_(block.T, block)
         else:
             sub = None if shift is None else shift[start:stop]
             block = _upcast(x[:, start:stop], sub, scale)
-            out.addmm_(block, block.T)
-    return (out + out.T) * 0.5
+            target.addmm_(block, block.T)
 
 
 def _centered_from_moments(m: SecondMoments) -> torch.Tensor:
