@@ -275,16 +275,19 @@ def test_selected_probe_against_sklearn_best_c_mnist1d(mnist1d_split: Split) -> 
 
 
 def test_l2_path_stopping(digits_split: Split, mnist1d_split: Split) -> None:
-    """The walk down the grid ends once two values score below the best, no earlier."""
+    """The walk down the grid ends once _PATH_PATIENCE values score below the best, no
+    earlier."""
+    from sslwatch.metrics.probes import _PATH_PATIENCE
+
     for xtr, _, ytr, _ in (digits_split, mnist1d_split):
         fit = fit_linear_probe(xtr, ytr)
         scores = [acc for _, acc in fit.val_accuracy]
         best_at = max(range(len(scores)), key=lambda i: (scores[i], -i))
         below_after_best = sum(acc < scores[best_at] for acc in scores[best_at + 1 :])
         if len(scores) < len(DEFAULT_L2_GRID):
-            assert below_after_best == 2 and scores[-1] < scores[best_at]
+            assert below_after_best == _PATH_PATIENCE and scores[-1] < scores[best_at]
         else:
-            assert below_after_best <= 2
+            assert below_after_best <= _PATH_PATIENCE
         assert fit.l2 == fit.val_accuracy[best_at][0]
         assert fit.n_passes > fit.n_iter > 0
 
