@@ -39,12 +39,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import machine_line
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 import sslwatch
+from machine import machine_line
 from sslwatch.data import load_dataset
 from sslwatch.metrics.probes import fit_linear_probe, stratified_split
 
