@@ -244,7 +244,7 @@ def test_progress_lines_show_cost_and_time_left_even_in_a_log_file(
         names = [c.rsplit(" ", 2)[0] for c in m["costs"].split(", ")]
         assert 1 <= len(names) <= 3
         known = {"load", "embed", "store", "rankme", "silhouette", "kmeans", "second_moments"}
-        assert set(names) <= known | {"spectra"}, names
+        assert set(names) <= known | {"spectra", "sample_distances"}, names
         # From the first checkpoint on, the time left: remaining checkpoints x mean seconds
         # per checkpoint so far (none after the last).
         if i == n:
