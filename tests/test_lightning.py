@@ -108,6 +108,7 @@ def read_tensorboard(tmp_path: Path) -> Any:
     return acc
 
 
+@pytest.mark.filterwarnings("ignore:LiDAR. the ridge delta:UserWarning")  # tiny toy views
 def test_fit_logs_metrics_to_csv_and_tensorboard(tmp_path: Path) -> None:
     callback = SSLWatchCallback(
         {"backbone": "feats", "projector": "z"},

@@ -64,6 +64,7 @@ def test_lidar_matches_numpy_oracle(n: int, q: int, d: int) -> None:
     assert lidar(v) == pytest.approx(lidar_oracle(v), rel=1e-8)
 
 
+@pytest.mark.filterwarnings("ignore:LiDAR. the ridge delta:UserWarning")
 def test_lidar_parameters_and_dtypes_match_oracle() -> None:
     v = make_views(30, 4, 12, seed=1)
     assert lidar(v, delta=1e-2, eps=0.0) == pytest.approx(
@@ -79,6 +80,7 @@ def test_lidar_is_between_one_and_dimension() -> None:
     assert 1.0 <= lidar(v) <= 10.0 + 1e-6
 
 
+@pytest.mark.filterwarnings("ignore:LiDAR. the ridge delta:UserWarning")
 def test_lidar_counts_discriminative_directions() -> None:
     rng = np.random.default_rng(3)
     n, q, d = 200, 4, 16

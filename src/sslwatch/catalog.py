@@ -8,6 +8,7 @@ registry.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -58,7 +59,9 @@ def _alpha_req(ctx: MetricContext, p: Mapping[str, Any]) -> float:
 
 
 def _gaussian_entropy(ctx: MetricContext, p: Mapping[str, Any]) -> float:
-    return gaussian_entropy_from_eigenvalues(ctx.spectra.covariance_eigenvalues)
+    # Spectra of z * 2^-e: entropy(c z) = entropy(z) + D log c.
+    shift = ctx.d * ctx.spectrum_exponent * math.log(2.0)
+    return gaussian_entropy_from_eigenvalues(ctx.spectra.covariance_eigenvalues) + shift
 
 
 # --- sample family: a seeded sample of points ----------------------------------------
@@ -72,14 +75,24 @@ def _silhouette(ctx: MetricContext, p: Mapping[str, Any]) -> float:
 
 
 def _cluster_agreement(ctx: MetricContext, p: Mapping[str, Any]) -> float:
+    """NaN when the clustered points are all identical: a collapsed embedding has no
+    clusters to agree on, and two one-cluster partitions would score a perfect 1."""
     if ctx.views is not None:
         views = ctx.views
+        if _all_rows_equal(views[:, 0]) or _all_rows_equal(views[:, 1]):
+            return math.nan
         first = ctx.kmeans_of(views[:, 0], "view0", ctx.seed).labels
         second = ctx.kmeans_of(views[:, 1], "view1", ctx.seed).labels
     else:
+        if _all_rows_equal(ctx.require_sample()):
+            return math.nan
         first = ctx.sample_clustering(0).labels
         second = ctx.sample_clustering(1).labels
     return cluster_agreement(first, second, method=p["method"])
+
+
+def _all_rows_equal(points: Any) -> bool:
+    return bool((points == points[:1]).all())
 
 
 def _agreement_source(ctx: MetricContext) -> dict[str, Any]:
@@ -282,7 +295,10 @@ def _register_all() -> None:
             default=True,
             params={"method": "ami"},
             context_params=CLUSTER_CONTEXT,
-            description="AMI between two k-means clusterings (two views, else two seeds)",
+            description=(
+                "AMI between two k-means clusterings (two views, else two seeds); "
+                "NaN for identical points (collapse)"
+            ),
             citation=XU,
         )
     )

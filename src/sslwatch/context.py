@@ -69,6 +69,8 @@ class MetricContext:
         probe_test_fraction: share of the labelled sample held out by the probes.
         plan: the metrics this evaluation will compute, with their parameters (set by
             :func:`sslwatch.suite.compute_metrics`), so shared work serves all of them.
+        spectrum_exponent: the moments/spectra are of z * 2^-e for this e (an exact
+            rescaling that keeps float64 squares in range); scale-free metrics ignore it.
     """
 
     n_total: int
@@ -84,6 +86,7 @@ class MetricContext:
     kmeans_n_init: int = KMEANS_N_INIT
     probe_test_fraction: float = PROBE_TEST_FRACTION
     plan: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    spectrum_exponent: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 

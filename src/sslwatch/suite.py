@@ -23,6 +23,7 @@ import sslwatch.catalog  # noqa: F401  (fills the registry)
 from sslwatch.catalog import EXTRA_DEFINITION_PARAMS
 from sslwatch.context import MetricContext, default_k
 from sslwatch.definitions import MetricDefinition
+from sslwatch.metrics._scaling import unit_scaled
 from sslwatch.metrics._validation import as_labels, as_matrix, as_views
 from sslwatch.metrics.spectrum import second_moments, spectra
 from sslwatch.registry import REGISTRY, Measurement, MetricSpec, check_params
@@ -172,10 +173,13 @@ def evaluate(
         sample_size=sample_size,
     )
     if any(s.kind == "spectrum" for s in specs):
+        # Spectra of z * 2^-e (exact) with max|z * 2^-e| in [0.5, 1): no float64 square
+        # over- or underflows; only the Gaussian entropy reads the scale back.
+        zs, ctx.spectrum_exponent = unit_scaled(zt)
         if n >= d:  # the D x D moments, exactly what a streaming Monitor accumulates
-            ctx.moments = ctx.cached("second_moments", lambda: second_moments(zt))
+            ctx.moments = ctx.cached("second_moments", lambda: second_moments(zs))
         else:  # the same non-zero spectra from N x N Gram matrices: O(N^2) memory
-            ctx.cached("spectra", lambda: spectra(zt, method="gram"))
+            ctx.cached("spectra", lambda: spectra(zs, method="gram"))
     return Evaluation(compute_metrics(ctx, specs, overrides, on_error=on_error), ctx.timings)
 
 

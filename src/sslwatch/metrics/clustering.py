@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sslwatch.metrics._scaling import unit_scaled
 from sslwatch.metrics._threads import torch_single_threaded
 from sslwatch.metrics._validation import as_int, as_labels, as_matrix, to_numpy
 
@@ -167,7 +168,9 @@ def kmeans(
         ValueError: on NaN/Inf, a non 2-D input, fewer than 2 samples, ``k`` outside
             ``[1, N]``, or non-positive ``n_init``/``max_iter`` or negative ``tol``.
     """
-    x0 = as_matrix(z, name="z", min_rows=2)
+    # k-means' labels do not depend on the scale of z: work at max|z| in [0.5, 1) (exact)
+    # so float32 squares neither overflow (z ~ 1e19) nor underflow (z ~ 1e-30).
+    x0, exponent = unit_scaled(as_matrix(z, name="z", min_rows=2))
     n, dim = x0.shape
     k = as_int(k, "k", low=1)
     if k > n:
@@ -217,10 +220,12 @@ def kmeans(
     assert best is not None
     inertia, labels, centers, n_iter = best
     centroids = to_numpy(centers.to(torch.float64) + mean)
+    with np.errstate(over="ignore", under="ignore"):  # inf / 0 beyond float64's range
+        true_inertia = float(np.ldexp(inertia, 2 * exponent))
     return KMeansResult(
         labels=to_numpy(labels).astype(np.int64, copy=False),
-        centroids=centroids,
-        inertia=inertia,
+        centroids=np.ldexp(centroids, exponent),
+        inertia=true_inertia,
         n_iter=n_iter,
     )
 
@@ -1017,6 +1022,7 @@ def distance_pass(
     of its rows (and columns) and a running top-m per row is kept (self excluded):
     the kNN entropy's shortlist at no extra distance arithmetic.
     """
+    x, _ = unit_scaled(x)  # every output is scale-free: compute at max|x| ~ 1 (exact)
     n = x.shape[0]
     cpu = x.device.type == "cpu"
     if labels is not None:

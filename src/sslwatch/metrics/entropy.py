@@ -21,6 +21,7 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
 
+from sslwatch.metrics._scaling import unit_scaled
 from sslwatch.metrics._validation import as_int, as_matrix, to_numpy
 from sslwatch.metrics.clustering import distance_pass
 from sslwatch.metrics.spectrum import covariance_eigenvalues
@@ -103,9 +104,13 @@ def entropy(
     """
     if not isinstance(estimator, str) or estimator not in _ESTIMATORS:
         raise ValueError(f"estimator must be one of {_ESTIMATORS}; got {estimator!r}.")
-    x = as_matrix(z, name="z", min_rows=2)
+    # H(c z) = H(z) + D log c for both estimators: compute at max|z| in [0.5, 1) (an exact
+    # power-of-two rescaling) and shift back, so no square overflows or underflows.
+    x, exponent = unit_scaled(as_matrix(z, name="z", min_rows=2))
+    shift = x.shape[1] * exponent * math.log(2.0)
     if estimator == "gaussian":
-        return gaussian_entropy_from_eigenvalues(covariance_eigenvalues(x, method="gram"))
+        lam = covariance_eigenvalues(x, method="gram")
+        return gaussian_entropy_from_eigenvalues(lam) + shift
     k = as_int(k, "k", hint=" (a positive integer: the neighbour rank)")
     n = x.shape[0]
     if k >= n:
@@ -113,7 +118,7 @@ def entropy(
             f"k={k} needs at least k+1={k + 1} samples but z has N={n} rows; "
             "lower k or pass more samples."
         )
-    return _knn_entropy(x, k, shortlist)
+    return _knn_entropy(x, k, shortlist) + shift
 
 
 def _knn_entropy(x: torch.Tensor, k: int, shortlist: torch.Tensor | None = None) -> float:

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from sslwatch.metrics._lbfgs import LbfgsResult, SoftmaxObjective, minimise
+from sslwatch.metrics._scaling import unit_rows, unit_scaled
 from sslwatch.metrics._threads import torch_single_threaded
 from sslwatch.metrics._validation import as_int, as_labels, as_matrix
 
@@ -450,9 +450,14 @@ def _make_fit(
 
 
 def _standardisation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and reciprocal population std per column; 0 for constant columns."""
+    """Mean and reciprocal population std per column; 0 for constant columns.
+
+    The std is taken of x * 2^-e (max |entry| in [0.5, 1), exact) and scaled back, so its
+    squares neither overflow nor underflow at any scale of x.
+    """
     mean = x.mean(dim=0)
-    std = x.std(dim=0, correction=0)
+    scaled, exponent = unit_scaled(x)
+    std = torch.ldexp(scaled.std(dim=0, correction=0), torch.tensor(exponent))
     constant = x.amax(dim=0) == x.amin(dim=0)
     inv_std = torch.where(constant | (std <= 0), torch.zeros_like(std), 1.0 / std.clamp_min(1e-300))
     inv_std = torch.where(torch.isfinite(inv_std), inv_std, torch.zeros_like(inv_std))
@@ -531,8 +536,8 @@ def knn_accuracy(
     classes, codes = np.unique(train_raw, return_inverse=True)
     n_classes = int(classes.shape[0])
     device, dtype = x_tr.device, x_tr.dtype
-    train_n = F.normalize(x_tr, dim=1)
-    test_n = F.normalize(x_te.to(device=device, dtype=dtype), dim=1)
+    train_n = unit_rows(x_tr)
+    test_n = unit_rows(x_te.to(device=device, dtype=dtype))
     y_tr = torch.from_numpy(codes.reshape(-1).astype(np.int64)).to(device)
     preds: list[torch.Tensor] = []
     for start in range(0, test_n.shape[0], chunk):

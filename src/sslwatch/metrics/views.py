@@ -7,25 +7,30 @@
 - :func:`collapse_std`: the per-dimension standard deviation of L2-normalised
   embeddings used to detect collapse in SimSiam (Chen & He, CVPR 2021, arXiv 2011.10566).
 
-L2 normalisation (``alignment``, ``uniformity``, ``collapse_std``) follows
-``torch.nn.functional.normalize``: each row is divided by ``max(||z_i||_2, 1e-12)``, so an
-all-zero row stays the zero vector (it is not dropped and does not produce NaN).
+L2 normalisation (``alignment``, ``uniformity``, ``collapse_std``) divides each row by its
+Euclidean norm after an exact power-of-two rescaling of the row
+(:func:`sslwatch.metrics._scaling.unit_rows`), so the result is the same at any scale of
+z (a plain ``z / max(||z||, 1e-12)`` shrinks rows below 1e-12 and overflows float32 rows
+near 1e19); an all-zero row stays the zero vector (it is not dropped and does not
+produce NaN).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
+from sslwatch.metrics._scaling import unit_rows, unit_scaled
 from sslwatch.metrics._validation import as_matrix, as_views
 
 __all__ = ["alignment", "collapse_std", "lidar", "uniformity"]
 
-_NORM_EPS = 1e-12
+_RIDGE_MIN, _RIDGE_MAX = 1e-300, 1e300
 # Chunked computations keep at most this many (chunk x N) or (chunk x D) entries alive.
 _MAX_BLOCK_ENTRIES = 1 << 22
 
@@ -73,7 +78,12 @@ def lidar(views: Any, *, delta: float = 1e-4, eps: float = 1e-8) -> float:
 
     Properties: invariant to the order of the views within a sample, to the order of the
     samples, and to a rotation plus translation of the embedding space (applied to all
-    views alike). Ranges in [1, min(d, n-1)] up to ``eps``.
+    views alike). Ranges in [1, min(d, n-1)] up to ``eps``. *Not* invariant to the scale
+    of the embeddings: :math:`\delta` is in squared embedding units, and
+    LiDAR(c e; delta) = LiDAR(e; delta / c^2) (which is how it is computed: at max|e| ~ 1,
+    so no square overflows). When :math:`\delta` exceeds 10% of the mean within-sample
+    variance (trace of the estimated :math:`\Sigma_w` over d), the ridge rather than the
+    views shapes the value, and a :class:`UserWarning` says so.
 
     Args:
         views: array of shape (n, q, d): n >= 2 source samples, q >= 2 views each, d
@@ -101,12 +111,26 @@ def lidar(views: Any, *, delta: float = 1e-4, eps: float = 1e-8) -> float:
             f"views has n={n} source sample; LiDAR needs at least 2 samples (classes) "
             "to form a between-class covariance."
         )
-    v = v.to(torch.float64)
+    v, exponent = unit_scaled(v.to(torch.float64))
+    # LiDAR(c e; delta) = LiDAR(e; delta / c^2); beyond float64's range the ridge is kept
+    # at its bound, where it already dominates (or vanishes) completely.
+    log2_delta = math.log2(float(delta)) - 2 * exponent
+    delta = 2.0 ** min(max(log2_delta, math.log2(_RIDGE_MIN)), math.log2(_RIDGE_MAX))
     means = v.mean(dim=1)
     centred_means = means - means.mean(dim=0)
     sigma_b = centred_means.T @ centred_means / (n - 1)
     within = (v - means.unsqueeze(1)).reshape(n * q, d)
     sigma_w = within.T @ within / (n * (q - 1))
+    spread = float(torch.trace(sigma_w)) / d
+    if spread > 0.0 and delta > 0.1 * spread:  # (identical views: nothing to compare)
+        warnings.warn(
+            f"LiDAR: the ridge delta is {delta / spread:.3g}x the mean within-sample "
+            "variance of these views (scale-dependent by definition), so delta rather "
+            "than the views shapes the value; rescale the embeddings (e.g. to unit "
+            "variance) or pass a delta about 1e-4 of their variance.",
+            UserWarning,
+            stacklevel=2,
+        )
     sigma_w.diagonal().add_(delta)
     sigma_w = 0.5 * (sigma_w + sigma_w.T)
     w_eig, w_vec = torch.linalg.eigh(sigma_w)
@@ -239,8 +263,7 @@ def collapse_std(z: Any) -> float:
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:
-    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min(_NORM_EPS)
-    return x / norms
+    return unit_rows(x)
 
 
 def _chunks(n: int, d: int) -> Iterator[tuple[int, int]]:
