@@ -77,10 +77,12 @@ from __future__ import annotations
 import glob
 import os
 import re
+import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -523,6 +525,11 @@ class _Prepared:
     view_extras: dict[str, Any]
     label_extras: dict[str, Any]
     run_meta: dict[str, Any]
+    # torch threads of every forward pass (BN re-estimation, embedding) on the CPU: the
+    # sweep process's count, in worker processes too, because the float32 rounding of a
+    # forward pass depends on it (~4e-7), which alpha-ReQ amplified to 2.5e-9 between
+    # --workers 1 and 2. The metrics do not depend on the thread count.
+    model_threads: int = field(default_factory=torch.get_num_threads)
     _expected: dict[int, dict[str, tuple[MetricDefinition, str]]] = field(default_factory=dict)
 
     @property
@@ -859,31 +866,9 @@ def _process(task: CheckpointTask, prep: _Prepared, store: ResultStore) -> Check
             return fail(_error_text(exc, task.path, "loading the model"), False)
         try:
             dev = torch.device(cfg.device) if cfg.device else best_device()
-            if cfg.recalibrate_bn:
-                t = time.perf_counter()
-                model.to(dev)
-                recalibrate_batchnorm(
-                    model,
-                    prep.dataset,
-                    batches=cfg.bn_batches,
-                    batch_size=cfg.batch_size,
-                    seed=cfg.seed,
-                )
-                timings["recalibrate"] = time.perf_counter() - t
-            t = time.perf_counter()
-            emb = extract_embeddings(
-                model,
-                prep.dataset,
-                layers=dict(cfg.layers) if cfg.layers is not None else None,
-                batch_size=cfg.batch_size,
-                device=dev,
-                autocast=cfg.autocast,
-                views=cfg.views,
-                augment=prep.augment,
-                seed=cfg.seed,
-                progress=False,
-            )
-            timings["embed"] = time.perf_counter() - t
+            threads = _torch_threads(prep.model_threads) if dev.type == "cpu" else nullcontext()
+            with threads:
+                emb = _forward(model, prep, dev, timings)
         except Exception as exc:
             seen.extend(_warning_texts(caught))
             return fail(_error_text(exc, task.path, "embedding"), True)
@@ -908,6 +893,45 @@ def _process(task: CheckpointTask, prep: _Prepared, store: ResultStore) -> Check
     if errors:
         return outcome("failed", error, True, n_new)
     return outcome("ok", None, True, n_new)
+
+
+def _forward(
+    model: torch.nn.Module, prep: _Prepared, dev: torch.device, timings: dict[str, float]
+) -> dict[str, torch.Tensor]:
+    """BatchNorm re-estimation (when asked) and the embedding pass, timed."""
+    cfg = prep.config
+    if cfg.recalibrate_bn:
+        t = time.perf_counter()
+        model.to(dev)
+        recalibrate_batchnorm(
+            model, prep.dataset, batches=cfg.bn_batches, batch_size=cfg.batch_size, seed=cfg.seed
+        )
+        timings["recalibrate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    emb = extract_embeddings(
+        model,
+        prep.dataset,
+        layers=dict(cfg.layers) if cfg.layers is not None else None,
+        batch_size=cfg.batch_size,
+        device=dev,
+        autocast=cfg.autocast,
+        views=cfg.views,
+        augment=prep.augment,
+        seed=cfg.seed,
+        progress=False,
+    )
+    timings["embed"] = time.perf_counter() - t
+    return emb
+
+
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _score(
@@ -989,6 +1013,7 @@ def _warning_texts(caught: list[warnings.WarningMessage]) -> list[str]:
 # --------------------------------------------------------------------------- workers
 
 _WORKER: dict[str, Any] = {}
+_PARENT_POLL = 0.5  # seconds between a worker's checks that the sweep process lives
 
 
 def _worker_threads(workers: int) -> int:
@@ -999,9 +1024,30 @@ def _worker_threads(workers: int) -> int:
     return max(1, cores // max(1, workers))
 
 
-def _init_worker(config: SweepConfig, dataset: Dataset, threads: int) -> None:
+def _init_worker(
+    config: SweepConfig, dataset: Dataset, threads: int, model_threads: int, parent: int
+) -> None:
+    _exit_with_parent(parent)
     torch.set_num_threads(threads)
-    _WORKER["prep"] = _prepare(config, dataset)
+    prep = _prepare(config, dataset)
+    prep.model_threads = model_threads
+    _WORKER["prep"] = prep
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker within _PARENT_POLL seconds once the sweep's process is gone.
+
+    A worker whose parent was killed (kill -9, out of memory) is re-parented, so its
+    parent pid changes: a daemon thread polls for that and exits the process, which
+    also lets the multiprocessing resource tracker see its last client go.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="sslwatch-parent-watch", daemon=True).start()
 
 
 def _worker_job(task: CheckpointTask) -> CheckpointOutcome:
@@ -1091,7 +1137,13 @@ def _run_parallel(
         mp_context=ctx,
         initializer=_init_worker,
         # The data travel once, as the initializer's argument (not inside the config).
-        initargs=(replace(config, data=prep.dataset.name), prep.dataset, _worker_threads(workers)),
+        initargs=(
+            replace(config, data=prep.dataset.name),
+            prep.dataset,
+            _worker_threads(workers),
+            prep.model_threads,
+            os.getpid(),
+        ),
     ) as pool:
         futures: dict[Future[CheckpointOutcome], CheckpointTask] = {
             pool.submit(_worker_job, task): task for task in todo
