@@ -234,6 +234,22 @@ def test_bad_arguments(rng, kwargs, match) -> None:  # type: ignore[no-untyped-d
         evaluate(rng.normal(size=(100, 4)), **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("n", "kwargs", "fix"),
+    [
+        (2, {}, "pass at least 3 embeddings."),  # k is already 2: lowering it is no fix
+        (50, {"k": 60}, "pass at least 61 embeddings or lower k"),
+        (50, {"k": 8, "sample_size": 5}, "raise sample_size to at least 9 or lower k"),
+    ],
+)
+def test_too_few_points_for_k_names_the_fix_that_works(n: int, kwargs: dict, fix: str) -> None:  # type: ignore[type-arg]
+    z = np.random.default_rng(0).normal(size=(n, 5))
+    with pytest.raises(ValueError, match="needs at least") as err:
+        evaluate(z, **kwargs)
+    assert str(err.value).endswith(fix) or fix in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 def test_bad_embeddings() -> None:
     z = np.ones((10, 3))
     z[2, 1] = np.nan

@@ -156,10 +156,7 @@ def evaluate(
     n_points = n if sample is None else int(sample.shape[0])
     kk = int(k) if k is not None else default_k(n_points, sample_labels)
     if kk >= n_points and point_kinds:
-        raise ValueError(
-            f"k={kk} clusters needs more than {n_points} sampled points; lower k or raise "
-            "sample_size."
-        )
+        raise ValueError(_too_few_points(kk, n_points, n, sample_size, labels is not None))
 
     ctx = MetricContext(
         n_total=n,
@@ -181,6 +178,26 @@ def evaluate(
         else:  # the same non-zero spectra from N x N Gram matrices: O(N^2) memory
             ctx.cached("spectra", lambda: spectra(zs, method="gram"))
     return Evaluation(compute_metrics(ctx, specs, overrides, on_error=on_error), ctx.timings)
+
+
+def _too_few_points(k: int, n_points: int, n: int, sample_size: int | None, labelled: bool) -> str:
+    """Why k-means clusters cannot be scored on ``n_points`` points, and the fix."""
+    need = k + 1
+    fixes = []
+    if n_points < n:
+        fixes.append(f"raise sample_size to at least {need}")
+    if n < need:
+        fixes.append(f"pass at least {need} embeddings")
+    if k > 2:
+        fixes.append(f"lower k (the number of {'label classes' if labelled else 'clusters'})")
+    if not fixes:  # pragma: no cover - every case above is covered
+        fixes.append("pass more embeddings")
+    return (
+        f"the point metrics cluster {n_points} points into k={k} clusters, which needs at "
+        f"least k + 1 = {need} points (the silhouette is undefined otherwise); "
+        + " or ".join(fixes)
+        + "."
+    )
 
 
 def compute_metrics(
