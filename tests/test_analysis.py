@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -433,3 +434,62 @@ def test_observations_accept_a_dataframe(sweep: list[dict[str, Any]]) -> None:
     assert from_frame == observations(sweep)
     with pytest.raises(ValueError, match="definition"):
         observations([{k: v for k, v in sweep[0].items() if k != "definition"}])
+
+
+# --------------------------------------------------------------------------- verdict
+
+
+def _verdict_store(path: Path, *, labels: bool = True) -> list[dict[str, Any]]:
+    """Three runs whose metrics are built to track, oppose or ignore accuracy."""
+    rng = np.random.default_rng(7)
+    with ResultStore(path) as store:
+        for name, quality in [("r-a", 0.5), ("r-b", 1.0), ("r-c", 0.75)]:
+            e = np.asarray(EPOCHS, dtype=float)
+            acc = 0.7 + 0.2 * quality * (1 - np.exp(-e / 10)) + rng.normal(0, 0.003, e.size)
+            values = {
+                "rankme": (100 + 500 * acc + rng.normal(0, 1, e.size)).tolist(),  # tracks
+                "silhouette": (0.9 - acc + rng.normal(0, 0.005, e.size)).tolist(),  # opposes
+                "stable_rank": rng.normal(5, 1, e.size).tolist(),  # noise
+            }
+            if labels:
+                values["linear_probe"] = acc.tolist()
+            add_run(store, name, values, epochs=EPOCHS)
+        return store.tidy_rows()
+
+
+def test_verdict_trusts_tracking_flags_opposing_and_doubts_noise(tmp_path: Path) -> None:
+    a = analyze(_verdict_store(tmp_path / "v.db"))
+    assert a.verdict is not None
+    status = {t.metric: t.status for t in a.verdict.trust}
+    assert status == {"rankme": "trusted", "silhouette": "against", "stable_rank": "inconclusive"}
+    for t in a.verdict.trust:  # the status is the pooled interval's, as documented
+        pooled = next(c for c in a.correlations if c.scope == "pooled" and c.metric == t.metric)
+        assert (t.low, t.high, t.n) == (
+            pooled.stats.spearman.low,
+            pooled.stats.spearman.high,
+            pooled.n,
+        )
+    (keep,) = a.verdict.keep
+    assert keep.metric == "rankme" and keep.run == "r-b"  # the best run, by construction
+    assert keep.run_regret == 0.0
+    text = "\n".join(a.verdict.lines)
+    assert "trust rankme" in text and "moves against linear_probe: silhouette" in text
+    assert "inconclusive: stable_rank" in text and "keep run r-b" in text
+    as_json = json.dumps(a.verdict.to_dict())  # strict JSON: no NaN
+    assert "NaN" not in as_json
+
+
+def test_verdict_without_labels_says_trust_cannot_be_judged(tmp_path: Path) -> None:
+    a = analyze(_verdict_store(tmp_path / "v.db", labels=False))
+    assert a.verdict is not None and a.verdict.trust == () and a.verdict.keep == ()
+    assert "cannot be judged" in a.verdict.lines[0]
+
+
+def test_verdict_marks_too_few_checkpoints_inconclusive(tmp_path: Path) -> None:
+    rows = _verdict_store(tmp_path / "v.db")
+    few = [r for r in rows if r["run"] == "r-a" and r["epoch"] in (0, 5, 10, 15)]
+    a = analyze(few)
+    assert a.verdict is not None
+    assert {t.status for t in a.verdict.trust} == {"inconclusive"}
+    assert all("only 3 checkpoints" in t.reason for t in a.verdict.trust)
+    assert any("fewer than 5 checkpoints" in c for c in a.verdict.caveats)
