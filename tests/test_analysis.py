@@ -493,3 +493,61 @@ def test_verdict_marks_too_few_checkpoints_inconclusive(tmp_path: Path) -> None:
     assert {t.status for t in a.verdict.trust} == {"inconclusive"}
     assert all("only 3 checkpoints" in t.reason for t in a.verdict.trust)
     assert any("fewer than 5 checkpoints" in c for c in a.verdict.caveats)
+
+
+def test_online_and_checkpoint_values_are_never_pooled(tmp_path: Path) -> None:
+    """A store with both sources: the default analysis is the checkpoints', the online
+    values are analysed apart, and no correlation or selection mixes them."""
+    path = tmp_path / "both.db"
+    _verdict_store(path)
+    with ResultStore(path) as store:
+        run = store.ensure_run("r-a")
+        for step in range(1, 8):  # online rankme only, far off the checkpoint values
+            point = store.ensure_point(run, source="online", step=step * 100, epoch=step)
+            store.record_results(point, [("backbone", definition("rankme"), 1000.0 + step)])
+        rows = store.tidy_rows()
+    a = analyze(rows)
+    checkpoint_only = analyze([r for r in rows if r["source"] == "checkpoint"])
+    assert a.online is not None and a.online.online is None
+    assert [c.stats for c in a.correlations] == [c.stats for c in checkpoint_only.correlations]
+    assert a.n_values == len([r for r in rows if r["source"] == "checkpoint"])
+    assert a.online.n_values == 7 and a.online.reference is None
+    assert any("online values" in n and "apart" in n for n in a.notes)
+    assert all(max(c.values) < 1000 for c in a.correlations if c.metric == "rankme")
+
+
+def test_representation_without_reference_is_judged_against_the_one_with_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "proj.db"
+    rows = _verdict_store(path)
+    projector = [
+        {**r, "representation": "projector"}
+        for r in rows
+        if r["metric"] == "rankme"  # projector metrics, no projector accuracy
+    ]
+    a = analyze(rows + projector)
+    proj = [c for c in a.correlations if c.representation == "projector"]
+    assert proj and {c.reference_representation for c in proj} == {"backbone"}
+    backbone = {
+        c.scope + c.group: c.stats.spearman.value
+        for c in a.correlations
+        if c.representation == "backbone" and c.metric == "rankme"
+    }
+    for c in proj:  # the same values against the same accuracy: the same correlation
+        assert c.stats.spearman.value == pytest.approx(backbone[c.scope + c.group])
+    assert a.verdict is not None
+    assert any(
+        "projector (judged against backbone linear_probe)" in line for line in a.verdict.lines
+    )
+
+
+def test_single_run_groups_are_a_note_not_a_selection(tmp_path: Path) -> None:
+    rows = _verdict_store(tmp_path / "one.db")
+    one_run = [r for r in rows if r["run"] == "r-b"]
+    a = analyze(one_run)
+    assert a.run_selections == ()
+    assert any(n.startswith("one run only, so no run selection") for n in a.notes)
+    assert a.verdict is not None
+    (keep,) = a.verdict.keep
+    assert keep.run == "r-b" and keep.n_runs == 1 and keep.checkpoint_epoch is not None

@@ -27,8 +27,14 @@ Conventions (documented once, used everywhere):
 
 * **Points.** A point is ``(run, source, path, epoch, step)``. A metric and its reference
   are paired at the same point; the reference is read on the same representation unless
-  ``reference_representation`` names another one (e.g. backbone accuracy for projector
-  metrics).
+  ``reference_representation`` names another one, or the representation has no
+  reference values of its own: then the one holding the most is used (e.g. projector
+  metrics against backbone accuracy), and ``Correlation.reference_representation`` says
+  so.
+* **Sources.** Online values (a training-time ``Monitor``: augmented batches, train-mode
+  BatchNorm) and checkpoint values (``sslwatch sweep``) are never pooled: when a table
+  holds both and no ``source`` is asked for, :func:`analyze` analyses the checkpoint
+  values and the online ones apart (``Analysis.online``).
 * **Initial points.** Points with ``epoch < min_epoch`` (default 1: epoch 0, the random
   initialisation) are left out of correlations and selection: RankMe of random features
   is high and would dominate both (Garrido et al. 2023 rank *trained* checkpoints).
@@ -285,6 +291,20 @@ def _at(o: Observation) -> str:
     if o.epoch is not None:
         return f"epoch {o.epoch}"
     return f"step {o.step}" if o.step is not None else str(o.path)
+
+
+def _reference_rep(
+    representation: str, reference: str | None, explicit: str | None, obs: Sequence[Observation]
+) -> str:
+    """Where the reference of ``representation`` is read: ``explicit`` when given, else the
+    representation itself when it has reference values, else the representation holding
+    the most of them (ties: alphabetical), e.g. backbone accuracy for projector metrics."""
+    if explicit is not None or reference is None:
+        return explicit or representation
+    counts = Counter(o.representation for o in obs if o.metric == reference)
+    if counts.get(representation) or not counts:
+        return representation
+    return min(counts, key=lambda r: (-counts[r], r))
 
 
 def _keep_epoch(o: Observation, min_epoch: int | None) -> bool:
@@ -858,7 +878,8 @@ def correlations(
         metrics: metrics to correlate (default: every label-free metric in the table).
         representations: representations to analyse (default: all).
         reference_representation: read the reference on this representation instead of
-            the metric's own.
+            the metric's own (default: its own, or the one holding the reference values
+            when it has none; see the module docstring).
         scopes: any of ``"run"``, ``"pooled"``, ``"final"`` (see :class:`Correlation`).
         group_by: run column grouping runs for the pooled and final scopes.
         source: only points of this source (``"checkpoint"`` or ``"online"``).
@@ -891,7 +912,7 @@ def correlations(
     out: list[Correlation] = []
     mode: dict[str, Any] = {"on_incomparable": on_incomparable, "warnings_out": warnings_out}
     for rep in reps:
-        ref_rep = reference_representation or rep
+        ref_rep = _reference_rep(rep, reference, reference_representation, obs)
         ref_all = by.get((reference, ref_rep), [])
         for metric in metrics:
             m_all = by.get((metric, rep), [])
@@ -1116,7 +1137,7 @@ def select_checkpoints(
         for o in observations(rows)
         if o.finite and _keep_epoch(o, min_epoch) and (source is None or o.source == source)
     ]
-    ref_rep = reference_representation or representation
+    ref_rep = _reference_rep(representation, reference, reference_representation, obs)
     m_runs: dict[str, list[Observation]] = defaultdict(list)
     r_runs: dict[str, list[Observation]] = defaultdict(list)
     for o in obs:
@@ -1219,7 +1240,7 @@ def select_runs(
         and _keep_epoch(o, min_epoch)
         and (source is None or o.source == source)
     ]
-    ref_rep = reference_representation or representation
+    ref_rep = _reference_rep(representation, reference, reference_representation, obs)
     groups: dict[str, list[Observation]] = defaultdict(list)
     refs: dict[str, Observation] = {}
     for o in obs:
@@ -1494,6 +1515,8 @@ class Analysis:
     settings: Mapping[str, Any]
     notes: tuple[str, ...] = ()
     verdict: Verdict | None = None
+    online: Analysis | None = None
+    n_values: int = 0
 
 
 def analyze(
@@ -1515,6 +1538,10 @@ def analyze(
 
     Incomparable values are analysed separately and reported in ``warnings`` (the
     ``"split"`` mode of :func:`partition`), so one odd run never stops the analysis.
+    With ``source=None`` and both online and checkpoint values in the table, the result
+    is the checkpoint values' analysis with the online values' in ``online`` (never
+    pooled). Run selections among a single run (regret 0 by construction) are folded
+    into ``notes``. ``n_values`` counts the values analysed.
 
     Args:
         reference: the label-based reference; default the first of :data:`REFERENCES`
@@ -1522,9 +1549,25 @@ def analyze(
         Other arguments: as in :func:`correlations` and :func:`select_runs`.
     """
     _check_group_by(group_by)
-    obs = [o for o in observations(rows) if source is None or o.source == source]
-    present = {o.metric for o in obs}
+    all_obs = observations(rows)
+    sources = {o.source for o in all_obs}
+    online: Analysis | None = None
     notes: list[str] = []
+    if source is None and len(sources) > 1:
+        kwargs = {
+            "reference": reference, "reference_representation": reference_representation,
+            "representations": representations, "metrics": metrics, "group_by": group_by,
+            "epoch": epoch, "min_epoch": min_epoch, "n_boot": n_boot,
+            "confidence": confidence, "seed": seed,
+        }  # fmt: skip
+        online = _analyze_source(all_obs, "online", kwargs)
+        source = "checkpoint"
+        notes.append(
+            f"{sum(o.source == 'online' for o in all_obs)} online values (training-time "
+            "Monitor) are analysed apart from the checkpoint values, never pooled with them"
+        )
+    obs = [o for o in all_obs if source is None or o.source == source]
+    present = {o.metric for o in obs}
     if reference is None:
         reference = next((r for r in REFERENCES if r in present), None)
         if reference is None:
@@ -1608,7 +1651,27 @@ def analyze(
         },
         notes=tuple(notes),
     )
+    single = [r for r in result.run_selections if len(r.ranking) < 2]
+    if single:
+        groups = sorted({f"{r.group}/{r.representation}" for r in single})
+        notes.append("one run only, so no run selection: " + ", ".join(groups))
+    result = dataclasses.replace(
+        result,
+        run_selections=tuple(r for r in result.run_selections if len(r.ranking) >= 2),
+        notes=tuple(notes),
+        online=online,
+        n_values=len(obs),
+    )
     return dataclasses.replace(result, verdict=verdict(result))
+
+
+def _analyze_source(obs: Sequence[Observation], source: str, kwargs: Mapping[str, Any]) -> Analysis:
+    """:func:`analyze` of the values of one source (its reference only when present)."""
+    mine = [o for o in obs if o.source == source]
+    kw = dict(kwargs)
+    if kw["reference"] is not None and kw["reference"] not in {o.metric for o in mine}:
+        kw["reference"] = None
+    return analyze(mine, source=source, **kw)
 
 
 # --------------------------------------------------------------------------- verdict
@@ -1755,62 +1818,85 @@ def _keep_of(
     """Advice for one group and representation from the analysis' selections."""
     best = max(trusted, key=lambda t: (t.low, t.spearman), default=None)
     metric = best.metric if best is not None else None
-    runs = [r for r in a.run_selections if r.group == group and r.representation == rep]
-    if metric is not None:
-        run_sel = next((r for r in runs if r.metric == metric), None)
-    else:
-        run_sel = runs[0] if runs else None  # any metric: its oracle is the labels' pick
-    if run_sel is None:
-        return None
-    chosen = run_sel.selected_run if metric is not None else run_sel.oracle_run
+    sels = [
+        r
+        for r in a.run_selections
+        if r.group == group and r.representation == rep and (metric is None or r.metric == metric)
+    ]
+    group_by = a.settings.get("group_by")
+    if sels:
+        run_sel = sels[0]
+        chosen = run_sel.selected_run if metric is not None else run_sel.oracle_run
+        epoch, n_runs, oracle_run = run_sel.epoch, len(run_sel.ranking), run_sel.oracle_run
+        run_regret = run_sel.regret if metric is not None else 0.0
+    else:  # a group of one run: nothing to choose between runs
+        only = sorted(
+            {
+                c.run
+                for c in a.checkpoint_selections
+                if c.representation == rep and _selection_group(c, group_by) == group
+            }
+        )
+        if len(only) != 1:
+            return None
+        chosen, epoch, n_runs, oracle_run, run_regret = only[0], None, 1, only[0], 0.0
     cks = [
         c
         for c in a.checkpoint_selections
         if c.representation == rep and c.run == chosen and (metric is None or c.metric == metric)
     ]
     ck = cks[0] if cks else None
-    n_runs = len(run_sel.ranking)
     if metric is None:
+        if ck is None or a.reference is None:
+            return None
         text = (
-            f"{group}/{rep}: no label-free metric earned trust; by {a.reference}, keep "
-            f"run {chosen}"
-            + (f", checkpoint epoch {ck.oracle_epoch}" if ck is not None else "")
-            + "."
+            f"{group}/{rep}: no label-free metric earned trust; by {a.reference}, keep run "
+            f"{chosen}, checkpoint epoch {ck.oracle_epoch}."
         )
         return KeepAdvice(
-            group, rep, None, chosen, run_sel.epoch, ck.oracle_epoch if ck else None,
-            ck.oracle_path if ck else None, n_runs, run_sel.oracle_run,
-            ck.oracle_epoch if ck else None, ck.oracle_path if ck else None, 0.0, 0.0, text,
+            group, rep, None, chosen, epoch, ck.oracle_epoch, ck.oracle_path, n_runs,
+            oracle_run, ck.oracle_epoch, ck.oracle_path, 0.0, 0.0, text,
         )  # fmt: skip
-    run_regret = run_sel.regret
     ck_regret = ck.regret if ck is not None else math.nan
     text = f"{group}/{rep}: keep run {chosen}"
     if ck is not None:
         text += f", checkpoint epoch {ck.epoch}"
     text += f" (by {metric}"
     if n_runs > 1:
-        text += f", comparing {n_runs} runs at epoch {run_sel.epoch}"
+        text += f", comparing {n_runs} runs at epoch {epoch}"
     text += ")"
-    if a.reference is not None and math.isfinite(run_regret):
-        text += f"; {a.reference} regret {_fmt_regret(run_regret)} for the run"
+    if a.reference is not None:
+        parts = []
+        if n_runs > 1 and math.isfinite(run_regret):
+            parts.append(f"{_fmt_regret(run_regret)} for the run")
         if math.isfinite(ck_regret):
-            text += f", {_fmt_regret(ck_regret)} for the checkpoint"
+            parts.append(f"{_fmt_regret(ck_regret)} for the checkpoint")
+        if parts:
+            text += f"; {a.reference} regret " + ", ".join(parts)
     return KeepAdvice(
         group=group,
         representation=rep,
         metric=metric,
         run=chosen,
-        epoch=run_sel.epoch,
+        epoch=epoch,
         checkpoint_epoch=ck.epoch if ck is not None else None,
         checkpoint_path=ck.path if ck is not None else None,
         n_runs=n_runs,
-        oracle_run=run_sel.oracle_run,
+        oracle_run=oracle_run,
         oracle_epoch=ck.oracle_epoch if ck is not None else None,
         oracle_path=ck.oracle_path if ck is not None else None,
         run_regret=run_regret,
         checkpoint_regret=ck_regret,
         text=text + ".",
     )
+
+
+def _selection_group(c: CheckpointSelection, group_by: str | None) -> str:
+    """The group value of a checkpoint selection, as :func:`_group_value` gives it."""
+    if group_by is None:
+        return "all runs"
+    value = getattr(c, group_by, None)
+    return f"(no {group_by})" if value is None else str(value)
 
 
 def _fmt_regret(value: float) -> str:
@@ -1848,7 +1934,7 @@ def verdict(a: Analysis) -> Verdict:
         unsure = [t for t in mine if t.status == "inconclusive"]
         ref_rep = mine[0].reference_representation if mine else rep
         head = f"{group}/{rep}" + (
-            f" (judged against {ref_rep} accuracy)" if ref_rep != rep else ""
+            f" (judged against {ref_rep} {a.reference})" if ref_rep != rep else ""
         )
         if trusted:
             lines.append(
@@ -1876,7 +1962,7 @@ def verdict(a: Analysis) -> Verdict:
             keep.append(advice)
             lines.append(advice.text)
             if advice.n_runs == 1:
-                caveats.append(f"{group}/{rep}: one run only, so no run was chosen between runs.")
+                caveats.append(f"{group}/{rep}: one run only, so no run was chosen between runs")
             ck_best = _best_anywhere(a, group, rep, advice)
             if ck_best is not None:
                 caveats.append(ck_best)
