@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import multiprocessing
@@ -32,7 +33,10 @@ from sslwatch.store import (
     TIDY_COLUMNS,
     ResultStore,
     SchemaVersionError,
+    StoreDamagedError,
+    check_store,
     merge_stores,
+    salvage_store,
 )
 
 SPECIAL_VALUES = [1.5, -2.25, 0.0, math.nan, math.inf, -math.inf, 5e-324, 1.7976931348623157e308]
@@ -784,9 +788,10 @@ def test_version_1_store_opens_upgrades_reads_and_merges(tmp_path: Path) -> None
     con.close()
     ResultStore(old).close()  # a second open is a no-op upgrade
 
-    # Merging an old-schema source (upgraded when opened) into a new store, and back.
+    # Merging an old-schema source (read as it is, never upgraded) into a new store, and back.
     old2 = tmp_path / "old2.db"
     _write_v1(old2, values)
+    before = _digest(old2)
     new = tmp_path / "new.db"
     with ResultStore(new) as s:
         point = s.ensure_point(s.ensure_run("old", method="simclr"), path="old/e3.pt", epoch=3)
@@ -794,6 +799,10 @@ def test_version_1_store_opens_upgrades_reads_and_merges(tmp_path: Path) -> None
     summary = merge_stores([old2], new)
     assert summary.n_conflicts == 0
     assert (summary.results_added, summary.results_identical) == (1, 1)
+    assert _digest(old2) == before  # the source was not upgraded in place
+    con = _raw(old2)
+    assert con.execute("SELECT version FROM schema_info").fetchone() == (1,)
+    con.close()
     with ResultStore(new) as s:
         got = {r["representation"]: r["seconds"] for r in s.tidy_rows()}
     assert got == {"backbone": 0.3, "projector": None}
@@ -890,3 +899,250 @@ def test_each_value_keeps_its_own_outcome_and_stays_comparable(tmp_path: Path) -
     with ResultStore(out) as s:
         merged = [json.loads(r["definition"]).get("outcome") for r in s.tidy_rows()]
     assert merged == [first.outcome, second.outcome, None]
+
+
+# --------------------------------------------------------------------------- read-only use
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_read_only_never_writes_and_reads_a_version_1_store_as_it_is(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(ValueError, match=r"empty \(0 bytes\).*not an sslwatch results store"):
+        ResultStore(empty, read_only=True)
+    assert empty.stat().st_size == 0  # no schema written into it
+    missing = tmp_path / "missing.db"
+    with pytest.raises(ValueError, match="no results store"):
+        ResultStore(missing, read_only=True)
+    assert not missing.exists()
+
+    old = tmp_path / "old.db"
+    _write_v1(old, {"backbone": 1.5, "projector": math.nan})
+    before = _digest(old)
+    with ResultStore(old, read_only=True) as s:
+        assert s.schema_version == 1
+        rows = s.tidy_rows()
+        assert [(r["representation"], r["seconds"]) for r in rows] == [
+            ("backbone", None),
+            ("projector", None),
+        ]
+        assert rows[0]["value"] == 1.5 and math.isnan(rows[1]["value"])
+        assert s.timings() == [] and s.failures() == []
+        with pytest.raises(ValueError, match="read-only"):
+            s.ensure_run("new")
+    assert _digest(old) == before
+    con = _raw(old)
+    assert con.execute("SELECT version FROM schema_info").fetchone() == (1,)
+    con.close()
+
+
+def test_folders_and_impossible_paths_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="is a folder, not a results store file"):
+        ResultStore(tmp_path)
+    with pytest.raises(ValueError, match="is a folder"):
+        ResultStore(tmp_path, read_only=True)
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        ResultStore(a_file / "sub" / "r.db")
+    assert a_file.read_text() == "x"
+
+
+# --------------------------------------------------------------------------- damaged stores
+
+
+def filled_store(path: Path, points: int = 45) -> dict[tuple[str, str, str, str], float]:
+    """A store spanning many pages, its WAL folded into the file; returns its values by
+    (run, path, representation, metric)."""
+    defs = _defs(8)
+    rng = np.random.default_rng(0)
+    values: dict[tuple[str, str, str, str], float] = {}
+    with ResultStore(path) as s:
+        for i in range(points):
+            run = f"run{i % 3}"
+            point = s.ensure_point(
+                s.ensure_run(run, method="simclr"), path=f"{run}/e{i}.pt", epoch=i
+            )
+            rows = [
+                (rep, d, float(rng.normal()), 0.01 * i)
+                for rep in ("backbone", "projector")
+                for d in defs
+            ]
+            s.record_results(point, rows)
+            s.record_timings(point, {"": {"load": 0.1, "embed": 0.2}})
+            values.update({(run, f"{run}/e{i}.pt", r, d.metric): v for r, d, v, _ in rows})
+    con = _raw(path)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    return values
+
+
+def damage_page(path: Path, table: str = "results", seed: int = 0) -> int:
+    """Overwrite one whole leaf page of ``table`` (the middle one) with random bytes."""
+    con = _raw(path)
+    page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    try:
+        pages = [
+            r[0]
+            for r in con.execute(
+                "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno",
+                (table,),
+            )
+        ]
+    except sqlite3.OperationalError:  # SQLite built without dbstat: the file's middle page
+        pages = [path.stat().st_size // page_size // 2 + 1]
+    con.close()
+    page = pages[len(pages) // 2]
+    with path.open("r+b") as fh:
+        fh.seek((page - 1) * page_size)
+        fh.write(np.random.default_rng(seed).bytes(page_size))
+    return page
+
+
+def _tidy_values(path: Path) -> dict[tuple[str, str, str, str], float]:
+    with ResultStore(path, read_only=True) as s:
+        return {
+            (r["run"], r["path"], r["representation"], r["metric"]): r["value"]
+            for r in s.tidy_rows()
+        }
+
+
+@pytest.mark.parametrize("how", ["page", "truncated"])
+def test_damaged_store_is_refused_naming_the_file_and_the_fix(tmp_path: Path, how: str) -> None:
+    path = tmp_path / "results.db"
+    filled_store(path)
+    if how == "page":
+        damage_page(path)
+    else:
+        os.truncate(path, path.stat().st_size * 6 // 10)
+    before = _digest(path)
+    for read_only in (True, False):
+        with pytest.raises(StoreDamagedError) as info:
+            ResultStore(path, read_only=read_only)
+        text = str(info.value)
+        assert str(path) in text and "is damaged" in text and "\n" not in text
+        assert f"sslwatch doctor {path} -o repaired.db" in text
+        assert "new file" not in text  # a damaged store, not a foreign file
+    assert _digest(path) == before
+    text_file = tmp_path / "notes.db"
+    text_file.write_text("not a database " * 100)
+    with pytest.raises(ValueError, match="not an SQLite database") as other:
+        ResultStore(text_file, read_only=True)
+    assert not isinstance(other.value, StoreDamagedError)
+
+
+def test_merge_with_a_damaged_source_leaves_no_output_and_no_change(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.db", tmp_path / "bad.db"
+    filled_store(good, points=6)
+    filled_store(bad)
+    damage_page(bad)
+    hashes = {p: _digest(p) for p in (good, bad)}
+    out = tmp_path / "out" / "merged.db"
+    with pytest.raises(StoreDamagedError, match=r"bad\.db is damaged"):
+        merge_stores([good, bad], out)
+    assert not out.parent.exists()  # the bad source was found before anything was made
+    existing = tmp_path / "existing.db"
+    filled_store(existing, points=3)
+    before = _digest(existing)
+    with pytest.raises(StoreDamagedError):
+        merge_stores([good, bad], existing)
+    assert _digest(existing) == before  # the damaged source was refused before any write
+    assert {p: _digest(p) for p in (good, bad)} == hashes
+    # Success renames the finished file into place, leaving nothing else behind.
+    merge_stores([good], out)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["merged.db"]
+    assert _tidy_values(out) == _tidy_values(good)
+
+
+def test_doctor_check_and_salvage_of_a_sound_store_copy_everything(tmp_path: Path) -> None:
+    path = tmp_path / "sound.db"
+    filled_store(path, points=6)
+    with ResultStore(path) as s:
+        s.record_failure(s.ensure_point(s.ensure_run("run0"), path="run0/bad.pt"), "OOM")
+    check = check_store(path)
+    assert check.sound and check.problems == () and check.schema_version == SCHEMA_VERSION
+    out = tmp_path / "copy.db"
+    summary = salvage_store(path, out)
+    assert all(t.lost == 0 and t.exact for t in summary.tables)
+    with ResultStore(path, read_only=True) as a, ResultStore(out, read_only=True) as b:
+        assert a.tidy_rows() == b.tidy_rows()
+        assert a.timings() == b.timings()
+        assert a.failures() == b.failures()
+    counts = {t.table: t.saved for t in summary.tables}
+    assert counts == {
+        "runs": 3,
+        "points": 7,
+        "definitions": 8,
+        "results": 6 * 16,
+        "point_timings": 12,
+    }
+    with pytest.raises(ValueError, match="already exists"):
+        salvage_store(path, out)
+
+
+def test_salvage_of_a_damaged_page_keeps_every_readable_row_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    truth = filled_store(path)
+    damage_page(path, "results")
+    before = _digest(path)
+    check = check_store(path)
+    assert not check.sound and check.problems
+    out = tmp_path / "repaired.db"
+    summary = salvage_store(path, out)
+    assert _digest(path) == before
+    tables = {t.table: t for t in summary.tables}
+    got = _tidy_values(out)
+    # Every salvaged value is the one written (oracle: the values kept before the damage).
+    assert got and all(truth[k] == v for k, v in got.items())
+    results = tables["results"]
+    assert results.exact and 0 < results.lost < len(truth) // 4
+    assert results.saved == len(got) and results.saved + results.lost == len(truth)
+    for name in ("runs", "points", "definitions", "point_timings"):
+        assert tables[name].lost == 0, tables[name]
+    assert check_store(out).sound
+
+
+def test_salvage_of_a_truncated_store_keeps_what_precedes_the_cut(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    truth = filled_store(path)
+    # Cut after the last page of runs, points and definitions (a result whose checkpoint
+    # is lost cannot be kept), so that only results pages are lost.
+    con = _raw(path)
+    page_size = con.execute("PRAGMA page_size").fetchone()[0]
+    try:
+        keep = con.execute(
+            "SELECT max(pageno) FROM dbstat WHERE name IN ('runs', 'points', 'definitions')"
+        ).fetchone()[0]
+    except sqlite3.OperationalError:  # no dbstat: cut at 80%
+        keep = path.stat().st_size * 8 // 10 // page_size
+    con.close()
+    assert keep * page_size < path.stat().st_size
+    os.truncate(path, keep * page_size)
+    check = check_store(path)
+    assert any("truncated" in p for p in check.problems)
+    summary = salvage_store(path, tmp_path / "repaired.db")
+    got = _tidy_values(tmp_path / "repaired.db")
+    assert got and all(truth[k] == v for k, v in got.items())
+    assert len(got) < len(truth)
+    assert sum(t.saved for t in summary.tables if t.table == "results") == len(got)
+
+
+def test_doctor_refuses_what_is_not_a_store(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(ValueError, match="empty"):
+        check_store(empty)
+    text = tmp_path / "notes.db"
+    text.write_text("hello " * 100)
+    with pytest.raises(ValueError, match="not an SQLite database"):
+        check_store(text)
+    other = tmp_path / "other.db"
+    con = _raw(other)
+    con.execute("CREATE TABLE experiments (id INTEGER)")
+    con.commit()
+    con.close()
+    with pytest.raises(ValueError, match="not an sslwatch results store"):
+        check_store(other)

@@ -74,11 +74,13 @@ import json
 import math
 import operator
 import os
+import secrets
+import shlex
 import sqlite3
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,8 +98,13 @@ __all__ = [
     "MergeConflict",
     "MergeSummary",
     "ResultStore",
+    "SalvageSummary",
     "SchemaVersionError",
+    "StoreCheck",
+    "StoreDamagedError",
+    "check_store",
     "merge_stores",
+    "salvage_store",
 ]
 
 SCHEMA_VERSION: Final = 2
@@ -207,7 +214,65 @@ class SchemaVersionError(ValueError):
     """The database was written by a newer sslwatch whose schema this one cannot read."""
 
 
+class StoreDamagedError(ValueError):
+    """The file is an SQLite database whose pages are damaged (malformed or truncated).
+
+    The message names the file and the fix (``sslwatch doctor``).
+
+    Attributes:
+        path: the damaged file.
+        reason: SQLite's description of the damage.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = Path(path)
+        self.reason = " ".join(str(reason).split())
+        super().__init__(
+            f"{self.path} is damaged ({self.reason}); run 'sslwatch doctor "
+            f"{shlex.quote(str(self.path))} -o repaired.db' to salvage what is readable"
+        )
+
+
 # --------------------------------------------------------------------------- helpers
+
+
+_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
+
+
+def _is_damage(exc: BaseException) -> bool:
+    """Whether an sqlite3 error says the file's pages are damaged (not locked, not missing)."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return False
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    if name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB":
+        return True
+    text = str(exc).lower()
+    return "malformed" in text or "not a database" in text
+
+
+def _has_sqlite_header(path: Path) -> bool:
+    """Whether ``path`` starts with SQLite's 16-byte magic string."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def _read_only_uri(path: Path) -> str:
+    """An SQLite URI that opens ``path`` read-only (never creates or writes it)."""
+    return path.resolve().as_uri() + "?mode=ro"
+
+
+@contextmanager
+def _damage_guard(path: Path) -> Iterator[None]:
+    """Turn SQLite's "malformed" / "not a database" errors into :class:`StoreDamagedError`."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        if _is_damage(exc):
+            raise StoreDamagedError(path, str(exc)) from exc
+        raise
 
 
 def _now() -> str:
@@ -406,13 +471,20 @@ class ResultStore:
     Args:
         path: database file; created (with parent folders) when missing.
         timeout: seconds a writer waits for another process's transaction (busy timeout).
+        read_only: open with SQLite's ``mode=ro``: the file must exist and is never
+            written (no schema is created, an older schema is read as it is, never
+            upgraded); every write method raises ``ValueError``.
 
     A store holds one SQLite connection: use it from the thread and process that opened
-    it; other workers open their own ``ResultStore`` on the same file.
+    it; other workers open their own ``ResultStore`` on the same file. Opening runs
+    SQLite's ``quick_check`` (milliseconds for a store of 20,000 values).
 
     Raises:
+        StoreDamagedError: the file is an SQLite database with damaged pages (random bytes
+            written over it, truncated); ``sslwatch doctor`` salvages what is readable.
         SchemaVersionError: the file was written by a newer sslwatch.
-        ValueError: the file is not an SQLite database, or is one but not an sslwatch store.
+        ValueError: the path is a folder, the file is not an SQLite database, is one but
+            not an sslwatch store, or (``read_only``) does not exist or is empty.
 
     Example:
         >>> with ResultStore("results.db") as store:  # doctest: +SKIP
@@ -421,15 +493,18 @@ class ResultStore:
         ...     store.record_results(point, [("backbone", definition, 57.3)])
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 60.0, read_only: bool = False
+    ) -> None:
         if timeout < 0:
             raise ValueError(f"timeout must be >= 0 seconds, got {timeout}")
         self.path = Path(path)
         self.timeout = float(timeout)
+        self.read_only = bool(read_only)
+        self.schema_version = SCHEMA_VERSION
         self._pid = os.getpid()
         self._conn: sqlite3.Connection | None = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        conn = self._connect()
         try:
             self._setup(conn)
         except BaseException:
@@ -438,6 +513,54 @@ class ResultStore:
         self._conn = conn
 
     # -- opening ------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        """Check the path, then open the connection (read-only, or creating the file)."""
+        p = self.path
+        if p.is_dir():
+            raise ValueError(
+                f"{p} is a folder, not a results store file; pass a file path such as "
+                f"{p / 'results.db'}"
+            )
+        if self.read_only:
+            if not p.is_file():
+                raise ValueError(
+                    f"no results store at {p}; pass the database written by `sslwatch sweep`"
+                )
+            target, uri = _read_only_uri(p), True
+        else:
+            for parent in (p.parent, *p.parent.parents):
+                if parent.exists():
+                    if not parent.is_dir():
+                        raise ValueError(
+                            f"cannot create the results store {p}: {parent} is a file, not a "
+                            "folder; pass a path inside a folder"
+                        )
+                    break
+            try:
+                p.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot create the folder {p.parent} for the results store {p} "
+                    f"({exc.strerror or exc}); pass a path in a writable folder"
+                ) from exc
+            target, uri = str(p), False
+        try:
+            return sqlite3.connect(target, timeout=self.timeout, isolation_level=None, uri=uri)
+        except sqlite3.Error as exc:
+            raise ValueError(f"cannot open the results store {p} ({exc})") from exc
+
+    def _not_a_store(self, exc: sqlite3.DatabaseError) -> ValueError:
+        """The error for a file SQLite cannot read at all: damaged, or not SQLite."""
+        if _has_sqlite_header(self.path):
+            return StoreDamagedError(self.path, str(exc))
+        if not _is_damage(exc):
+            return ValueError(f"cannot open the results store {self.path} ({exc})")
+        fix = "pass the path of an sslwatch results store"
+        return ValueError(
+            f"{self.path} is not an SQLite database ({exc}); "
+            + (fix if self.read_only else fix + " or of a new file")
+        )
 
     def _retry_locked(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn``, retrying "database is locked" (e.g. racing journal-mode switches)."""
@@ -455,11 +578,35 @@ class ResultStore:
         try:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check(3)")]
         except sqlite3.DatabaseError as exc:
+            raise self._not_a_store(exc) from exc
+        if problems != ["ok"]:
+            detail = "; ".join(
+                line.strip()
+                for text in problems
+                for line in text.splitlines()
+                if line.strip() and not line.startswith("***")
+            )
+            raise StoreDamagedError(self.path, f"quick_check: {detail}")
+        with _damage_guard(self.path):
+            if self.read_only:
+                self._setup_read_only(conn)
+            else:
+                self._setup_read_write(conn)
+
+    def _setup_read_only(self, conn: sqlite3.Connection) -> None:
+        version = self._schema_version(conn)
+        if version is None:
+            what = "is empty (0 bytes)" if self.path.stat().st_size == 0 else "holds no tables"
             raise ValueError(
-                f"{self.path} is not an SQLite database ({exc}); pass the path of an sslwatch "
-                "results store or of a new file"
-            ) from exc
+                f"{self.path} {what}: it is not an sslwatch results store; pass the database "
+                "written by `sslwatch sweep`"
+            )
+        self._check_version(version)
+        self.schema_version = version
+
+    def _setup_read_write(self, conn: sqlite3.Connection) -> None:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":
             mode = self._retry_locked(
@@ -482,6 +629,9 @@ class ResultStore:
                     conn.execute("ROLLBACK")
                 raise
             version = self._schema_version(conn)
+        self._check_version(version)
+
+    def _check_version(self, version: int | None) -> None:
         if version is None or version < 1:
             raise ValueError(f"{self.path} has a damaged schema_info table (version {version!r})")
         if version > SCHEMA_VERSION:
@@ -542,15 +692,32 @@ class ResultStore:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; takes the write lock up front (no upgrade deadlocks)."""
+        if self.read_only:
+            raise ValueError(
+                f"the ResultStore for {self.path} was opened read-only; it cannot write"
+            )
         conn = self._db()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with _damage_guard(self.path):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):  # the first error says more
+                        conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """All rows of one query; damaged pages become :class:`StoreDamagedError`."""
+        conn = self._db()
+        with _damage_guard(self.path):
+            return [tuple(row) for row in conn.execute(sql, args)]
+
+    @property
+    def _has_seconds(self) -> bool:
+        """Whether the schema has results.seconds/outcome and point_timings (version >= 2)."""
+        return self.schema_version >= 2
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -837,7 +1004,7 @@ class ResultStore:
         if representation is not None:
             sql += " AND representation = ?"
             args.append(representation)
-        return {(str(r), str(d)) for r, d in self._db().execute(sql, args)}
+        return {(str(r), str(d)) for r, d in self._rows(sql, args)}
 
     def missing(
         self, point_id: int, wanted: Iterable[tuple[str, MetricDefinition]]
@@ -872,17 +1039,18 @@ class ResultStore:
                 ("p.source", _as_filter(source, "source")),
             ]
         )
+        extra = "res.seconds, res.outcome" if self._has_seconds else "NULL, NULL"
         sql = (
             "SELECT r.name, r.method, r.architecture, p.source, p.path, p.epoch, p.step,"
             " res.representation, d.metric, res.value, res.is_nan, d.definition, res.version,"
-            " res.digest, d.n, d.d, p.status, res.seconds, res.outcome"
+            f" res.digest, d.n, d.d, p.status, {extra}"
             " FROM results res JOIN points p ON p.id = res.point_id"
             " JOIN runs r ON r.id = p.run_id JOIN definitions d ON d.digest = res.digest"
             f"{where} ORDER BY r.name, p.source, p.epoch IS NULL, p.epoch, p.step IS NULL,"
             " p.step, p.path, res.representation, d.metric, res.digest"
         )
         out = []
-        for row in self._db().execute(sql, args):
+        for row in self._rows(sql, args):
             (name, method, arch, src, path, epoch, step, rep, met) = row[:9]
             value, is_nan, definition, version, digest, n, d, status, seconds, outcome = row[9:]
             out.append(
@@ -916,6 +1084,8 @@ class ResultStore:
         where, args = _where(
             [("r.name", _as_filter(run, "run")), ("p.source", _as_filter(source, "source"))]
         )
+        if not self._has_seconds:
+            return []  # a version-1 store read as it is: no timings were kept
         sql = (
             "SELECT r.name, p.source, p.path, p.epoch, p.step, t.representation, t.name,"
             " t.seconds, t.created"
@@ -935,7 +1105,7 @@ class ResultStore:
             "seconds",
             "created",
         )
-        return [dict(zip(keys, row, strict=True)) for row in self._db().execute(sql, args)]
+        return [dict(zip(keys, row, strict=True)) for row in self._rows(sql, args)]
 
     def export_csv(
         self,
@@ -1012,7 +1182,7 @@ class ResultStore:
             "updated",
             "n_results",
         )
-        return [dict(zip(keys, row, strict=True)) for row in self._db().execute(sql, args)]
+        return [dict(zip(keys, row, strict=True)) for row in self._rows(sql, args)]
 
 
 # --------------------------------------------------------------------------- merging
@@ -1084,27 +1254,61 @@ def merge_stores(
     the most informative of the two (``ok`` > ``failed`` > ``pending``). Each source is
     merged in one transaction; merging a source again adds nothing.
 
+    Sources are opened read-only (:class:`ResultStore` ``read_only=True``): they are never
+    written, and an older schema is read as it is. Every source is checked (SQLite's
+    ``quick_check``) before anything is written. A new ``out`` is built in a temporary
+    file next to it and renamed into place only when every source is merged, so a failed
+    merge leaves no output file behind.
+
     Args:
         sources: existing result-store files, merged in order (earlier ones win).
         out: the output store, created when missing (it may already hold results).
 
     Returns:
         A :class:`MergeSummary` with counts and the conflicts.
+
+    Raises:
+        StoreDamagedError: a source (or an existing ``out``) is damaged.
+        ValueError: a source is missing or not a results store, or ``out`` is a folder.
     """
     source_paths = [Path(s) for s in sources]
     for src in source_paths:
         if not src.is_file():
             raise ValueError(f"merge source {src} does not exist; pass existing result stores")
+    for src in source_paths:  # fail on a bad source before anything is written
+        ResultStore(src, read_only=True).close()
+    target = Path(out)
+    if target.is_dir():
+        raise ValueError(f"merge output {target} is a folder; pass a file path for -o")
     counts = dict.fromkeys(
         ("runs_added", "points_added", "definitions_added", "results_added", "results_identical"),
         0,
     )
     conflicts: list[MergeConflict] = []
-    with ResultStore(out) as dst:
+    with _output_store(target) as dst:
         for src in source_paths:
-            with ResultStore(src, timeout=dst.timeout) as reader:
+            with ResultStore(src, timeout=dst.timeout, read_only=True) as reader:
                 _merge_one(dst, reader, counts, conflicts)
     return MergeSummary(sources=len(source_paths), conflicts=tuple(conflicts), **counts)
+
+
+@contextmanager
+def _output_store(target: Path) -> Iterator[ResultStore]:
+    """An existing ``target`` opened for writing, or a new one built in a temporary file
+    next to it and renamed to ``target`` when the block succeeds (removed when it fails)."""
+    if target.exists():
+        with ResultStore(target) as store:
+            yield store
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    try:
+        with ResultStore(tmp) as store:
+            yield store
+        os.replace(tmp, target)
+    finally:
+        for leftover in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm"), Path(f"{tmp}-journal")):
+            leftover.unlink(missing_ok=True)
 
 
 def _merge_one(
@@ -1115,27 +1319,34 @@ def _merge_one(
 ) -> None:
     label = str(reader.path)
     rconn = reader._db()
-    rconn.execute("BEGIN")  # one read snapshot of the source
-    try:
-        runs = rconn.execute(
-            "SELECT id, name, method, architecture, meta, created FROM runs"
-        ).fetchall()
-        points = rconn.execute(
-            "SELECT id, run_id, source, path, epoch, step, status, error, created, updated"
-            " FROM points ORDER BY id"
-        ).fetchall()
-        definitions = rconn.execute(
-            "SELECT digest, metric, n, d, dtype, revision, definition FROM definitions"
-        ).fetchall()
-        results = rconn.execute(
-            "SELECT point_id, representation, digest, value, is_nan, version, created, seconds,"
-            " outcome FROM results"
-        ).fetchall()
-        timings = rconn.execute(
-            "SELECT point_id, representation, name, seconds, created FROM point_timings"
-        ).fetchall()
-    finally:
-        rconn.execute("COMMIT")
+    extra = "seconds, outcome" if reader._has_seconds else "NULL, NULL"
+    with _damage_guard(reader.path):
+        rconn.execute("BEGIN")  # one read snapshot of the source
+        try:
+            runs = rconn.execute(
+                "SELECT id, name, method, architecture, meta, created FROM runs"
+            ).fetchall()
+            points = rconn.execute(
+                "SELECT id, run_id, source, path, epoch, step, status, error, created, updated"
+                " FROM points ORDER BY id"
+            ).fetchall()
+            definitions = rconn.execute(
+                "SELECT digest, metric, n, d, dtype, revision, definition FROM definitions"
+            ).fetchall()
+            results = rconn.execute(
+                "SELECT point_id, representation, digest, value, is_nan, version, created,"
+                f" {extra} FROM results"
+            ).fetchall()
+            timings = (
+                rconn.execute(
+                    "SELECT point_id, representation, name, seconds, created FROM point_timings"
+                ).fetchall()
+                if reader._has_seconds
+                else []
+            )
+        finally:
+            if rconn.in_transaction:
+                rconn.execute("ROLLBACK")
 
     with dst._write() as conn:
         run_map: dict[int, int] = {}
@@ -1280,3 +1491,406 @@ def _merge_one(
                 " VALUES (?, ?, ?, ?, ?)",
                 [(did, *entry) for entry in entries],
             )
+
+
+# --------------------------------------------------------------------------- doctor
+
+#: Tables of a results store in the order a salvage copies them (parents first).
+_SALVAGE_TABLES: Final = ("runs", "points", "definitions", "results", "point_timings")
+#: Columns whose text must be valid JSON (NULL allowed) for a salvaged row to be kept.
+_JSON_COLUMNS: Final = {"runs": ("meta",), "definitions": ("definition",), "results": ("outcome",)}
+#: Failed range queries a salvage may spend per table before it gives up on the rest.
+_SALVAGE_BUDGET: Final = 200_000
+
+
+@dataclass(frozen=True)
+class StoreCheck:
+    """What :func:`check_store` found.
+
+    Attributes:
+        path: the store checked.
+        problems: one line per problem SQLite (or the file's size) reports; empty when the
+            store is sound.
+        schema_version: the results-store schema version, ``None`` when unreadable.
+    """
+
+    path: str
+    problems: tuple[str, ...]
+    schema_version: int | None
+
+    @property
+    def sound(self) -> bool:
+        """Whether no problem was found."""
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class TableSalvage:
+    """Rows of one table copied by :func:`salvage_store`.
+
+    Attributes:
+        table: the table's name.
+        saved: rows copied into the new store.
+        lost: rows that could not be read or kept (their page is damaged, or a row they
+            belong to was lost).
+        exact: whether ``lost`` is an exact count (an intact index listed every row) or an
+            estimate from the unreadable range of row ids.
+        readable: ``False`` when not even the table's columns could be read (its number
+            of rows is then unknown).
+    """
+
+    table: str
+    saved: int
+    lost: int
+    exact: bool
+    readable: bool = True
+
+    def __str__(self) -> str:
+        if not self.readable:
+            return f"{self.table} unreadable (nothing saved)"
+        lost = f"{self.lost}" if self.exact else f"about {self.lost}"
+        return f"{self.table} {self.saved} saved, {lost} lost"
+
+
+@dataclass(frozen=True)
+class SalvageSummary:
+    """What :func:`salvage_store` copied, table by table."""
+
+    source: str
+    output: str
+    tables: tuple[TableSalvage, ...]
+
+    @property
+    def saved(self) -> int:
+        """Rows copied, all tables together."""
+        return sum(t.saved for t in self.tables)
+
+    @property
+    def lost(self) -> int:
+        """Rows lost (exact or estimated), all tables together."""
+        return sum(t.lost for t in self.tables)
+
+
+def _require_sqlite_file(path: Path) -> None:
+    """ValueError unless ``path`` is a non-empty file that starts like an SQLite database."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a results store file; pass the store's file")
+    if not path.is_file():
+        raise ValueError(
+            f"no results store at {path}; pass the database written by `sslwatch sweep`"
+        )
+    if path.stat().st_size == 0:
+        raise ValueError(
+            f"{path} is empty (0 bytes): it is not a results store and holds nothing to salvage"
+        )
+    if not _has_sqlite_header(path):
+        raise ValueError(
+            f"{path} is not an SQLite database (no SQLite header); pass an sslwatch results store"
+        )
+
+
+def _open_damaged(path: Path) -> sqlite3.Connection:
+    """A read-only connection that reads as much of a damaged file as SQLite allows.
+
+    ``writable_schema`` makes SQLite read a truncated file up to its real size instead of
+    refusing it (the connection stays read-only: nothing is written).
+    """
+    conn = sqlite3.connect(_read_only_uri(path), uri=True, isolation_level=None)
+    conn.execute("PRAGMA writable_schema = ON")
+    return conn
+
+
+def _size_problem(path: Path) -> str | None:
+    """A line when the file is shorter than its SQLite header says (a truncated file)."""
+    with path.open("rb") as fh:
+        header = fh.read(100)
+    if len(header) < 100:
+        return f"the file is truncated: {len(header)} bytes, shorter than SQLite's 100-byte header"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    valid = header[24:28] == header[92:96]  # the in-header size is only valid then
+    size = path.stat().st_size
+    if valid and pages and size < pages * page_size:
+        return (
+            f"the file is truncated: {size} bytes, its header says {pages} pages of "
+            f"{page_size} bytes ({pages * page_size} bytes)"
+        )
+    return None
+
+
+def _problem_lines(rows: Iterable[Sequence[Any]]) -> list[str]:
+    """``integrity_check`` rows as one line per problem (SQLite may join several in one)."""
+    out = []
+    for row in rows:
+        for line in str(row[0]).splitlines():
+            line = line.strip()
+            if line and line != "ok" and not line.startswith("***"):
+                out.append(line)
+    return out
+
+
+def check_store(path: str | os.PathLike[str], *, max_problems: int = 100) -> StoreCheck:
+    """Run SQLite's ``integrity_check`` (and ``quick_check``) on a results store, read-only.
+
+    Args:
+        path: the store's file.
+        max_problems: at most this many problems are listed by each check.
+
+    Returns:
+        A :class:`StoreCheck`; ``sound`` when SQLite found nothing and the file has the
+        size its header says.
+
+    Raises:
+        ValueError: the file is missing, a folder, empty, not an SQLite database, or an
+            SQLite database that is not an sslwatch results store.
+    """
+    p = Path(path)
+    _require_sqlite_file(p)
+    problems: list[str] = []
+    size = _size_problem(p)
+    if size is not None:
+        problems.append(size)
+    version: int | None = None
+    conn = _open_damaged(p)  # a truncated file is checked up to its real size
+    try:
+        for check in ("integrity_check", "quick_check"):
+            try:
+                found = _problem_lines(conn.execute(f"PRAGMA {check}({int(max_problems)})"))
+            except sqlite3.DatabaseError as exc:
+                found = [f"{check} stopped: {exc}"]
+            problems.extend(line for line in found if line not in problems)
+            if not found:
+                break  # integrity_check covers what quick_check does
+        tables = {
+            str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if "schema_info" not in tables:
+            names = ", ".join(sorted(t for t in tables if not t.startswith("sqlite_")))
+            if names:
+                raise ValueError(
+                    f"{p} is an SQLite database but not an sslwatch results store (tables: "
+                    f"{names}); pass a results store"
+                )
+            problems.append("the schema is missing: no sslwatch tables found")
+        else:
+            row = conn.execute("SELECT version FROM schema_info WHERE id = 1").fetchone()
+            version = None if row is None else int(row[0])
+            if version is None:
+                problems.append("the schema_info table holds no version row")
+    except sqlite3.DatabaseError as exc:
+        line = f"the schema cannot be read: {exc}"
+        if line not in problems:
+            problems.append(line)
+    finally:
+        conn.close()
+    return StoreCheck(path=str(p), problems=tuple(problems), schema_version=version)
+
+
+def _index_rowids(conn: sqlite3.Connection, table: str) -> tuple[set[int], set[int] | None]:
+    """Row ids of ``table`` listed by its indexes.
+
+    Returns (every id any index listed, even partly; the ids every fully readable full
+    index lists, ``None`` when no full index could be read to its end). Taking the ids
+    all complete indexes agree on drops a bogus id from one damaged index page.
+    """
+    seen: set[int] = set()
+    listed: set[int] | None = None
+    indexes = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?", (table,)
+    ).fetchall()
+    for name, sql in indexes:
+        where = ""
+        if sql and " WHERE " in str(sql).upper():
+            where = str(sql)[str(sql).upper().rindex(" WHERE ") :]
+        ids: set[int] = set()
+        try:
+            for (rowid,) in conn.execute(f'SELECT rowid FROM "{table}" INDEXED BY "{name}"{where}'):
+                ids.add(int(rowid))
+        except sqlite3.DatabaseError:
+            seen |= ids
+            continue
+        seen |= ids
+        if not where:  # a full index lists every row
+            listed = ids if listed is None else listed & ids
+    return seen, listed
+
+
+def _readable_rows(
+    conn: sqlite3.Connection, table: str, columns: Sequence[str]
+) -> tuple[dict[int, tuple[Any, ...]], set[int], set[int], bool]:
+    """Every row of ``table`` SQLite can read, row-id range by row-id range.
+
+    A range whose query fails is halved until single row ids, so one damaged page loses
+    only the rows stored on it. Returns (rows by row id, row ids that could not be read,
+    row ids the indexes list, whether an index listed every row).
+    """
+    select = ", ".join(columns) if columns else "NULL"
+    sql = f'SELECT rowid, {select} FROM "{table}" WHERE rowid BETWEEN ? AND ? ORDER BY rowid'
+    seen, listed = _index_rowids(conn, table)
+    known = seen if listed is None else listed
+    complete = listed is not None
+    bounds = set(seen)
+    for probe in ("min", "max"):
+        try:
+            value = conn.execute(f'SELECT {probe}(rowid) FROM "{table}"').fetchone()[0]
+        except sqlite3.DatabaseError:
+            continue
+        if value is not None:
+            bounds.add(int(value))
+    rows: dict[int, tuple[Any, ...]] = {}
+    unreadable: set[int] = set()
+    budget = _SALVAGE_BUDGET
+    failures = 0
+    read_any = False
+
+    def grab(lo: int, hi: int) -> None:
+        nonlocal budget, failures, read_any
+        stack = [(lo, hi)]
+        while stack:
+            a, b = stack.pop()
+            try:
+                for row in conn.execute(sql, (a, b)).fetchall():
+                    rows[int(row[0])] = tuple(row[1:])
+                read_any = True
+                continue
+            except sqlite3.DatabaseError:
+                budget -= 1
+                failures += 1
+            if a == b:
+                unreadable.add(a)
+            elif budget <= 0:
+                unreadable.update(r for r in known if a <= r <= b and r not in rows)
+            else:
+                mid = (a + b) // 2
+                stack.extend(((mid + 1, b), (a, mid)))
+
+    tail_args: tuple[int, ...] = ()
+    tail = f'SELECT rowid, {select} FROM "{table}" ORDER BY rowid'
+    if bounds:
+        grab(min(bounds), max(bounds))
+        tail = f'SELECT rowid, {select} FROM "{table}" WHERE rowid > ? ORDER BY rowid'
+        tail_args = (max(bounds),)
+    try:  # rows beyond the largest known id (the indexes and max() may be damaged)
+        for row in conn.execute(tail, tail_args):
+            rows[int(row[0])] = tuple(row[1:])
+        read_any = True
+    except sqlite3.DatabaseError:
+        complete = False  # an unknown number of rows after the last readable one
+        failures += 1
+    if not read_any:
+        raise sqlite3.DatabaseError(f"no row of {table} could be read")
+    return rows, unreadable, known, complete or failures == 0
+
+
+def _valid_json(row: Mapping[str, Any], columns: Sequence[str]) -> bool:
+    for column in columns:
+        value = row.get(column)
+        if value is None:
+            continue
+        try:
+            json.loads(value)
+        except (TypeError, ValueError):
+            return False
+    return True
+
+
+_TableRead = tuple[list[str], dict[int, tuple[Any, ...]], set[int], set[int], bool]
+
+
+def _read_salvageable(src: Path, dst: ResultStore) -> dict[str, _TableRead | None]:
+    """Every readable row of each table of ``src`` that ``dst``'s schema has columns for.
+
+    A table missing from ``src`` (``point_timings`` in a version-1 store) is left out; one
+    whose schema or rows cannot be read at all maps to ``None``.
+    """
+    out: dict[str, _TableRead | None] = {}
+    conn = _open_damaged(src)
+    try:
+        try:
+            present_tables = {
+                str(r[0])
+                for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+        except sqlite3.DatabaseError:
+            return dict.fromkeys(_SALVAGE_TABLES)  # the schema itself is unreadable
+        for table in _SALVAGE_TABLES:
+            if table not in present_tables:
+                continue
+            wanted = [str(r[1]) for r in dst._rows(f'PRAGMA table_info("{table}")')]
+            try:
+                present = {str(r[1]) for r in conn.execute(f'PRAGMA table_info("{table}")')}
+                columns = [c for c in wanted if c in present]
+                if columns:
+                    out[table] = (columns, *_readable_rows(conn, table, columns))
+            except sqlite3.DatabaseError:
+                out[table] = None
+    finally:
+        conn.close()
+    return out
+
+
+def salvage_store(source: str | os.PathLike[str], out: str | os.PathLike[str]) -> SalvageSummary:
+    """Copy every readable row of a (damaged) results store into a new store ``out``.
+
+    Runs, points, definitions, results (with their seconds and outcome) and point timings
+    are read table by table and row-id range by row-id range: a range whose query fails
+    is halved until single rows, so one damaged page loses only the rows stored on it.
+    The source is opened read-only (never written); a truncated file is read up to its
+    real size. A row is kept only when SQLite's constraints accept it in the new store: a
+    result whose point was lost, or a row whose JSON text is garbled, is counted lost. A
+    version-1 source gives a current-version store (seconds unknown). ``out`` is built in
+    a temporary file next to it and renamed when done.
+
+    Args:
+        source: the damaged (or sound) store.
+        out: a new file for the salvaged store; it must not exist.
+
+    Returns:
+        A :class:`SalvageSummary`: rows saved and lost per table.
+
+    Raises:
+        ValueError: ``source`` is not an SQLite file, ``out`` exists or is ``source``.
+    """
+    src = Path(source)
+    _require_sqlite_file(src)
+    target = Path(out)
+    if target.exists():
+        raise ValueError(
+            f"{target} already exists; pass a new file for the salvaged store (-o NEW.db)"
+        )
+    tables: list[TableSalvage] = []
+    with _output_store(target) as dst:
+        read = _read_salvageable(src, dst)
+        with dst._write() as wconn:
+            for table in _SALVAGE_TABLES:
+                if table not in read:  # point_timings of a version-1 store
+                    tables.append(TableSalvage(table, 0, 0, exact=True))
+                    continue
+                found = read[table]
+                if found is None:
+                    tables.append(TableSalvage(table, 0, 0, exact=False, readable=False))
+                    continue
+                columns, rows, unreadable, known, complete = found
+                placeholders = ", ".join("?" * len(columns))
+                insert = f'INSERT INTO "{table}" ({", ".join(columns)}) VALUES ({placeholders})'
+                json_columns = _JSON_COLUMNS.get(table, ())
+                saved = dropped = 0
+                for rowid in sorted(rows):
+                    values = rows[rowid]
+                    if not _valid_json(dict(zip(columns, values, strict=True)), json_columns):
+                        dropped += 1
+                        continue
+                    try:
+                        wconn.execute(insert, values)
+                    except sqlite3.DatabaseError:
+                        dropped += 1  # a constraint (its point or run lost) or garbled row
+                        continue
+                    saved += 1
+                missing = known - rows.keys()
+                if complete:
+                    lost, exact = len(missing) + dropped, True
+                else:
+                    lost, exact = len(missing | unreadable) + dropped, False
+                tables.append(TableSalvage(table, saved, lost, exact))
+    return SalvageSummary(source=str(src), output=str(target), tables=tuple(tables))
