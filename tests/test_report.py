@@ -313,3 +313,29 @@ def test_cli_errors_are_one_line(store_path: Path, tmp_path: Path) -> None:
     assert unknown.exit_code == 2 and "not in the store" in unknown.output
     ref = runner.invoke(app, ["analyze", str(store_path), "--reference", "knn_accuracy"])
     assert ref.exit_code == 2 and "knn_accuracy" in ref.output
+
+
+def test_verdict_comes_first_and_online_values_stand_apart(tmp_path: Path) -> None:
+    path = tmp_path / "both.db"
+    fill_store(path, [("a", "simclr", 0.6), ("b", "simclr", 0.9), ("c", "simclr", 0.75)])
+    with ResultStore(path) as store:
+        run = store.ensure_run("a")
+        for step in range(1, 6):
+            point = store.ensure_point(run, source="online", step=step, epoch=step)
+            store.record_results(
+                point, [("backbone", MetricDefinition("rankme", n=2000, d=128), 900.0 + step)]
+            )
+        rows = store.tidy_rows()
+    page = render_report(rows, n_boot=50)
+    result = analyze(rows, n_boot=50)
+    assert result.verdict is not None and result.online is not None
+    start = page.index('<section id="verdict"')
+    assert start < page.index("<table") and start < page.index('<h2 id="trust"')
+    section = page[start : page.index("</section>", start)]
+    text = " ".join(re.sub(r"<[^>]+>", " ", section).split())
+    for line in result.verdict.lines:  # every verdict line, escaped as HTML
+        assert " ".join(line.split()) in text.replace("&#39;", "'")
+    assert 'id="during-training"' in section and "5 online values." in text
+    # the checkpoint analysis never sees the online rankme values (all near 900)
+    assert "values analysed" in page
+    assert f"{result.n_values} values analysed" in " ".join(page.split())

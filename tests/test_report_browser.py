@@ -181,6 +181,11 @@ def test_report_renders_offline_in_chromium(
     for img in probe["images"]:
         assert img["complete"] and img["width"] > 200 and img["height"] > 150, img
 
+    # the verdict is the first thing on the page: before any table or figure
+    verdict_at = dom.find('id="verdict"')
+    assert 0 <= verdict_at < dom.find("<table") and verdict_at < dom.find("<img")
+    assert dom.find("<h2", dom.find("<main")) > verdict_at - len('<section id="verdict"')
+
     # the tables as the browser parsed them hold the store's numbers, exactly
     latest: dict[tuple[str, str, str, str], tuple[int, float]] = {}
     for r in rows:

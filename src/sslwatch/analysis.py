@@ -1940,8 +1940,6 @@ def verdict(a: Analysis) -> Verdict:
             lines.append(
                 f"{head}: trust " + ", ".join(f"{t.metric} ({t.reason})" for t in trusted) + "."
             )
-        else:
-            lines.append(f"{head}: no label-free metric earned trust here.")
         if against:
             lines.append(
                 f"{head}: moves against {a.reference}: "
@@ -1958,6 +1956,8 @@ def verdict(a: Analysis) -> Verdict:
                 + "."
             )
         advice = _keep_of(a, group, rep, trusted)
+        if not trusted and advice is None:
+            lines.append(f"{head}: no label-free metric earned trust here.")
         if advice is not None:
             keep.append(advice)
             lines.append(advice.text)

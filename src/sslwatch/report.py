@@ -44,6 +44,7 @@ from sslwatch.analysis import (
     analyze,
     latest_values,
     observations,
+    verdict,
 )
 from sslwatch.definitions import MetricDefinition
 from sslwatch.registry import REGISTRY
@@ -326,7 +327,15 @@ _TEMPLATE = r"""<!DOCTYPE html>
 <title>{{ title }}</title><style>{{ css }}</style></head>
 <body><main>
 <h1>{{ title }}</h1>
-<p class="meta">{{ source }} · {{ n_runs }} runs · {{ n_values }} stored values ·
+<section id="verdict" class="card">
+<h2>Verdict</h2>
+<ul>{% for line in verdict.lines %}<li>{{ line }}</li>{% endfor %}</ul>
+{% if verdict.caveats %}<p class="note"><b>Caveats.</b></p>
+<ul class="note">{% for c in verdict.caveats %}<li>{{ c }}</li>{% endfor %}</ul>{% endif %}
+{% if online_lines %}<h3 id="during-training">During training (online values, analysed apart)</h3>
+<ul>{% for line in online_lines %}<li>{{ line }}</li>{% endfor %}</ul>{% endif %}
+</section>
+<p class="meta">{{ source }} · {{ n_runs }} runs · {{ n_values }} values analysed ·
 reference: <b>
 {{ reference or "none" }}</b> · generated {{ generated }} by sslwatch {{ version }}</p>
 <nav class="meta"><a href="#trust">Trust</a><a href="#selection">Selection</a>
@@ -772,11 +781,13 @@ def _context(
         "css": _CSS,
         "source": source,
         "n_runs": len(result.runs),
-        "n_values": len(obs),
+        "n_values": result.n_values or len(obs),
         "reference": reference,
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "version": __version__,
         "notes": list(result.notes),
+        "verdict": result.verdict or verdict(result),
+        "online_lines": _online_lines(result),
         "settings": settings,
         "confidence_pct": f"{100 * float(settings['confidence']):g}",
         "trust": trust,
@@ -789,6 +800,14 @@ def _context(
         "runs": runs,
         "definitions": definitions,
     }
+
+
+def _online_lines(result: Analysis) -> list[str]:
+    """The verdict of the online values (a training-time Monitor), analysed apart."""
+    if result.online is None:
+        return []
+    online = result.online.verdict or verdict(result.online)
+    return [f"{result.online.n_values} online values.", *online.lines, *online.caveats]
 
 
 # --------------------------------------------------------------------------- public API
