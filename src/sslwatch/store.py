@@ -473,7 +473,8 @@ class ResultStore:
         timeout: seconds a writer waits for another process's transaction (busy timeout).
         read_only: open with SQLite's ``mode=ro``: the file must exist and is never
             written (no schema is created, an older schema is read as it is, never
-            upgraded); every write method raises ``ValueError``.
+            upgraded); every write method raises ``ValueError``. As for any reader of
+            a WAL database, SQLite may leave its ``-wal``/``-shm`` files beside it.
 
     A store holds one SQLite connection: use it from the thread and process that opened
     it; other workers open their own ``ResultStore`` on the same file. Opening runs
@@ -607,6 +608,7 @@ class ResultStore:
         self.schema_version = version
 
     def _setup_read_write(self, conn: sqlite3.Connection) -> None:
+        self._schema_version(conn)  # refuse a foreign database before changing its journal
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":
             mode = self._retry_locked(

@@ -9,36 +9,57 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from sslwatch.cli import app, console, fail, format_value
+from sslwatch.cli import app, check_output, console, fail, format_value, store_failure
 
 _GROUP_BY = ("method", "architecture", "none")
 _ARROWS = {"higher": "↑", "lower": "↓", "none": "·"}
 _SEVERITY_STYLE = {"critical": "bold white on red", "warning": "black on yellow", "info": "dim"}
 
 
-def _split(values: list[str] | None) -> list[str] | None:
+def _split(values: list[str] | None, option: str) -> list[str] | None:
+    """Comma-separated, repeatable option values; ``None`` when not given.
+
+    Raises a usage error (exit 2) when the option was given but names nothing (``,``).
+    """
     if not values:
         return None
     out = [v.strip() for item in values for v in item.split(",") if v.strip()]
-    return out or None
+    if not out:
+        raise fail(f"{option} {','.join(values)!r} names nothing; pass comma-separated names")
+    return out
+
+
+def _open_store(db: Path) -> Any:
+    """The results store opened read-only (never written, never upgraded), or a one-line
+    error: exit 3 when it is damaged, 2 when it is missing or not a results store."""
+    from sslwatch.store import ResultStore
+
+    if not db.is_file() and not db.is_dir():
+        raise fail(f"no results store at {db}; pass the database written by `sslwatch sweep`")
+    try:
+        return ResultStore(db, read_only=True)
+    except ValueError as exc:
+        raise store_failure(exc) from None
+
+
+def _read_rows(store: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The store's tidy rows and recorded failures; a clear error when there are no rows."""
+    try:
+        rows, failures = store.tidy_rows(), store.failures()
+    except ValueError as exc:
+        raise store_failure(exc) from None
+    if not rows:
+        raise fail(f"{store.path} holds no results yet; run `sslwatch sweep` first")
+    return rows, failures
 
 
 def _open_rows(db: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The store's tidy rows and recorded failures; a clear error when there are no rows."""
-    from sslwatch.store import ResultStore
-
-    if not db.is_file():
-        raise fail(f"no results store at {db}; pass the database written by `sslwatch sweep`")
-    try:
-        with ResultStore(db) as store:
-            rows, failures = store.tidy_rows(), store.failures()
-    except ValueError as exc:
-        raise fail(str(exc)) from None
-    if not rows:
-        raise fail(f"{db} holds no results yet; run `sslwatch sweep` first")
-    return rows, failures
+    """Read-only: the store's tidy rows and recorded failures."""
+    with _open_store(db) as store:
+        return _read_rows(store)
 
 
 def _analyze_kwargs(
@@ -59,8 +80,8 @@ def _analyze_kwargs(
     return {
         "reference": reference,
         "reference_representation": reference_representation,
-        "representations": _split(representation),
-        "metrics": _split(metric),
+        "representations": _split(representation, "--representation"),
+        "metrics": _split(metric, "--metric"),
         "group_by": None if group_by == "none" else group_by,
         "epoch": epoch,
         "source": source,
@@ -138,23 +159,24 @@ def analyze(
     """How far each label-free metric can be trusted, and which run/checkpoint to keep."""
     from sslwatch.analysis import analyze as run_analysis
 
-    rows, failures = _open_rows(db)
     kwargs = _analyze_kwargs(
         reference, reference_representation, representation, metric, group_by, epoch,
         source, min_epoch, n_boot, confidence, seed,
     )  # fmt: skip
+    rows, failures = _open_rows(db)
     try:
         result = run_analysis(rows, **kwargs)
     except ValueError as exc:
         raise fail(str(exc)) from None
     console.print(
-        f"[bold]{db}[/]: {len(result.runs)} runs, {len(rows)} values; reference "
-        f"[bold]{result.reference or 'none'}[/]; {100 * confidence:g}% bootstrap intervals "
-        f"({n_boot} resamples, seed {seed}); checkpoints before epoch {min_epoch} left out",
+        f"[bold]{escape(str(db))}[/]: {len(result.runs)} runs, {len(rows)} values; reference "
+        f"[bold]{escape(result.reference or 'none')}[/]; {100 * confidence:g}% bootstrap "
+        f"intervals ({n_boot} resamples, seed {seed}); checkpoints before epoch {min_epoch} "
+        "left out",
         highlight=False,
     )
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(str(note))}", highlight=False)
     _print_trust(result)
     _print_selection(result)
     _print_warnings_and_findings(result, failures)
@@ -185,8 +207,8 @@ def _print_trust(result: Any) -> None:
     pooled = [c for c in result.correlations if c.scope == "pooled"]
     for group in sorted({c.group for c in pooled}):
         table = Table(
-            title=f"{group}: correlation with {result.reference} (pooled over checkpoints; "
-            "↓ metrics negated, · raw)",
+            title=f"{escape(str(group))}: correlation with {escape(str(result.reference))} "
+            "(pooled over checkpoints; ↓ metrics negated, · raw)",
             title_justify="left",
         )
         for col in ("repr.", "metric", "n", "Spearman [CI]", "Kendall [CI]", "Pearson [CI]",
@@ -201,8 +223,8 @@ def _print_trust(result: Any) -> None:
             if c.metric in several:
                 name += f" N={c.definition.n}"
             table.add_row(
-                c.representation,
-                name,
+                escape(c.representation),
+                escape(name),
                 str(c.n),
                 _ci(c.stats.spearman),
                 _ci(c.stats.kendall),
@@ -224,24 +246,24 @@ def _print_selection(result: Any) -> None:
     if result.run_selections:
         table = Table(
             title=f"Best run per {result.settings.get('group_by') or 'sweep'} "
-            f"(regret = oracle − selected {ref})",
+            f"(regret = oracle − selected {escape(ref)})",
             title_justify="left",
         )
         for col in ("group", "repr.", "metric", "epoch", "selected", "value", ref, "oracle",
                     "regret", "runs"):  # fmt: skip
-            table.add_column(col)
+            table.add_column(escape(col))
         counts = Counter(d.metric for d in result.definitions)
         for s in result.run_selections:
             table.add_row(
-                s.group + (f" ({s.architecture})" if s.architecture else ""),
-                s.representation,
-                f"{s.metric} {_ARROWS[_direction(s.metric)]}"
+                escape(s.group + (f" ({s.architecture})" if s.architecture else "")),
+                escape(s.representation),
+                escape(f"{s.metric} {_ARROWS[_direction(s.metric)]}")
                 + (f" N={s.definition.n}" if counts[s.metric] > 1 else ""),
                 str(s.epoch),
-                s.selected_run,
+                escape(s.selected_run),
                 format_value(s.value),
                 format_value(s.reference_value),
-                s.oracle_run or "-",
+                escape(s.oracle_run or "-"),
                 format_value(s.regret),
                 str(len(s.ranking)),
             )
@@ -249,12 +271,12 @@ def _print_selection(result: Any) -> None:
     if result.checkpoint_selections:
         table = Table(title="Best checkpoint per run", title_justify="left")
         for col in ("run", "repr.", "metric", "epoch", "value", ref, "oracle epoch", "regret"):
-            table.add_column(col)
+            table.add_column(escape(col))
         for ck in result.checkpoint_selections:
             table.add_row(
-                ck.run,
-                ck.representation,
-                f"{ck.metric} {_ARROWS[_direction(ck.metric)]}",
+                escape(ck.run),
+                escape(ck.representation),
+                escape(f"{ck.metric} {_ARROWS[_direction(ck.metric)]}"),
                 str(ck.epoch),
                 format_value(ck.value),
                 format_value(ck.reference_value),
@@ -268,7 +290,7 @@ def _print_warnings_and_findings(result: Any, failures: list[dict[str, Any]]) ->
     if result.warnings:
         console.print("[bold yellow]Comparability warnings[/] (these values were not compared):")
         for w in result.warnings:
-            console.print(f"  - {w.context}: {w.message}", highlight=False)
+            console.print(f"  - {w.context}: {w.message}", markup=False, highlight=False)
     else:
         console.print("No comparability warnings: every comparison had matching definitions.")
     if not (result.findings or failures):
@@ -279,20 +301,20 @@ def _print_warnings_and_findings(result: Any, failures: list[dict[str, Any]]) ->
         table.add_column(col)
     for f in result.findings:
         table.add_row(
-            f"[{_SEVERITY_STYLE[f.severity]}]{f.severity}[/]",
-            f.run,
-            f.representation,
-            f.metric,
-            f.message,
+            f"[{_SEVERITY_STYLE[f.severity]}]{escape(f.severity)}[/]",
+            escape(f.run),
+            escape(f.representation),
+            escape(f.metric),
+            escape(f.message),
         )
     for failure in failures:
         error = str(failure.get("error") or "").strip().splitlines()
         table.add_row(
             f"[{_SEVERITY_STYLE['warning']}]failed[/]",
-            str(failure["run"]),
+            escape(str(failure["run"])),
             "-",
             "-",
-            f"{failure.get('path') or failure.get('epoch')}: {error[-1] if error else ''}",
+            escape(f"{failure.get('path') or failure.get('epoch')}: {error[-1] if error else ''}"),
         )
     console.print(table)
 
@@ -361,8 +383,8 @@ def report(
 ) -> None:
     """Write one self-contained HTML report (plots inlined; opens offline)."""
     from sslwatch.report import write_report
+    from sslwatch.store import StoreDamagedError
 
-    rows, _ = _open_rows(db)
     kwargs = _analyze_kwargs(
         reference,
         reference_representation,
@@ -376,10 +398,17 @@ def report(
         confidence,
         seed,
     )
-    spectra = _load_spectra(embeddings or [], {str(r["run"]) for r in rows})
-    try:
-        path = write_report(db, output, spectra=spectra, title=title, **kwargs)
-    except (ValueError, ImportError) as exc:
-        raise fail(str(exc)) from None
+    check_output(output, "--output", make_parents=True)
+    with _open_store(db) as store:
+        rows, _ = _read_rows(store)
+        spectra = _load_spectra(embeddings or [], {str(r["run"]) for r in rows})
+        try:
+            path = write_report(store, output, spectra=spectra, title=title, **kwargs)
+        except StoreDamagedError as exc:
+            raise store_failure(exc) from None
+        except (ValueError, ImportError) as exc:
+            raise fail(str(exc)) from None
     size = path.stat().st_size
-    console.print(f"wrote {path} ({size / 1024:.0f} KiB)", highlight=False, soft_wrap=True)
+    console.print(
+        f"wrote {path} ({size / 1024:.0f} KiB)", markup=False, highlight=False, soft_wrap=True
+    )

@@ -3,8 +3,10 @@
 
 Exit codes of ``sweep``: 0 when every checkpoint is ok (or was already stored);
 otherwise the number of failed checkpoints, capped at 100; 101 when the sweep cannot
-start (bad data, model factory, option or checkpoint glob; nothing is evaluated);
-command-line usage errors give 2, as for every command.
+start (bad data, model factory, option, checkpoint glob or ``--db``, a damaged store
+included; nothing is evaluated); command-line usage errors give 2, as for every command.
+``merge``: 0, 1 on conflicts, 2 on bad input, 3 when a store is damaged. ``export``: 0,
+2 on bad input, 3 when the store is damaged (see :mod:`sslwatch.cli`).
 """
 
 from __future__ import annotations
@@ -18,18 +20,23 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from sslwatch.cli import app, console, err_console
+from sslwatch.cli import (
+    EXIT_SETUP_ERROR,
+    EXIT_USAGE,
+    app,
+    check_output,
+    console,
+    err_console,
+    fail,
+    store_failure,
+)
 
-#: Exit code when the sweep cannot start at all.
-EXIT_SETUP_ERROR = 101
-#: Exit code of ``merge``/``export`` on bad input.
-EXIT_USAGE = 2
+__all__ = ["EXIT_SETUP_ERROR", "EXIT_USAGE", "ProgressLog", "format_seconds"]
 
 
 def _error(message: str, code: int) -> typer.Exit:
     """Print ``error: message`` on ONE stderr line (never wrapped) and return the Exit."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+    return fail(message, code)
 
 
 def format_seconds(seconds: float) -> str:
@@ -158,6 +165,8 @@ def sweep(
     """
     from sslwatch.sweep import SweepConfig, SweepSetupError, parse_layers, parse_shard, run_sweep
 
+    if summary_json is not None:
+        check_output(summary_json, "--summary-json", make_parents=True)
     try:
         config = SweepConfig(
             model=model,
@@ -316,7 +325,7 @@ def _run_with_progress(config: Any, run_sweep: Any) -> Any:
 
 
 def _print_summary(summary: Any) -> None:
-    table = Table(title=f"sweep into {summary.db}", title_justify="left")
+    table = Table(title=f"sweep into {escape(str(summary.db))}", title_justify="left")
     for col in ("checkpoints", "ok", "skipped", "failed", "loaded", "values", "time"):
         table.add_column(col, justify="right")
     table.add_row(
@@ -358,8 +367,10 @@ def merge(
 ) -> None:
     """Merge result stores (e.g. one per --shard job) into one, without duplicates.
 
-    Exit code 0; 1 when two stores disagree on a value (the first one is kept and the
-    conflict is printed); 2 on bad input.
+    Sources are read-only (never written or upgraded); a new output file appears only
+    when the merge succeeds. Exit code 0; 1 when two stores disagree on a value (the
+    first one is kept and the conflict is printed); 2 on bad input; 3 when a store is
+    damaged (``sslwatch doctor`` salvages it).
     """
     from sslwatch.store import merge_stores
 
@@ -368,15 +379,18 @@ def merge(
         if src.resolve() == out_resolved:
             raise _error(f"{src} is both a source and the output; pick another -o.", EXIT_USAGE)
         if not src.is_file():
-            raise _error(f"merge source {src} does not exist.", EXIT_USAGE)
+            what = "is a folder, not a results store" if src.is_dir() else "does not exist"
+            raise _error(f"merge source {src} {what}.", EXIT_USAGE)
+    check_output(output, "-o", make_parents=True)
     try:
         result = merge_stores(sources, output)
     except ValueError as exc:
-        raise _error(str(exc), EXIT_USAGE) from None
+        raise store_failure(exc) from None
     console.print(
         f"merged {result.sources} store(s) into {output}: {result.results_added} values added, "
         f"{result.results_identical} already there, {result.points_added} checkpoints and "
         f"{result.runs_added} runs added, {result.n_conflicts} conflicts",
+        markup=False,
         highlight=False,
         soft_wrap=True,
     )
@@ -403,22 +417,37 @@ def export(
         list[str] | None, typer.Option(help="Only this representation (repeatable).")
     ] = None,
 ) -> None:
-    """Write the tidy table (one row per checkpoint, representation and metric)."""
+    """Write the tidy table (one row per checkpoint, representation and metric).
+
+    The store is opened read-only. Exit code 0; 2 on bad input; 3 when the store is
+    damaged (``sslwatch doctor`` salvages it).
+    """
     from sslwatch.store import ResultStore
 
     if csv_out is None and json_out is None:
         raise _error("pass --csv PATH and/or --json PATH.", EXIT_USAGE)
-    if not db.is_file():
+    if not db.exists():
         raise _error(f"results store {db} does not exist.", EXIT_USAGE)
+    for out, option in ((csv_out, "--csv"), (json_out, "--json")):
+        if out is not None:
+            if out.resolve() == db.resolve():
+                raise _error(
+                    f"{option} {out} is the results store itself; pass another path.", EXIT_USAGE
+                )
+            check_output(out, option, make_parents=True)
     try:
-        with ResultStore(db) as store:
+        with ResultStore(db, read_only=True) as store:
             filters = {"run": run or None, "metric": metric or None}
             filters["representation"] = representation or None
             if csv_out is not None:
                 n = store.export_csv(csv_out, **filters)
-                console.print(f"wrote {n} rows to {csv_out}", highlight=False, soft_wrap=True)
+                console.print(
+                    f"wrote {n} rows to {csv_out}", markup=False, highlight=False, soft_wrap=True
+                )
             if json_out is not None:
                 n = store.export_json(json_out, **filters)
-                console.print(f"wrote {n} rows to {json_out}", highlight=False, soft_wrap=True)
+                console.print(
+                    f"wrote {n} rows to {json_out}", markup=False, highlight=False, soft_wrap=True
+                )
     except ValueError as exc:
-        raise _error(str(exc), EXIT_USAGE) from None
+        raise store_failure(exc) from None
