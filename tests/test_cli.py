@@ -148,3 +148,48 @@ def test_list_metrics() -> None:
     result = runner.invoke(app, ["metrics"])
     assert result.exit_code == 0
     assert "rankme" in result.stdout and "lidar" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        np.array([3, 1, 3, 7, 1]),
+        np.array([0.5, -2.0, 0.5, 9.0, -2.0]),
+        np.array(["dog", "cat", "dog", "eel", "cat"]),
+        np.array([b"dog", b"cat", b"dog", b"eel", b"cat"]),
+        np.array(["dog", "cat", "dog", "eel", "cat"], dtype=object),
+        np.array([3, 1, 3, 7, 1], dtype=">i8"),
+        np.array([True, False, True, True, False]),
+    ],
+    ids=["int", "float", "str", "bytes", "object-str", "big-endian", "bool"],
+)
+def test_labels_of_any_type_become_np_unique_class_ids(labels, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sslwatch.io import class_ids
+
+    ids, classes = class_ids(labels, "labels", tmp_path / "f.npz")
+    values, expected = np.unique(labels, return_inverse=True)  # scikit-learn's LabelEncoder
+    assert ids.dtype == np.int64 and ids.tolist() == expected.tolist()
+    assert classes == [str(v) for v in values]
+
+
+def test_labels_that_cannot_be_sorted_together_name_the_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from sslwatch.io import class_ids
+
+    with pytest.raises(ValueError, match=r"f\.npz: labels 'y' mix values"):
+        class_ids(np.array([1, "a", 2.5], dtype=object), "y", tmp_path / "f.npz")
+
+
+def test_only_the_selected_arrays_of_an_npz_are_read(tmp_path, rng) -> None:  # type: ignore[no-untyped-def]
+    from sslwatch.io import load_embedding_file, open_arrays
+
+    path = tmp_path / "many.npz"
+    z = rng.normal(size=(20, 4))
+    junk = np.array([{"a": 1}], dtype=object)
+    np.savez(path, embeddings=z.astype(">f8"), labels=np.array(["a", "b"] * 10), junk=junk)
+    arrays = open_arrays(path)
+    assert arrays.shapes == {"embeddings": (20, 4), "labels": (20,), "junk": (1,)}
+    data = load_embedding_file(path)
+    assert torch.equal(data.z, torch.from_numpy(z))  # native order, same values
+    assert data.labels is not None and data.labels.tolist() == [0, 1] * 10
+    with pytest.raises(ValueError, match="'junk' holds Python objects"):
+        arrays.raw("junk")

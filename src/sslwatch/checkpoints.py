@@ -41,6 +41,7 @@ __all__ = [
     "load_model",
     "load_state_dict",
     "parse_checkpoint_path",
+    "pickle_refusal",
 ]
 
 #: Keys under which checkpoints commonly nest their weights (tried in this order).
@@ -61,8 +62,8 @@ GENERIC_CHECKPOINT_DIRS: frozenset[str] = frozenset(
 _EPOCH_RE = re.compile(r"(?<![a-z])(?:epoch|ep)[_=-]?(\d+)", re.IGNORECASE)
 _STEP_RE = re.compile(r"(?<![a-z])step[_=-]?(\d+)", re.IGNORECASE)
 _TRUST_HINT = (
-    "if you trust this file, pass --trust-checkpoints (trust_checkpoints=True in Python); "
-    "unpickling can run arbitrary code"
+    "--trust-checkpoints (trust_checkpoints=True in Python) loads it, which executes code "
+    "from the file: only for files you trust"
 )
 _MAX_LISTED = 5
 
@@ -247,15 +248,7 @@ def _torch_load(p: Path, trust: bool) -> Any:
                 "pickle; corrupt, truncated or another format?)",
             ) from exc
         if not trust:
-            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", msg)
-            why = (
-                f"it contains pickled Python objects (e.g. {found.group(1)})"
-                if found
-                else "it is an old-style pickle or contains pickled Python objects"
-            )
-            raise CheckpointError(
-                p, f"refused safe loading (weights_only=True): {why}; {_TRUST_HINT}."
-            ) from exc
+            raise CheckpointError(p, f"{pickle_refusal(msg)}.") from exc
     except Exception as exc:  # garbage bytes can raise anything inside the unpickler
         raise CheckpointError(
             p, f"cannot be read (corrupt or truncated file?): {_first_line(str(exc))}"
@@ -273,6 +266,22 @@ def _torch_load(p: Path, trust: bool) -> Any:
         raise CheckpointError(
             p, f"cannot be read even with trusted loading (corrupt file?): {_first_line(str(exc))}"
         ) from exc
+
+
+def pickle_refusal(torch_message: str) -> str:
+    """Our one-line refusal of a file that ``torch.load(weights_only=True)`` rejected.
+
+    Says that the file needs pickle code to load, what it holds (the first class torch
+    named in ``torch_message``), that ``--trust-checkpoints`` loads it and that this
+    executes code from the file; torch's own multi-line text is not repeated.
+    """
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", torch_message)
+    what = (
+        f"it holds Python objects such as {found.group(1)}"
+        if found
+        else "it is an old-style pickle or holds Python objects"
+    )
+    return f"needs pickle code to load ({what}); {_TRUST_HINT}"
 
 
 def _torch_load_raw(p: Path, *, weights_only: bool) -> Any:

@@ -374,17 +374,24 @@ def _load_npz(path_str: str, spec: str) -> Dataset:
         raise ValueError(f"npz path is not a file: {path}")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
+            # Only the arrays used are read: an unrelated one (even of Python objects,
+            # which would need pickle) beside them does no harm.
+            names = set(archive.files)
+            wanted = [
+                next((k for k in keys if k in names), None)
+                for keys in (_X_KEYS, _Y_KEYS, _SPLIT_KEYS)
+            ]
+            arrays = {k: archive[k] for k in wanted if k is not None}
     except ValueError as exc:
         raise ValueError(f"cannot read {path} as a numpy .npz archive: {exc}") from exc
     except OSError as exc:
         raise ValueError(f"cannot read {path} as a numpy .npz archive: {exc}") from exc
-    if not arrays:
+    if not names:
         raise ValueError(f"{path} holds no arrays; save inputs with np.savez(path, x=..., y=...).")
     x_key = next((k for k in _X_KEYS if k in arrays), None)
     if x_key is None:
         raise ValueError(
-            f"{path} has no 'x' array (keys present: {sorted(arrays)}); save the inputs under "
+            f"{path} has no 'x' array (keys present: {sorted(names)}); save the inputs under "
             "'x' (or 'X'), e.g. np.savez(path, x=inputs, y=labels)."
         )
     x_np = arrays[x_key]
