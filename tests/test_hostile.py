@@ -695,17 +695,17 @@ def test_sweep_metrics_naming_nothing_is_a_set_up_error(checkpoint: Path, tmp_pa
     assert_error(invoke(args, [checkpoint]), 101, "metric")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs sweep.find_checkpoints to take an existing file literally (sweep.py)",
-)
-def test_a_checkpoint_path_with_brackets_is_that_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pattern", ["epoch_1.pt", "*.pt"])
+def test_a_checkpoint_path_with_brackets_is_that_file(tmp_path: Path, pattern: str) -> None:
+    """``runs/exp[v1]/epoch_1.pt`` exists: it is that file, not a glob class matching
+    nothing; ``runs/exp[v1]/*.pt`` takes the brackets literally when as a class they
+    match no file."""
     path = tmp_path / "runs" / "exp[v1]" / "epoch_1.pt"
     path.parent.mkdir(parents=True)
     torch.manual_seed(0)
     torch.save(sm.TinyCNN().state_dict(), path)
     db = tmp_path / "r.db"
-    res = invoke(sweep_args(path, db), [path])
+    res = invoke(sweep_args(path.parent / pattern, db), [path])
     assert_ok(res)
     assert "exp[v1]" in res.output
     with ResultStore(db, read_only=True) as store:

@@ -302,7 +302,14 @@ def find_checkpoints(patterns: Iterable[str], *, shard: tuple[int, int] | None =
     found: set[str] = set()
     for pat in patterns:
         expanded = os.path.expanduser(str(pat))
-        matches = glob.glob(expanded, recursive=True) if glob.has_magic(expanded) else [expanded]
+        if os.path.isfile(expanded) or not glob.has_magic(expanded):
+            matches = [expanded]  # an existing file is that file, brackets and all
+        else:
+            matches = glob.glob(expanded, recursive=True)
+            if not matches and ("[" in expanded or "]" in expanded):
+                # runs/exp[v1]/*.pt: brackets taken literally when as a class they match none
+                literal = glob.escape(expanded).replace("[*]", "*").replace("[?]", "?")
+                matches = glob.glob(literal, recursive=True)
         files = [m for m in matches if os.path.isfile(m)]
         if not files:
             what = "matched no file" if glob.has_magic(expanded) else "is not a file"
