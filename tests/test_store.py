@@ -1146,3 +1146,26 @@ def test_doctor_refuses_what_is_not_a_store(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(ValueError, match="not an sslwatch results store"):
         check_store(other)
+
+
+def test_merge_tolerates_round_off_and_catches_real_differences(tmp_path: Path) -> None:
+    """Values 1e-10 apart (another machine's last digits) merge as one; 1e-8 apart, or
+    inf vs a number, are conflicts."""
+    from sslwatch.store import MERGE_RTOL
+
+    d = _defs(4)
+    base = [123.456, 0.25, math.inf, -7.0]
+    cases = {
+        "a.db": base,
+        "b.db": [v * (1 + 1e-10) if math.isfinite(v) else v for v in base],
+        "c.db": [123.456 * (1 + 1e-8), 0.25, 1e308, -7.0],
+    }
+    for name, values in cases.items():
+        with ResultStore(tmp_path / name) as s:
+            p = s.ensure_point(s.ensure_run("r"), path="r/e1.pt", epoch=1)
+            s.record_results(p, [("b", d[i], v) for i, v in enumerate(values)])
+    close = merge_stores([tmp_path / "a.db", tmp_path / "b.db"], tmp_path / "ab.db")
+    assert close.n_conflicts == 0 and close.results_identical == 4
+    far = merge_stores([tmp_path / "a.db", tmp_path / "c.db"], tmp_path / "ac.db")
+    assert sorted(c.kept for c in far.conflicts) == [123.456, math.inf]
+    assert 1e-10 < MERGE_RTOL < 1e-8

@@ -91,6 +91,7 @@ from sslwatch._version import __version__
 from sslwatch.definitions import MetricDefinition
 
 __all__ = [
+    "MERGE_RTOL",
     "SCHEMA_VERSION",
     "SOURCES",
     "STATUSES",
@@ -352,8 +353,26 @@ def _decode(value: float | None, is_nan: int) -> float:
     return math.nan if is_nan else float(value)  # type: ignore[arg-type]
 
 
+MERGE_RTOL: Final = 1e-9
+"""Relative difference below which :func:`merge_stores` counts two values as the same.
+
+The same checkpoint and definition scored on another machine (another BLAS, thread
+count or accelerator) can differ in the last digits; 1e-9 relative is far below any
+difference a metric's definition or a changed checkpoint makes."""
+
+
 def _same_value(a: float, b: float) -> bool:
+    """Exactly equal (NaN equal to NaN) - the rule within one store."""
     return (math.isnan(a) and math.isnan(b)) or a == b
+
+
+def _close_value(a: float, b: float) -> bool:
+    """Equal up to :data:`MERGE_RTOL` relative (infinities and NaN exactly)."""
+    if _same_value(a, b):
+        return True
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return False
+    return abs(a - b) <= MERGE_RTOL * max(abs(a), abs(b))
 
 
 def _meta_json(meta: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -1248,8 +1267,9 @@ def merge_stores(
 
     Keys: runs by name; points by (run, path), or (run, source, epoch, step) when they have
     no path; definitions by digest; results by (point, representation, digest). When a key
-    is already in ``out`` the first value is kept and a differing one (exact comparison,
-    NaN equal to NaN) is reported as a :class:`MergeConflict`; seconds never conflict (a
+    is already in ``out`` the first value is kept and a differing one (relative difference
+    above :data:`MERGE_RTOL` = 1e-9; NaN equal to NaN, infinities exactly) is reported as
+    a :class:`MergeConflict`; seconds never conflict (a
     value's missing seconds are filled in; a point's timings are taken from the first
     store that has them). Missing run method,
     architecture, meta keys and point epoch/step are filled in. A point's status takes
@@ -1455,7 +1475,7 @@ def _merge_one(
                     (did, representation, digest, value, is_nan, version, created, secs, outc),
                 )
                 counts["results_added"] += 1
-            elif _same_value(_decode(*old), _decode(value, is_nan)):
+            elif _close_value(_decode(*old), _decode(value, is_nan)):
                 # Seconds and outcomes are provenance (they differ between runs): never a
                 # conflict.
                 conn.execute(
