@@ -339,3 +339,66 @@ def test_verdict_comes_first_and_online_values_stand_apart(tmp_path: Path) -> No
     # the checkpoint analysis never sees the online rankme values (all near 900)
     assert "values analysed" in page
     assert f"{result.n_values} values analysed" in " ".join(page.split())
+
+
+LONG_RUNS = [
+    ("simclr-temperature-0.07-batch-512-long-name", "simclr", 0.6),
+    ("simclr-temperature-0.5-batch-512-long-name", "simclr", 0.9),
+    ("simclr-c", "simclr", 0.75),
+]
+
+
+def test_analyze_prints_the_verdict_first_and_whole_names_in_a_pipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CliRunner's stdout is not a terminal: at 80 columns no run name may be cut."""
+    path = tmp_path / "long.db"
+    fill_store(path, LONG_RUNS)
+    monkeypatch.setattr(console, "_width", 80)
+    res = runner.invoke(app, ["analyze", str(path), "--n-boot", "50"])
+    assert res.exit_code == 0, res.output
+    out = res.stdout
+    assert out.index("Verdict") < out.index("┏")  # before the first table
+    with ResultStore(path) as store:
+        result = analyze(store.tidy_rows(), n_boot=50)
+    assert result.verdict is not None
+    for line in result.verdict.lines:
+        assert line in out
+    for name, _, _ in LONG_RUNS:
+        assert name in out and "…" not in out
+    assert f"{result.n_values} of {result.n_values} stored values analysed" in out
+
+
+@pytest.mark.parametrize("fmt", ["json", "md", "csv"])
+def test_analyze_formats_carry_the_same_verdict(tmp_path: Path, fmt: str) -> None:
+    import csv
+    import io
+    import json
+
+    path = tmp_path / "long.db"
+    fill_store(path, LONG_RUNS)
+    res = runner.invoke(app, ["analyze", str(path), "--n-boot", "50", "--format", fmt])
+    assert res.exit_code == 0, res.output
+    with ResultStore(path) as store:
+        result = analyze(store.tidy_rows(), n_boot=50)
+    assert result.verdict is not None
+    if fmt == "json":
+        data = json.loads(res.stdout)  # strict JSON (allow_nan=False when written)
+        assert next(iter(data)) == "verdict"
+        assert data["verdict"]["lines"] == list(result.verdict.lines)
+        assert len(data["correlations"]) == len(result.correlations)
+        assert data["online"] is None
+    elif fmt == "md":
+        assert res.stdout.startswith("# Verdict")
+        for line in result.verdict.lines:
+            assert f"- {line}" in res.stdout
+        assert "| group | representation | metric |" in res.stdout
+    else:
+        rows = list(csv.DictReader(io.StringIO(res.stdout)))
+        verdict_rows = [r["text"] for r in rows if r["section"] == "verdict"]
+        assert verdict_rows == list(result.verdict.lines)
+        trusted = {
+            r["metric"] for r in rows if r["section"] == "trust" and r["status"] == "trusted"
+        }
+        assert trusted == {t.metric for t in result.verdict.trust if t.status == "trusted"}
+    assert runner.invoke(app, ["analyze", str(path), "--format", "xml"]).exit_code == 2

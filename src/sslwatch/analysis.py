@@ -104,6 +104,7 @@ __all__ = [
     "Observation",
     "RunSelection",
     "Verdict",
+    "analysis_to_dict",
     "analyze",
     "correlate",
     "correlations",
@@ -1663,6 +1664,56 @@ def analyze(
         n_values=len(obs),
     )
     return dataclasses.replace(result, verdict=verdict(result))
+
+
+def analysis_to_dict(a: Analysis) -> dict[str, Any]:
+    """Strict-JSON form of an :class:`Analysis` (``sslwatch analyze --format json``).
+
+    The ``verdict`` object comes first, beside every table: correlations (without the
+    paired raw values, which plots use), selections, diagnoses, comparability warnings,
+    notes, the settings and, when online values were analysed apart, ``online`` in the
+    same form. Non-finite numbers become ``null``.
+    """
+    verdict_ = a.verdict or verdict(a)
+    return {
+        "verdict": verdict_.to_dict(),
+        "reference": a.reference,
+        "n_values": a.n_values,
+        "runs": [{"run": r, "method": m, "architecture": arch} for r, m, arch in a.runs],
+        "correlations": [_plain(_correlation_dict(c)) for c in a.correlations],
+        "run_selections": [_plain(dataclasses.asdict(r)) for r in a.run_selections],
+        "checkpoint_selections": [
+            _plain(dataclasses.asdict(c)) for c in a.checkpoint_selections
+        ],
+        "findings": [_plain(dataclasses.asdict(f)) for f in a.findings],
+        "warnings": [str(w) for w in a.warnings],
+        "notes": list(a.notes),
+        "settings": _plain(dict(a.settings)),
+        "online": analysis_to_dict(a.online) if a.online is not None else None,
+    }
+
+
+def _correlation_dict(c: Correlation) -> dict[str, Any]:
+    out = dataclasses.asdict(c)
+    for key in ("values", "reference_values", "point_runs", "point_epochs"):
+        out.pop(key)
+    out["definition"] = c.definition.to_dict()
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able copy: NaN/inf -> None, tuples -> lists, definitions -> dicts."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, MetricDefinition):
+        return value.to_dict()
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    return value
 
 
 def _analyze_source(obs: Sequence[Observation], source: str, kwargs: Mapping[str, Any]) -> Analysis:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from sslwatch.cli import app, check_output, console, fail, format_value, store_failure
@@ -155,10 +156,23 @@ def analyze(
     n_boot: NBootOpt = 1000,
     confidence: ConfidenceOpt = 0.9,
     seed: SeedOpt = 0,
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="text (tables), md (Markdown), csv (one long table) or json; the same "
+            "content in each.",
+        ),
+    ] = "text",
+    as_json: Annotated[bool, typer.Option("--json", help="Same as --format json.")] = False,
 ) -> None:
-    """How far each label-free metric can be trusted, and which run/checkpoint to keep."""
+    """The verdict first (which metric to trust, which run and checkpoint to keep), then
+    the correlations, selections and diagnoses behind it."""
     from sslwatch.analysis import analyze as run_analysis
 
+    fmt = "json" if as_json else output_format
+    if fmt not in _FORMATS:
+        raise fail(f"--format must be one of {', '.join(_FORMATS)}, got {fmt!r}")
     kwargs = _analyze_kwargs(
         reference, reference_representation, representation, metric, group_by, epoch,
         source, min_epoch, n_boot, confidence, seed,
@@ -168,18 +182,194 @@ def analyze(
         result = run_analysis(rows, **kwargs)
     except ValueError as exc:
         raise fail(str(exc)) from None
+    if fmt != "text":
+        _write_plain(result, fmt, failures)
+        return
+    shown = result.n_values + (result.online.n_values if result.online is not None else 0)
     console.print(
-        f"[bold]{escape(str(db))}[/]: {len(result.runs)} runs, {len(rows)} values; reference "
-        f"[bold]{escape(result.reference or 'none')}[/]; {100 * confidence:g}% bootstrap "
-        f"intervals ({n_boot} resamples, seed {seed}); checkpoints before epoch {min_epoch} "
-        "left out",
+        f"[bold]{escape(str(db))}[/]: {len(result.runs)} runs; {shown} of {len(rows)} stored "
+        f"values analysed; reference [bold]{escape(result.reference or 'none')}[/]; "
+        f"{100 * confidence:g}% bootstrap intervals ({n_boot} resamples, seed {seed}); "
+        f"checkpoints before epoch {min_epoch} left out",
         highlight=False,
+        soft_wrap=True,
     )
+    _print_verdict(result, "Verdict")
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {escape(str(note))}", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(str(note))}", highlight=False, soft_wrap=True)
     _print_trust(result)
     _print_selection(result)
     _print_warnings_and_findings(result, failures)
+    if result.online is not None:
+        console.rule("During training: online values (Monitor), analysed apart")
+        _print_verdict(result.online, "Verdict on the online values")
+        _print_trust(result.online)
+        _print_warnings_and_findings(result.online, [])
+
+
+_FORMATS = ("text", "md", "csv", "json")
+
+
+def _print_verdict(result: Any, title: str) -> None:
+    verdict = result.verdict
+    if verdict is None:
+        return
+    console.print(f"[bold]{title}[/]", highlight=False)
+    for line in verdict.lines:
+        console.print(f"  - {line}", markup=False, highlight=False, soft_wrap=True)
+    for caveat in verdict.caveats:
+        console.print(f"  caveat: {caveat}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _emit(table: Table) -> None:
+    """Print a table whole: on a terminal, long cells wrap (overflow "fold"); piped to a
+    file or a script, at its natural width, so no name is cut to fit 80 columns."""
+    for column in table.columns:
+        column.overflow = "fold"
+    if console.is_terminal:
+        console.print(table)
+        return
+    natural = Measurement.get(console, console.options.update(width=10_000), table).maximum
+    previous = console.width
+    console.width = max(previous, natural)  # print() alone cannot go past the console's
+    try:
+        console.print(table)
+    finally:
+        console.width = previous
+
+
+def _write_plain(result: Any, fmt: str, failures: list[dict[str, Any]]) -> None:
+    """``--format json|md|csv`` to standard output (no markup, no wrapping)."""
+    import json
+
+    from sslwatch.analysis import analysis_to_dict
+
+    data = analysis_to_dict(result)
+    data["failures"] = [
+        {k: failure.get(k) for k in ("run", "path", "epoch", "step", "error")}
+        for failure in failures
+    ]
+    if fmt == "json":
+        text = json.dumps(data, indent=2, allow_nan=False)
+    elif fmt == "md":
+        text = _markdown(data)
+    else:
+        text = _csv(data)
+    typer.echo(text)
+
+
+def _markdown(data: dict[str, Any], level: str = "#") -> str:
+    out = [f"{level} Verdict", ""]
+    out += [f"- {line}" for line in data["verdict"]["lines"]]
+    out += [f"- caveat: {c}" for c in data["verdict"]["caveats"]] + [""]
+    if data["notes"]:
+        out += [f"{level}# Notes", ""] + [f"- {n}" for n in data["notes"]] + [""]
+    for title, rows, cols in _sections(data):
+        if not rows:
+            continue
+        out += [f"{level}# {title}", "", "| " + " | ".join(cols) + " |"]
+        out.append("|" + "---|" * len(cols))
+        out += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
+        out.append("")
+    if data["online"] is not None:
+        out += [f"{level}# During training: online values, analysed apart", ""]
+        out.append(_markdown(data["online"], level + "#"))
+    return "\n".join(out)
+
+
+def _csv(data: dict[str, Any]) -> str:
+    import csv
+    import io
+
+    buf = io.StringIO()
+    cols = ["source", "section", *_CSV_COLUMNS]
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+
+    def put(part: dict[str, Any], source: str) -> None:
+        for line in part["verdict"]["lines"]:
+            writer.writerow({"source": source, "section": "verdict", "text": line})
+        for caveat in part["verdict"]["caveats"]:
+            writer.writerow({"source": source, "section": "caveat", "text": caveat})
+        for title, rows, _ in _sections(part):
+            for r in rows:
+                writer.writerow({"source": source, "section": title, **r})
+        if part["online"] is not None:
+            put(part["online"], "online")
+
+    put(data, "checkpoint" if data["online"] is not None else "all")
+    return buf.getvalue().rstrip("\n")
+
+
+_CSV_COLUMNS = (
+    "group", "run", "representation", "metric", "scope", "epoch", "n", "spearman", "low",
+    "high", "status", "selected", "value", "reference_value", "oracle", "regret", "text",
+)  # fmt: skip
+
+
+def _sections(data: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]], list[str]]]:
+    """(title, rows, columns) of every table, as flat records."""
+    trust = [
+        {**{k: t[k] for k in ("group", "representation", "metric", "n", "spearman", "low",
+                                 "high", "status")}, "text": t["reason"]}
+        for t in data["verdict"]["trust"]
+    ]  # fmt: skip
+    corr = [
+        {
+            "group": c["group"], "representation": c["representation"], "metric": c["metric"],
+            "scope": c["scope"], "epoch": c["epoch"], "n": c["stats"]["n"],
+            "spearman": c["stats"]["spearman"]["value"], "low": c["stats"]["spearman"]["low"],
+            "high": c["stats"]["spearman"]["high"],
+        }
+        for c in data["correlations"]
+    ]  # fmt: skip
+    runs = [
+        {
+            "group": r["group"], "representation": r["representation"], "metric": r["metric"],
+            "epoch": r["epoch"], "selected": r["selected_run"], "value": r["value"],
+            "reference_value": r["reference_value"], "oracle": r["oracle_run"],
+            "regret": r["regret"], "n": len(r["ranking"]),
+        }
+        for r in data["run_selections"]
+    ]  # fmt: skip
+    cks = [
+        {
+            "run": c["run"], "representation": c["representation"], "metric": c["metric"],
+            "epoch": c["epoch"], "value": c["value"], "reference_value": c["reference_value"],
+            "oracle": c["oracle_epoch"], "regret": c["regret"], "n": c["n_candidates"],
+        }
+        for c in data["checkpoint_selections"]
+    ]  # fmt: skip
+    finds = [
+        {"run": f["run"], "representation": f["representation"], "metric": f["metric"],
+         "epoch": f["epoch"], "status": f["severity"], "text": f["message"]}
+        for f in data["findings"]
+    ]  # fmt: skip
+    fails = [
+        {"run": f["run"], "epoch": f["epoch"], "status": "failed",
+         "text": f"{f['path']}: {f['error']}"}
+        for f in data.get("failures", [])
+    ]  # fmt: skip
+    return [
+        ("trust", trust, ["group", "representation", "metric", "n", "spearman", "low", "high",
+                          "status", "text"]),
+        ("correlations", corr, ["group", "representation", "metric", "scope", "epoch", "n",
+                                "spearman", "low", "high"]),
+        ("best run", runs, ["group", "representation", "metric", "epoch", "selected", "value",
+                            "reference_value", "oracle", "regret", "n"]),
+        ("best checkpoint", cks, ["run", "representation", "metric", "epoch", "value",
+                                  "reference_value", "oracle", "regret", "n"]),
+        ("diagnoses", finds + fails, ["run", "representation", "metric", "epoch", "status",
+                                      "text"]),
+    ]  # fmt: skip
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return format_value(value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
 
 
 def _group_label(result: Any, run: str) -> str:
@@ -238,7 +428,7 @@ def _print_trust(result: Any) -> None:
                 ),
                 style=_trust_style(c),
             )
-        console.print(table)
+        _emit(table)
 
 
 def _print_selection(result: Any) -> None:
@@ -267,7 +457,7 @@ def _print_selection(result: Any) -> None:
                 format_value(s.regret),
                 str(len(s.ranking)),
             )
-        console.print(table)
+        _emit(table)
     if result.checkpoint_selections:
         table = Table(title="Best checkpoint per run", title_justify="left")
         for col in ("run", "repr.", "metric", "epoch", "value", ref, "oracle epoch", "regret"):
@@ -283,7 +473,7 @@ def _print_selection(result: Any) -> None:
                 str(ck.oracle_epoch) if ck.oracle_epoch is not None else "-",
                 format_value(ck.regret),
             )
-        console.print(table)
+        _emit(table)
 
 
 def _print_warnings_and_findings(result: Any, failures: list[dict[str, Any]]) -> None:
@@ -316,7 +506,7 @@ def _print_warnings_and_findings(result: Any, failures: list[dict[str, Any]]) ->
             "-",
             escape(f"{failure.get('path') or failure.get('epoch')}: {error[-1] if error else ''}"),
         )
-    console.print(table)
+    _emit(table)
 
 
 def _direction(metric: str) -> str:
