@@ -402,3 +402,14 @@ def test_analyze_formats_carry_the_same_verdict(tmp_path: Path, fmt: str) -> Non
         }
         assert trusted == {t.metric for t in result.verdict.trust if t.status == "trusted"}
     assert runner.invoke(app, ["analyze", str(path), "--format", "xml"]).exit_code == 2
+
+
+def test_correlations_from_too_few_points_are_marked(tmp_path: Path) -> None:
+    """A final-epoch correlation over 2 runs (and any n < 5) says it is too few to judge."""
+    path = tmp_path / "two.db"
+    fill_store(path, [("a", "simclr", 0.6), ("b", "simclr", 0.9)])
+    with ResultStore(path) as store:
+        page = " ".join(render_report(store.tidy_rows(), n_boot=20).split())
+    assert "(2 runs, epoch 20, too few to judge)" in page
+    res = runner.invoke(app, ["analyze", str(path), "--n-boot", "20"])
+    assert res.exit_code == 0 and "(2 runs, too few)" in res.stdout

@@ -38,6 +38,7 @@ import numpy as np
 
 from sslwatch._version import __version__
 from sslwatch.analysis import (
+    TRUST_MIN_POINTS,
     Analysis,
     Correlation,
     Observation,
@@ -610,10 +611,11 @@ def _context(
                 "representation": c.representation,
                 "metric": _metric_label(c.metric, c.definition, several),
                 "arrow": _arrow(c.metric),
-                "n": c.n,
+                "n": c.n if c.n >= TRUST_MIN_POINTS else f"{c.n} (too few to judge)",
                 "estimates": _estimate_cells(c),
                 "final": (
-                    f"{_final_text(fin.stats.spearman.value)} ({fin.n} runs, epoch {fin.epoch})"
+                    f"{_final_text(fin.stats.spearman.value)} ({fin.n} runs, epoch {fin.epoch}"
+                    + (", too few to judge)" if fin.n < TRUST_MIN_POINTS else ")")
                     if fin
                     else "—"
                 ),

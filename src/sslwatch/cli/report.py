@@ -382,6 +382,8 @@ def _group_label(result: Any, run: str) -> str:
 
 
 def _print_trust(result: Any) -> None:
+    from sslwatch.analysis import TRUST_MIN_POINTS
+
     per_run: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
     for c in result.correlations:
         if c.scope == "run" and math.isfinite(c.stats.spearman.value):
@@ -415,11 +417,16 @@ def _print_trust(result: Any) -> None:
             table.add_row(
                 escape(c.representation),
                 escape(name),
-                str(c.n),
+                str(c.n) if c.n >= TRUST_MIN_POINTS else f"{c.n} (too few)",
                 _ci(c.stats.spearman),
                 _ci(c.stats.kendall),
                 _ci(c.stats.pearson),
-                f"{format_value(fin.stats.spearman.value)} ({fin.n} runs)" if fin else "-",
+                (
+                    f"{format_value(fin.stats.spearman.value)} ({fin.n} runs"
+                    + (", too few)" if fin.n < TRUST_MIN_POINTS else ")")
+                )
+                if fin
+                else "-",
                 (
                     f"{format_value(statistics.median(rs))} ({format_value(min(rs))}.."
                     f"{format_value(max(rs))})"
