@@ -319,7 +319,7 @@ white-space:nowrap}.pos{background:#e6f4ea}.neg{background:#fdecea}.weak{backgro
 .sev-info{color:#fff;background:#607d8b;border-radius:4px;padding:0 .35rem}
 img.plot{max-width:100%;height:auto;display:block;margin:.4rem 0;background:#fff}
 .note{color:#5a6570;font-size:.85rem}code{font-size:.82rem}nav a{margin-right:.8rem}
-.scroll{overflow-x:auto}ul.warn li{margin:.25rem 0}
+.scroll{overflow-x:auto}ul.warn li{margin:.25rem 0}#verdict h2{margin-top:.2rem}
 """
 
 _TEMPLATE = r"""<!DOCTYPE html>
