@@ -216,3 +216,13 @@ def test_cuda_matches_cpu(d: int) -> None:
     assert entropy(torch.from_numpy(x).cuda(), estimator="gaussian") == pytest.approx(
         entropy(x, estimator="gaussian"), abs=1e-8
     )
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6, 1e7])
+def test_gaussian_ignores_a_large_mean_offset(offset: float) -> None:
+    """The covariance does not depend on the mean: a 1e7 offset must not read as singular."""
+    x = np.random.default_rng(2).normal(size=(2000, 64))
+    shifted = x + offset
+    cov = np.cov(shifted, rowvar=False)
+    closed = 0.5 * (64 * math.log(2 * math.pi * math.e) + np.linalg.slogdet(cov)[1])
+    assert entropy(shifted, estimator="gaussian") == pytest.approx(closed, rel=1e-9)

@@ -6,6 +6,7 @@ plain numpy / scipy written here; never the code's own earlier output.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 
@@ -591,3 +592,16 @@ def test_stratified_split_bad_input() -> None:
         stratified_split(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="empty"):
         stratified_split([])
+
+
+def test_minimise_does_not_call_a_failed_line_search_converged() -> None:
+    """An objective that is not finite anywhere but at the start leaves the search stuck
+    far above the rounding floor: that is no convergence."""
+
+    def cliff(v: torch.Tensor) -> tuple[float, torch.Tensor]:
+        value = 1.0 if float(v.abs().max()) == 0.0 else math.inf
+        return value, torch.ones_like(v)
+
+    res = minimise(cliff, torch.zeros(3, dtype=torch.float64), max_iter=10, tol=1e-9,
+                   change_tol=0.0)  # fmt: skip
+    assert not res.converged and res.n_iter == 0

@@ -125,3 +125,31 @@ def test_collapsed_embeddings_never_score_a_good_agreement() -> None:
         assert math.isnan(
             evaluate(z, views=views, metrics=["cluster_agreement"])["cluster_agreement"]
         )
+
+
+def test_subnormal_float32_embeddings_keep_their_values() -> None:
+    """max|z| ~ 1e-40 (subnormal float32): the rescaling factor 2^133 would overflow
+    float32 in one step; the values must equal those of the same numbers at unit scale."""
+    rng = np.random.default_rng(4)
+    z = (1e-40 * rng.normal(size=(60, 5))).astype(np.float32)
+    labels = np.arange(60) % 3
+    unit = (z.astype(np.float64) * 2.0**133).astype(np.float32)  # exact: same mantissas
+    assert sslwatch.silhouette(z, labels) == sslwatch.silhouette(unit, labels)
+    small, big = sslwatch.kmeans(z, 3, seed=1), sslwatch.kmeans(unit, 3, seed=1)
+    assert np.array_equal(small.labels, big.labels)
+    assert small.inertia == pytest.approx(big.inertia * 2.0**-266, rel=1e-12)
+    res = evaluate(z, metrics=["rankme", "silhouette"])
+    assert math.isfinite(res["rankme"]) and math.isfinite(res["silhouette"])
+
+
+def test_a_bad_entropy_parameter_fails_only_the_entropy(data: dict[str, Any]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = evaluate(
+            data["z"],
+            metrics=["silhouette", "entropy"],
+            params={"entropy": {"k_neighbors": "three"}},
+            on_error="warn",
+        )
+    assert math.isnan(res["entropy"]) and "entropy" in res.errors
+    assert "silhouette" not in res.errors and math.isfinite(res["silhouette"])

@@ -1169,3 +1169,25 @@ def test_merge_tolerates_round_off_and_catches_real_differences(tmp_path: Path) 
     far = merge_stores([tmp_path / "a.db", tmp_path / "c.db"], tmp_path / "ac.db")
     assert sorted(c.kept for c in far.conflicts) == [123.456, math.inf]
     assert 1e-10 < MERGE_RTOL < 1e-8
+
+
+def test_a_locked_store_is_not_called_damaged(tmp_path: Path) -> None:
+    """'database is locked' after the busy timeout is no damage: no doctor advice."""
+    from sslwatch.store import StoreDamagedError
+
+    path = tmp_path / "busy.db"
+    with ResultStore(path) as s:
+        s.ensure_run("r")
+    holder = sqlite3.connect(path)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        for read_only in (True, False):
+            with pytest.raises(ValueError, match="retry") as err:
+                ResultStore(path, timeout=0.2, read_only=read_only).tidy_rows()
+            assert not isinstance(err.value, StoreDamagedError)
+    finally:
+        holder.rollback()
+        holder.close()
+    with ResultStore(path, read_only=True) as s:  # sound once the lock is gone
+        assert s.tidy_rows() == []

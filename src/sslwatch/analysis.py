@@ -1682,9 +1682,7 @@ def analysis_to_dict(a: Analysis) -> dict[str, Any]:
         "runs": [{"run": r, "method": m, "architecture": arch} for r, m, arch in a.runs],
         "correlations": [_plain(_correlation_dict(c)) for c in a.correlations],
         "run_selections": [_plain(dataclasses.asdict(r)) for r in a.run_selections],
-        "checkpoint_selections": [
-            _plain(dataclasses.asdict(c)) for c in a.checkpoint_selections
-        ],
+        "checkpoint_selections": [_plain(dataclasses.asdict(c)) for c in a.checkpoint_selections],
         "findings": [_plain(dataclasses.asdict(f)) for f in a.findings],
         "warnings": [str(w) for w in a.warnings],
         "notes": list(a.notes),
@@ -2056,7 +2054,7 @@ def _best_anywhere(a: Analysis, group: str, rep: str, advice: KeepAdvice) -> str
         c
         for c in a.checkpoint_selections
         if c.representation == rep
-        and (c.method or "?") == group
+        and _selection_group(c, a.settings.get("group_by")) == group
         and (advice.metric is None or c.metric == advice.metric)
         and math.isfinite(c.oracle_value)
     ]

@@ -173,7 +173,12 @@ class MetricContext:
             labels = self.sample_clustering().labels  # timed on its own, before the pass
         shortlist = 0
         if metric == "euclidean" and entropy_p is not None and entropy_p["estimator"] == "knn":
-            shortlist = shortlist_size(int(entropy_p["k_neighbors"]), self.n_sample)
+            k = entropy_p.get("k_neighbors")
+            usable = isinstance(k, int | np.integer) and not isinstance(k, bool)
+            k_int = int(k) if usable and k is not None else 0
+            # a bad k is the entropy's own error to report, never the silhouette's
+            if 1 <= k_int < self.n_sample:
+                shortlist = shortlist_size(k_int, self.n_sample)
         sample = self.require_sample()
         return self.cached(
             f"sample_distances[{metric}]",

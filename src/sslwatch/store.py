@@ -572,10 +572,10 @@ class ResultStore:
 
     def _not_a_store(self, exc: sqlite3.DatabaseError) -> ValueError:
         """The error for a file SQLite cannot read at all: damaged, or not SQLite."""
+        if not _is_damage(exc):  # locked, busy, unreadable: not a sign of damage
+            return ValueError(f"cannot open the results store {self.path} ({exc}); retry")
         if _has_sqlite_header(self.path):
             return StoreDamagedError(self.path, str(exc))
-        if not _is_damage(exc):
-            return ValueError(f"cannot open the results store {self.path} ({exc})")
         fix = "pass the path of an sslwatch results store"
         return ValueError(
             f"{self.path} is not an SQLite database ({exc}); "
@@ -598,17 +598,11 @@ class ResultStore:
         try:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            problems = [str(r[0]) for r in conn.execute("PRAGMA quick_check(3)")]
+            problems = _problem_lines(conn.execute("PRAGMA quick_check(3)"))
         except sqlite3.DatabaseError as exc:
             raise self._not_a_store(exc) from exc
-        if problems != ["ok"]:
-            detail = "; ".join(
-                line.strip()
-                for text in problems
-                for line in text.splitlines()
-                if line.strip() and not line.startswith("***")
-            )
-            raise StoreDamagedError(self.path, f"quick_check: {detail}")
+        if problems:
+            raise StoreDamagedError(self.path, "quick_check: " + "; ".join(problems))
         with _damage_guard(self.path):
             if self.read_only:
                 self._setup_read_only(conn)

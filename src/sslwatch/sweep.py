@@ -80,9 +80,9 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -94,6 +94,7 @@ from sslwatch.context import MetricContext, default_k
 from sslwatch.data import Dataset, load_dataset
 from sslwatch.definitions import MetricDefinition
 from sslwatch.embed import VIEWS_SUFFIX, best_device, extract_embeddings, recalibrate_batchnorm
+from sslwatch.metrics._threads import torch_threads
 from sslwatch.registry import REGISTRY, MetricSpec, check_params
 from sslwatch.store import ResultStore
 from sslwatch.suite import definition_for, evaluate
@@ -873,7 +874,7 @@ def _process(task: CheckpointTask, prep: _Prepared, store: ResultStore) -> Check
             return fail(_error_text(exc, task.path, "loading the model"), False)
         try:
             dev = torch.device(cfg.device) if cfg.device else best_device()
-            threads = _torch_threads(prep.model_threads) if dev.type == "cpu" else nullcontext()
+            threads = torch_threads(prep.model_threads) if dev.type == "cpu" else nullcontext()
             with threads:
                 emb = _forward(model, prep, dev, timings)
         except Exception as exc:
@@ -929,16 +930,6 @@ def _forward(
     )
     timings["embed"] = time.perf_counter() - t
     return emb
-
-
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _score(

@@ -102,7 +102,7 @@ class SoftmaxObjective:
 
 def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b; on the CPU through numpy's BLAS, which ran these skinny float32 products
-    1.3-1.5x faster than torch's (benchmarks/bench_probes.py)."""
+    faster than torch's (8,000 x 784 by 10 columns, both products: 5.1 vs 7.0 ms here)."""
     if a.device.type == "cpu":
         return torch.from_numpy(np.matmul(a.numpy(), b.numpy()))
     return a @ b
@@ -143,7 +143,7 @@ def minimise(
             direction = -g
             slope = float(torch.dot(g, direction))
         step = 1.0 if pairs else min(1.0, 1.0 / max(float(g.abs().sum()), 1e-300))
-        accepted = False
+        accepted = floor = False
         for _ in range(_MAX_BACKTRACKS):
             candidate = theta + step * direction
             f_new, g_new = fun(candidate)
@@ -153,9 +153,10 @@ def minimise(
                 break
             step = _backtrack(step, f, slope, f_new)
             if step * float(direction.abs().max()) <= change_tol:
+                floor = True
                 break
-        if not accepted:  # no decrease left to find in this precision
-            converged = True
+        if not accepted:  # converged only when the step reached the rounding floor
+            converged = floor
             break
         n_iter += 1
         s = candidate - theta

@@ -31,7 +31,9 @@ def unit_scaled(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     e = math.frexp(amax)[1]
     if e == 0:
         return x, 0
-    return x * math.ldexp(1.0, -e), e
+    # In two exact halves: 2^-e alone overflows float32 for subnormal data (e < -127).
+    half = e // 2
+    return x * math.ldexp(1.0, -half) * math.ldexp(1.0, half - e), e
 
 
 def unit_rows(x: torch.Tensor) -> torch.Tensor:

@@ -109,7 +109,10 @@ def entropy(
     x, exponent = unit_scaled(as_matrix(z, name="z", min_rows=2))
     shift = x.shape[1] * exponent * math.log(2.0)
     if estimator == "gaussian":
-        lam = covariance_eigenvalues(x, method="gram")
+        # Centred in float64 first: the Gram route's rank tolerance then sees the spread of
+        # the rows, not their offset (which cancels exactly here, unlike in raw moments).
+        x64 = x.to(torch.float64)
+        lam = covariance_eigenvalues(x64 - x64.mean(dim=0), method="gram")
         return gaussian_entropy_from_eigenvalues(lam) + shift
     k = as_int(k, "k", hint=" (a positive integer: the neighbour rank)")
     n = x.shape[0]
