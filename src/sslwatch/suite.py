@@ -170,14 +170,25 @@ def evaluate(
         sample_size=sample_size,
     )
     if any(s.kind == "spectrum" for s in specs):
-        # Spectra of z * 2^-e (exact) with max|z * 2^-e| in [0.5, 1): no float64 square
-        # over- or underflows; only the Gaussian entropy reads the scale back.
-        zs, ctx.spectrum_exponent = unit_scaled(zt)
+        # float64 z beyond 2^+-400: spectra of z * 2^-e (exact) with max|z * 2^-e| in
+        # [0.5, 1), so no float64 square over- or underflows; only the Gaussian entropy
+        # reads the scale back. Narrower dtypes square safely in float64: no copy.
+        zs, ctx.spectrum_exponent = zt, 0
+        if zt.dtype == torch.float64 and not _SPECTRUM_SAFE[0] < _abs_max(zt) < _SPECTRUM_SAFE[1]:
+            zs, ctx.spectrum_exponent = unit_scaled(zt)
         if n >= d:  # the D x D moments, exactly what a streaming Monitor accumulates
             ctx.moments = ctx.cached("second_moments", lambda: second_moments(zs))
         else:  # the same non-zero spectra from N x N Gram matrices: O(N^2) memory
             ctx.cached("spectra", lambda: spectra(zs, method="gram"))
     return Evaluation(compute_metrics(ctx, specs, overrides, on_error=on_error), ctx.timings)
+
+
+_SPECTRUM_SAFE = (2.0**-400, 2.0**400)
+
+
+def _abs_max(x: torch.Tensor) -> float:
+    lo, hi = torch.aminmax(x)
+    return max(-float(lo), float(hi))
 
 
 def _too_few_points(k: int, n_points: int, n: int, sample_size: int | None, labelled: bool) -> str:
