@@ -31,6 +31,7 @@ import sweep_models as sm
 from sslwatch.cli import app
 from sslwatch.definitions import MetricDefinition
 from sslwatch.store import ResultStore
+from store_damage import damage_page
 
 runner = CliRunner()
 EPOCHS = (0, 5, 10, 15, 20)
@@ -120,26 +121,6 @@ def _quick_check(path: Path) -> str:
         return str(exc)
     finally:
         con.close()
-
-
-def damage_page(path: Path, table: str = "results", seed: int = 0) -> None:
-    """Write random bytes over one whole leaf page of ``table``."""
-    con = sqlite3.connect(path)
-    page_size = con.execute("PRAGMA page_size").fetchone()[0]
-    try:
-        pages = [
-            r[0]
-            for r in con.execute(
-                "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno",
-                (table,),
-            )
-        ]
-    except sqlite3.OperationalError:  # no dbstat in this SQLite: the file's middle page
-        pages = [path.stat().st_size // page_size // 2 + 1]
-    con.close()
-    with path.open("r+b") as fh:
-        fh.seek((pages[len(pages) // 2] - 1) * page_size)
-        fh.write(np.random.default_rng(seed).bytes(page_size))
 
 
 @pytest.fixture(scope="module")

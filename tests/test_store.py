@@ -38,6 +38,7 @@ from sslwatch.store import (
     merge_stores,
     salvage_store,
 )
+from store_damage import damage_page
 
 SPECIAL_VALUES = [1.5, -2.25, 0.0, math.nan, math.inf, -math.inf, 5e-324, 1.7976931348623157e308]
 
@@ -857,18 +858,25 @@ def test_newer_schema_is_a_clear_error(tmp_path: Path) -> None:
     assert issubclass(SchemaVersionError, ValueError)
 
 
-def test_foreign_files_are_rejected(tmp_path: Path) -> None:
-    text = tmp_path / "notes.db"
+def _foreign_files(folder: Path) -> tuple[Path, Path]:
+    """A text file named like a store, and an SQLite database of another program."""
+    text = folder / "notes.db"
     text.write_text("this is not a database, just some text " * 50)
-    with pytest.raises(ValueError, match="not an SQLite database"):
-        ResultStore(text)
-    other = tmp_path / "other.db"
+    other = folder / "other.db"
     con = _raw(other)
     con.execute("CREATE TABLE experiments (id INTEGER)")
     con.commit()
     con.close()
+    return text, other
+
+
+@pytest.mark.parametrize("opener", [ResultStore, check_store])
+def test_foreign_files_are_rejected(tmp_path: Path, opener: Any) -> None:
+    text, other = _foreign_files(tmp_path)
+    with pytest.raises(ValueError, match="not an SQLite database"):
+        opener(text)
     with pytest.raises(ValueError, match="not an sslwatch results store"):
-        ResultStore(other)
+        opener(other)
 
 
 def test_closed_store_refuses_work(tmp_path: Path) -> None:
@@ -978,28 +986,6 @@ def filled_store(path: Path, points: int = 45) -> dict[tuple[str, str, str, str]
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
     return values
-
-
-def damage_page(path: Path, table: str = "results", seed: int = 0) -> int:
-    """Overwrite one whole leaf page of ``table`` (the middle one) with random bytes."""
-    con = _raw(path)
-    page_size = con.execute("PRAGMA page_size").fetchone()[0]
-    try:
-        pages = [
-            r[0]
-            for r in con.execute(
-                "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno",
-                (table,),
-            )
-        ]
-    except sqlite3.OperationalError:  # SQLite built without dbstat: the file's middle page
-        pages = [path.stat().st_size // page_size // 2 + 1]
-    con.close()
-    page = pages[len(pages) // 2]
-    with path.open("r+b") as fh:
-        fh.seek((page - 1) * page_size)
-        fh.write(np.random.default_rng(seed).bytes(page_size))
-    return page
 
 
 def _tidy_values(path: Path) -> dict[tuple[str, str, str, str], float]:
@@ -1134,18 +1120,7 @@ def test_doctor_refuses_what_is_not_a_store(tmp_path: Path) -> None:
     empty = tmp_path / "empty.db"
     empty.touch()
     with pytest.raises(ValueError, match="empty"):
-        check_store(empty)
-    text = tmp_path / "notes.db"
-    text.write_text("hello " * 100)
-    with pytest.raises(ValueError, match="not an SQLite database"):
-        check_store(text)
-    other = tmp_path / "other.db"
-    con = _raw(other)
-    con.execute("CREATE TABLE experiments (id INTEGER)")
-    con.commit()
-    con.close()
-    with pytest.raises(ValueError, match="not an sslwatch results store"):
-        check_store(other)
+        check_store(empty)  # (foreign files: test_foreign_files_are_rejected)
 
 
 def test_merge_tolerates_round_off_and_catches_real_differences(tmp_path: Path) -> None:
