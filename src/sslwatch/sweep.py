@@ -535,8 +535,8 @@ class _Prepared:
     run_meta: dict[str, Any]
     # torch threads of every forward pass (BN re-estimation, embedding) on the CPU: the
     # sweep process's count, in worker processes too, because the float32 rounding of a
-    # forward pass depends on it (~4e-7), which alpha-ReQ amplified to 2.5e-9 between
-    # --workers 1 and 2. The metrics do not depend on the thread count.
+    # forward pass depends on it, and stored values must not depend on --workers (the
+    # metrics themselves do not depend on the thread count).
     model_threads: int = field(default_factory=torch.get_num_threads)
     _expected: dict[int, dict[str, tuple[MetricDefinition, str]]] = field(default_factory=dict)
 
