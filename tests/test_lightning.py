@@ -315,3 +315,29 @@ def test_import_sslwatch_does_not_import_lightning() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_logged_names_drive_modelcheckpoint_and_earlystopping(tmp_path: Path) -> None:
+    """every_n_steps=3 on 4-batch epochs: each epoch still ends with a compute of its
+    tail, so ModelCheckpoint and EarlyStopping (both at epoch end, strict about a missing
+    monitor) read a fresh sslwatch value every epoch."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    callback = SSLWatchCallback("feats", name="backbone", metrics=["rankme"], every_n_steps=3)
+    ckpt = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="sslwatch/backbone/rankme", mode="max", save_top_k=1
+    )
+    stop = EarlyStopping(monitor="sslwatch/backbone/rankme", mode="max", patience=10)
+    tr = trainer(
+        tmp_path, callback, max_epochs=3, logger=False, enable_checkpointing=True,
+        callbacks=[callback, ckpt, stop],
+    )  # fmt: skip
+    fit(tr, TinySimCLR())
+    assert tr.global_step == 12 and not tr.should_stop
+    # steps 3, 6, 9, 12 by step; epoch tails at 4 and 8 (12 was just logged by step)
+    assert [r.step for r in callback.results if r.name == "backbone"] == [3, 4, 6, 8, 9, 12]
+    assert ckpt.best_model_score is not None and math.isfinite(float(ckpt.best_model_score))
+    best = max(r["rankme"] for r in callback.results if r.step in (4, 8, 12))
+    assert float(ckpt.best_model_score) == pytest.approx(best, rel=1e-6)
+    assert Path(ckpt.best_model_path).is_file()
+    assert float(stop.best_score) == pytest.approx(best, rel=1e-6)

@@ -37,8 +37,12 @@ that stage, then the window is cleared):
   ``log_every_n_steps`` boundaries), at Lightning's logging step of that batch (the step
   its own ``self.log`` values get: ``global_step - 1`` with one optimizer), and put into
   ``trainer.callback_metrics``. ``MonitorResult.step`` is ``trainer.global_step``.
-* ``on_epoch_end`` (default: ``True`` unless ``every_n_steps`` is given): at the end of
-  each training epoch, through ``pl_module.log_dict(on_epoch=True)``, so the values reach
+* ``on_epoch_end``: at the end of each training epoch, through
+  ``pl_module.log_dict(on_epoch=True)``. By default (``None``) always without
+  ``every_n_steps``, and with it whenever optimizer steps ran since the last step log
+  (an epoch whose length N does not divide ends with its tail computed, so epoch-level
+  monitors always see fresh values; ``global_step`` decides, the same on every rank).
+  The values reach
   every logger (TensorBoard, CSV, W&B, MLflow, ...) and ``trainer.callback_metrics``
   (``ModelCheckpoint(monitor="sslwatch/backbone/rankme", mode="max")`` works). Values are
   already identical on every rank, so ``sync_dist`` is not used.
@@ -103,8 +107,9 @@ class SSLWatchCallback(pl.Callback):
         name: representation name for a single string ``key`` (default: the key).
         metrics: registry names (``None``: the default label-free set).
         every_n_steps: compute and log every N optimizer steps (``None``: not by step).
-        on_epoch_end: compute and log at the end of each training epoch (default: when
-            ``every_n_steps`` is not given).
+        on_epoch_end: compute and log at the end of each training epoch: ``True``
+            always, ``False`` never, ``None`` (default) always without ``every_n_steps``
+            and with it when steps ran since the last step log.
         validation: also monitor ``validation_step`` outputs (logged per validation run).
         update_every_n_batches: feed the monitor only every N-th training batch (a cheap
             way to bound the cost; 1 = every batch).
@@ -161,7 +166,7 @@ class SSLWatchCallback(pl.Callback):
         self.views_key = views_key
         self.name = name
         self.every_n_steps = every_n_steps
-        self.on_epoch_end = (every_n_steps is None) if on_epoch_end is None else on_epoch_end
+        self.on_epoch_end = on_epoch_end
         self.validation = validation
         self.update_every_n_batches = update_every_n_batches
         if overhead_budget is not None and update_every_n_batches != 1:
@@ -371,8 +376,12 @@ class SSLWatchCallback(pl.Callback):
             self._log_to_loggers(trainer, self._compute("train", trainer))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Compute and log the epoch's window (when ``on_epoch_end``)."""
-        if self.on_epoch_end:
+        """Compute and log the epoch's window (see ``on_epoch_end``)."""
+        if self.on_epoch_end is None:
+            due = self.every_n_steps is None or trainer.global_step != self._last_logged_step
+        else:
+            due = self.on_epoch_end
+        if due:
             self._log_epoch(pl_module, self._compute("train", trainer))
 
     def on_validation_batch_end(
