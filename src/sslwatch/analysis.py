@@ -1759,7 +1759,7 @@ class MetricTrust:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record (NaN as None)."""
-        return _jsonable(dataclasses.asdict(self))
+        return dict(_plain(dataclasses.asdict(self)))
 
 
 @dataclass(frozen=True)
@@ -1790,7 +1790,7 @@ class KeepAdvice:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able record (NaN as None)."""
-        return _jsonable(dataclasses.asdict(self))
+        return dict(_plain(dataclasses.asdict(self)))
 
 
 @dataclass(frozen=True)
@@ -1816,12 +1816,6 @@ class Verdict:
             "keep": [k.to_dict() for k in self.keep],
             "caveats": list(self.caveats),
         }
-
-
-def _jsonable(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in data.items()
-    }
 
 
 def _trust_of(c: Correlation) -> MetricTrust:

@@ -100,9 +100,9 @@ def _agreement_source(ctx: MetricContext) -> dict[str, Any]:
 
 
 def _entropy_knn(ctx: MetricContext, p: Mapping[str, Any]) -> float:
-    shortlist = None
-    if ctx.sample_distances("euclidean")[1] is not None and ctx.plan["entropy"] == p:
-        shortlist = ctx.sample_distances("euclidean")[1]
+    _, shortlist = ctx.sample_distances("euclidean")
+    if ctx.plan.get("entropy") != p:  # built for the planned k, not for these parameters
+        shortlist = None
     return entropy(ctx.require_sample(), estimator="knn", k=p["k_neighbors"], shortlist=shortlist)
 
 

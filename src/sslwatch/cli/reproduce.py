@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from sslwatch.cli import app, console, fail
@@ -32,7 +33,7 @@ class _EpochPrinter:
         if run != self._run:
             self._run = run
             head = "".join(f"{label:>{len(fmt.format(0.0))}}" for _, label, fmt in EPOCH_COLUMNS)
-            console.print(f"\n[bold]{run}[/] (backbone)", highlight=False)
+            console.print(f"\n[bold]{escape(run)}[/] (backbone)", highlight=False)
             console.print(f"[dim]{'epoch':>5}{head}[/]", highlight=False)
         cells = "".join(
             fmt.format(values[key])
@@ -166,7 +167,11 @@ def _run(
     preset = PRESETS[preset_name]
     if epochs is not None:
         preset = replace(preset, epochs=epochs)
-    console.print(f"[bold]{preset.name}[/]: {preset.description}; results in {out}")
+    console.print(
+        f"[bold]{escape(preset.name)}[/]: {escape(preset.description)}; results in "
+        f"{escape(str(out))}",
+        soft_wrap=True,
+    )
     try:
         result = run_study(
             preset,
@@ -184,9 +189,9 @@ def _run(
 
         console.print(_selection_table(result.selection))
         console.print(_summary_table(selection_summary(result.selection)))
-    console.print(f"results store: {result.db}", highlight=False, soft_wrap=True)
+    console.print(f"results store: {result.db}", markup=False, highlight=False, soft_wrap=True)
     for path in result.files:
-        console.print(f"wrote {path}", highlight=False, soft_wrap=True)
+        console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"done in {result.seconds:.0f} s")
 
 

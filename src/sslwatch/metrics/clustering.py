@@ -962,24 +962,6 @@ def silhouette_and_shortlist(
     return score, res.candidates
 
 
-def _silhouette_samples(
-    x: torch.Tensor,
-    labels: torch.Tensor,
-    n_labels: int,
-    metric: str,
-    *,
-    symmetric: bool | None = None,
-    tile: int | None = None,
-    reduce: str | None = None,
-) -> torch.Tensor:
-    """Per-sample silhouette values (float64, (N,)); labels coded 0..C-1, all used."""
-    out = distance_pass(
-        x, labels, n_labels, metric, symmetric=symmetric, tile=tile, reduce=reduce
-    ).silhouette
-    assert out is not None
-    return out
-
-
 @dataclass(frozen=True, eq=False)
 class SampleDistances:
     """What one blocked pass over every pairwise distance of a sample yields.
