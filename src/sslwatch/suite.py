@@ -25,7 +25,7 @@ from sslwatch.context import MetricContext, default_k
 from sslwatch.definitions import MetricDefinition
 from sslwatch.metrics._scaling import unit_scaled
 from sslwatch.metrics._validation import as_labels, as_matrix, as_views
-from sslwatch.metrics.spectrum import second_moments, spectra
+from sslwatch.metrics.spectrum import _safe_scale, second_moments, spectra
 from sslwatch.registry import REGISTRY, Measurement, MetricSpec, check_params
 
 OnError = Literal["raise", "warn"]
@@ -170,25 +170,17 @@ def evaluate(
         sample_size=sample_size,
     )
     if any(s.kind == "spectrum" for s in specs):
-        # float64 z beyond 2^+-400: spectra of z * 2^-e (exact) with max|z * 2^-e| in
-        # [0.5, 1), so no float64 square over- or underflows; only the Gaussian entropy
-        # reads the scale back. Narrower dtypes square safely in float64: no copy.
+        # float64 z whose squares leave float64's range (the spectrum module's own test):
+        # spectra of z * 2^-e (exact) with max|z * 2^-e| in [0.5, 1); only the Gaussian
+        # entropy reads the scale back. Narrower dtypes square safely: no copy.
         zs, ctx.spectrum_exponent = zt, 0
-        if zt.dtype == torch.float64 and not _SPECTRUM_SAFE[0] < _abs_max(zt) < _SPECTRUM_SAFE[1]:
+        if _safe_scale(zt) != 1.0:
             zs, ctx.spectrum_exponent = unit_scaled(zt)
         if n >= d:  # the D x D moments, exactly what a streaming Monitor accumulates
             ctx.moments = ctx.cached("second_moments", lambda: second_moments(zs))
         else:  # the same non-zero spectra from N x N Gram matrices: O(N^2) memory
             ctx.cached("spectra", lambda: spectra(zs, method="gram"))
     return Evaluation(compute_metrics(ctx, specs, overrides, on_error=on_error), ctx.timings)
-
-
-_SPECTRUM_SAFE = (2.0**-400, 2.0**400)
-
-
-def _abs_max(x: torch.Tensor) -> float:
-    lo, hi = torch.aminmax(x)
-    return max(-float(lo), float(hi))
 
 
 def _too_few_points(k: int, n_points: int, n: int, sample_size: int | None, labelled: bool) -> str:
@@ -228,7 +220,7 @@ def compute_metrics(
     ctx.plan = {spec.name: {**spec.params, **overrides.get(spec.name, {})} for spec in specs}
     out = []
     for spec in specs:
-        p = {**spec.params, **overrides.get(spec.name, {})}
+        p = ctx.plan[spec.name]
         definition = definition_for(spec, ctx, p)
         start, shared_before = time.perf_counter(), ctx.shared_seconds
         error = None
