@@ -1,7 +1,7 @@
 """Tiny models, an augmentation and checkpoint builders for the sweep tests.
 
 Importable by file path (``"tests/sweep_models.py:tiny_cnn"``, the form
-:func:`sslwatch.checkpoints.import_factory` accepts), so the sweep's worker processes and
+:func:`sslwatch.offline.checkpoints.import_factory` accepts), so the sweep's worker processes and
 subprocesses find the factories without any ``sys.path`` set-up.
 """
 
@@ -138,8 +138,8 @@ REFERENCE: dict[str, Any] = {
 
 
 def reference_config(root: Path, db: Path, **overrides: Any) -> Any:
-    """A :class:`sslwatch.sweep.SweepConfig` over the four checkpoints of ``root``."""
-    from sslwatch.sweep import SweepConfig
+    """A :class:`sslwatch.offline.sweep.SweepConfig` over the four checkpoints of ``root``."""
+    from sslwatch.offline.sweep import SweepConfig
 
     kw: dict[str, Any] = {
         **REFERENCE,
@@ -156,7 +156,7 @@ def reference_db(root: Path) -> tuple[Path, Any]:
     Returns the database and the summary of the sweep that built it (``None`` when it
     was built earlier in this process tree and reused).
     """
-    from sslwatch.sweep import run_sweep
+    from sslwatch.offline.sweep import run_sweep
 
     make_checkpoints(root)
     db = root / "reference.db"

@@ -23,8 +23,8 @@ from sslwatch.analysis import (
     select_checkpoints,
     select_runs,
 )
-from sslwatch.definitions import MetricDefinition
-from sslwatch.store import ResultStore
+from sslwatch.core.definitions import MetricDefinition
+from sslwatch.offline.store import ResultStore
 
 D = 128
 EPOCHS = (0, 5, 10, 15, 20, 25, 30)

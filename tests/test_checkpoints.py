@@ -1,4 +1,4 @@
-"""Tests for sslwatch.checkpoints: safe loading, unwrapping, key matching, names."""
+"""Tests for sslwatch.offline.checkpoints: safe loading, unwrapping, key matching, names."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from sslwatch.checkpoints import (
+from sslwatch.offline.checkpoints import (
     CheckpointError,
     import_factory,
     load_model,

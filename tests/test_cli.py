@@ -164,7 +164,7 @@ def test_list_metrics() -> None:
     ids=["int", "float", "str", "bytes", "object-str", "big-endian", "bool"],
 )
 def test_labels_of_any_type_become_np_unique_class_ids(labels, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from sslwatch.io import class_ids
+    from sslwatch.offline.io import class_ids
 
     ids, classes = class_ids(labels, "labels", tmp_path / "f.npz")
     values, expected = np.unique(labels, return_inverse=True)  # scikit-learn's LabelEncoder
@@ -173,14 +173,14 @@ def test_labels_of_any_type_become_np_unique_class_ids(labels, tmp_path) -> None
 
 
 def test_labels_that_cannot_be_sorted_together_name_the_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from sslwatch.io import class_ids
+    from sslwatch.offline.io import class_ids
 
     with pytest.raises(ValueError, match=r"f\.npz: labels 'y' mix values"):
         class_ids(np.array([1, "a", 2.5], dtype=object), "y", tmp_path / "f.npz")
 
 
 def test_only_the_selected_arrays_of_an_npz_are_read(tmp_path, rng) -> None:  # type: ignore[no-untyped-def]
-    from sslwatch.io import load_embedding_file, open_arrays
+    from sslwatch.offline.io import load_embedding_file, open_arrays
 
     path = tmp_path / "many.npz"
     z = rng.normal(size=(20, 4))

@@ -1,4 +1,4 @@
-"""Tests for sslwatch.data: built-in data sets against their sources, user files."""
+"""Tests for sslwatch.offline.data: built-in data sets against their sources, user files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sslwatch.data import Dataset, load_dataset
+from sslwatch.offline.data import Dataset, load_dataset
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from sslwatch.definitions import MetricDefinition
+from sslwatch.core.definitions import MetricDefinition
 
 
 def test_param_order_does_not_matter() -> None:

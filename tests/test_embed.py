@@ -1,4 +1,4 @@
-"""Tests for sslwatch.embed: hooks, eval mode, batching, views, BatchNorm recalibration."""
+"""Tests for sslwatch.offline.embed: hooks, eval mode, batching, views, BatchNorm recalibration."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from sslwatch.data import Dataset
-from sslwatch.embed import extract_embeddings, recalibrate_batchnorm
+from sslwatch.offline.data import Dataset
+from sslwatch.offline.embed import extract_embeddings, recalibrate_batchnorm
 
 
 class TinyNet(nn.Module):

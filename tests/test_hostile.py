@@ -29,8 +29,8 @@ from typer.testing import CliRunner, Result
 
 import sweep_models as sm
 from sslwatch.cli import app
-from sslwatch.definitions import MetricDefinition
-from sslwatch.store import ResultStore
+from sslwatch.core.definitions import MetricDefinition
+from sslwatch.offline.store import ResultStore
 from store_damage import damage_page
 
 runner = CliRunner()

@@ -19,13 +19,13 @@ from torch.utils.data import DataLoader, TensorDataset
 pl = pytest.importorskip("lightning.pytorch")
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 
-from sslwatch.integrations.lightning import (  # noqa: E402
+from sslwatch.core.registry import REGISTRY  # noqa: E402
+from sslwatch.online.lightning import (  # noqa: E402
     ENV_FLAG,
     SSLWatchCallback,
     callbacks_factory,
 )
-from sslwatch.monitor import CollapseAlarms, CollapseWarning, NonFiniteWarning  # noqa: E402
-from sslwatch.registry import REGISTRY  # noqa: E402
+from sslwatch.online.monitor import CollapseAlarms, CollapseWarning, NonFiniteWarning  # noqa: E402
 
 METRICS = ["rankme", "stable_rank", "silhouette", "collapse_std"]
 
@@ -276,7 +276,7 @@ def test_lightning_loads_the_factory_through_its_entry_point_loader(
     import lightning.fabric.utilities.registry as registry
 
     group = "lightning.pytorch.callbacks_factory"
-    ours = EntryPoint("sslwatch", "sslwatch.integrations.lightning:callbacks_factory", group)
+    ours = EntryPoint("sslwatch", "sslwatch.online.lightning:callbacks_factory", group)
     monkeypatch.setattr(registry, "entry_points", lambda group=None: [ours])
     monkeypatch.delenv(ENV_FLAG, raising=False)
     assert not any(isinstance(c, SSLWatchCallback) for c in pl.Trainer(logger=False).callbacks)
@@ -309,7 +309,7 @@ def test_bad_callback_arguments() -> None:
 
 def test_import_sslwatch_does_not_import_lightning() -> None:
     code = (
-        "import sys, sslwatch, sslwatch.monitor, sslwatch.sinks, sslwatch.integrations;"
+        "import sys, sslwatch, sslwatch.online, sslwatch.online.monitor, sslwatch.online.sinks;"
         "bad = [m for m in ('lightning', 'pytorch_lightning') if m in sys.modules];"
         "assert not bad, bad"
     )

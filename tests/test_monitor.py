@@ -16,9 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from sslwatch.core.evaluate import evaluate
+from sslwatch.core.registry import REGISTRY
 from sslwatch.metrics.spectrum import alpha_req, rankme, stable_rank
 from sslwatch.metrics.views import alignment, lidar
-from sslwatch.monitor import (
+from sslwatch.online.monitor import (
     KEY_PRIME,
     KEY_SPACE,
     CollapseAlarms,
@@ -28,9 +30,7 @@ from sslwatch.monitor import (
     NonFiniteWarning,
     content_keys,
 )
-from sslwatch.registry import REGISTRY
-from sslwatch.sinks import CSV_COLUMNS, CSVSink, StoreSink, TensorBoardSink
-from sslwatch.suite import evaluate
+from sslwatch.online.sinks import CSV_COLUMNS, CSVSink, StoreSink, TensorBoardSink
 
 SPECTRUM = [
     "rankme",
@@ -84,7 +84,7 @@ def uneven_batches(n: int, seed: int) -> list[slice]:
 
 def python_key(row: np.ndarray, seed: int) -> int:
     """content_keys re-derived with Python integers from the row's bytes (no torch maths)."""
-    from sslwatch.monitor import _hash_coefficients
+    from sslwatch.online.monitor import _hash_coefficients
 
     if row.dtype == np.float32:
         words = [struct.unpack("<I", struct.pack("<f", v))[0] for v in row.tolist()]
@@ -216,7 +216,7 @@ def test_content_keys_match_python_integer_oracle() -> None:
 
 
 def test_device_key_implementation_equals_host_implementation() -> None:
-    from sslwatch.monitor import _hash_coefficients, _keys_torch
+    from sslwatch.online.monitor import _hash_coefficients, _keys_torch
 
     rng = np.random.default_rng(5)
     for z in (
@@ -618,7 +618,7 @@ def test_tensorboard_sink_writes_scalars(tmp_path) -> None:  # type: ignore[no-u
 
 
 def test_store_sink_records_online_points(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from sslwatch.store import ResultStore
+    from sslwatch.offline.store import ResultStore
 
     sink = StoreSink(tmp_path / "r.db", "run-a", method="simclr")
     r1, r2 = small_result(5), small_result(15)
@@ -636,7 +636,7 @@ def test_store_sink_records_online_points(tmp_path) -> None:  # type: ignore[no-
 
 
 def test_update_budget_picks_the_smallest_power_of_two_stride_within_budget() -> None:
-    from sslwatch.monitor import UpdateBudget
+    from sslwatch.online.monitor import UpdateBudget
 
     budget = UpdateBudget(0.02, warmup=3, every=10)
     fed = []
@@ -669,7 +669,7 @@ def test_update_budget_picks_the_smallest_power_of_two_stride_within_budget() ->
 
 def test_moment_cost_is_stated_and_large_states_warn() -> None:
     """8 (D^2 + D) bytes of float64 moments; above 1 GiB the monitor says so."""
-    from sslwatch.monitor import MOMENT_WARN_BYTES
+    from sslwatch.online.monitor import MOMENT_WARN_BYTES
 
     small = Monitor(dim=64)
     assert small.moment_bytes == 8 * (64 * 64 + 64)

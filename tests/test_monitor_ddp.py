@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from sslwatch.monitor import Monitor
+from sslwatch.online.monitor import Monitor
 
 SPECTRUM = ["rankme", "stable_rank", "alpha_req", "entropy_gaussian"]
 POINTS = ["silhouette", "cluster_agreement", "entropy", "collapse_std"]

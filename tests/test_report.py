@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 import sslwatch.cli.report  # noqa: F401  (registers `analyze` and `report`)
 from sslwatch.analysis import analyze
 from sslwatch.cli import app, console
-from sslwatch.definitions import MetricDefinition
+from sslwatch.core.definitions import MetricDefinition
+from sslwatch.offline.store import ResultStore
 from sslwatch.report import render_report, write_report
-from sslwatch.store import ResultStore
 
 EPOCHS = (0, 5, 10, 15, 20)
 runner = CliRunner()

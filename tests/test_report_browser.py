@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sslwatch.definitions import MetricDefinition
+from sslwatch.core.definitions import MetricDefinition
+from sslwatch.offline.store import ResultStore
 from sslwatch.report import write_report
-from sslwatch.store import ResultStore
 
 EPOCHS = (0, 5, 10, 15, 20)
 FLAGS = (

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 import pytest
 
-from sslwatch.reproduce import (
+from sslwatch.offline.store import ResultStore
+from sslwatch.study.reproduce import (
     MNIST1D_RECIPES,
     PRESETS,
     _config,
@@ -15,7 +16,6 @@ from sslwatch.reproduce import (
     selection_run,
     swept_value,
 )
-from sslwatch.store import ResultStore
 
 
 def test_recipes_sweep_their_own_value(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -101,7 +101,7 @@ def test_reproduce_command_prints_epoch_rows_and_tables(tmp_path) -> None:  # ty
 
 
 def test_selection_summary_against_hand_computed_regrets() -> None:
-    from sslwatch.reproduce import _random_regret, selection_summary
+    from sslwatch.study.reproduce import _random_regret, selection_summary
 
     # candidates' LP accuracies 0.8, 0.7, 0.6: a random pick loses 0.8 - 0.7 on average
     ranking = (("a", 3.0, 0.6), ("b", 2.0, 0.8), ("c", 1.0, 0.7))
@@ -130,7 +130,7 @@ def test_full_preset_pipeline_runs_on_cpu_at_toy_size(tmp_path) -> None:  # type
     3 x 32 x 32: plumbing only; the science of this preset needs a GPU."""
     import numpy as np
 
-    from sslwatch.data import load_dataset
+    from sslwatch.offline.data import load_dataset
 
     digits = load_dataset("mnist5k")
     pick = np.sort(np.random.default_rng(0).choice(len(digits), 64, replace=False))

@@ -1,4 +1,4 @@
-"""Tests for the SQLite results store (sslwatch.store).
+"""Tests for the SQLite results store (sslwatch.offline.store).
 
 Oracles: the values the test itself wrote (kept in plain dicts), raw SQL on the file with
 the standard ``sqlite3`` module, the ``csv``/``json`` modules and pandas reading exports,
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sslwatch.definitions import MetricDefinition
-from sslwatch.store import (
+from sslwatch.core.definitions import MetricDefinition
+from sslwatch.offline.store import (
     SCHEMA_VERSION,
     TIDY_COLUMNS,
     ResultStore,
@@ -560,8 +560,8 @@ def test_concurrent_writers(tmp_path: Path) -> None:
 _WRITER = textwrap.dedent(
     """
     import sys, time
-    from sslwatch.definitions import MetricDefinition
-    from sslwatch.store import ResultStore
+    from sslwatch.core.definitions import MetricDefinition
+    from sslwatch.offline.store import ResultStore
 
     path, k, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     defs = [MetricDefinition(f"metric{j}", n=100, d=8) for j in range(k)]
@@ -1126,7 +1126,7 @@ def test_doctor_refuses_what_is_not_a_store(tmp_path: Path) -> None:
 def test_merge_tolerates_round_off_and_catches_real_differences(tmp_path: Path) -> None:
     """Values 1e-10 apart (another machine's last digits) merge as one; 1e-8 apart, or
     inf vs a number, are conflicts."""
-    from sslwatch.store import MERGE_RTOL
+    from sslwatch.offline.store import MERGE_RTOL
 
     d = _defs(4)
     base = [123.456, 0.25, math.inf, -7.0]
@@ -1148,7 +1148,7 @@ def test_merge_tolerates_round_off_and_catches_real_differences(tmp_path: Path) 
 
 def test_a_locked_store_is_not_called_damaged(tmp_path: Path) -> None:
     """'database is locked' after the busy timeout is no damage: no doctor advice."""
-    from sslwatch.store import StoreDamagedError
+    from sslwatch.offline.store import StoreDamagedError
 
     path = tmp_path / "busy.db"
     with ResultStore(path) as s:

@@ -12,7 +12,7 @@ from sklearn.metrics import adjusted_mutual_info_score, silhouette_score
 
 import sslwatch
 from sslwatch import REGISTRY, evaluate, kmeans
-from sslwatch.suite import sample_indices
+from sslwatch.core.evaluate import sample_indices
 
 
 def numpy_rankme(z: np.ndarray, eps: float = 1e-7) -> float:
@@ -171,7 +171,7 @@ def test_labels_add_probes(digits_result) -> None:  # type: ignore[no-untyped-de
 
 def test_probe_outcome_is_recorded_but_not_compared(digits, digits_result) -> None:  # type: ignore[no-untyped-def]
     """The selected L2 and the passes ride in the definition; comparability ignores them."""
-    from sslwatch.context import PROBE_TEST_FRACTION
+    from sslwatch.core.context import PROBE_TEST_FRACTION
     from sslwatch.metrics.probes import fit_linear_probe, stratified_split
 
     defn = digits_result.definitions["linear_probe"]

@@ -1,4 +1,4 @@
-"""`sslwatch.sweep`: checkpoints in, every metric per checkpoint and representation stored.
+"""`sslwatch.offline.sweep`: checkpoints in, every metric per checkpoint and representation stored.
 
 Real data (scikit-learn digits) and a tiny CNN whose checkpoints differ in quality: a
 random initialisation and the same network trained briefly WITH labels. Oracles: the
@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 import torch
 
-import sslwatch.sweep as sweep_mod
+import sslwatch.offline.sweep as sweep_mod
 import sweep_models as sm
-from sslwatch.registry import REGISTRY
-from sslwatch.store import ResultStore
-from sslwatch.suite import evaluate
-from sslwatch.sweep import (
+from sslwatch.core.evaluate import evaluate
+from sslwatch.core.registry import REGISTRY
+from sslwatch.offline.store import ResultStore
+from sslwatch.offline.sweep import (
     SweepConfig,
     SweepSetupError,
     exit_code,
@@ -69,7 +69,7 @@ def reference(ckpt_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 def plain_embeddings(path: Path) -> dict[str, np.ndarray]:
-    """Embeddings by a plain eval-mode forward, independent of sslwatch.embed."""
+    """Embeddings by a plain eval-mode forward, independent of sslwatch.offline.embed."""
     model = sm.TinyCNN()
     raw = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(raw)
@@ -320,7 +320,7 @@ def test_labelled_fraction_probes_use_only_the_labelled_samples(
             assert r["n"] == (1797 if spec.kind == "spectrum" else 1000)
             assert "labelled_fraction" not in params
     # The probe value is the one of the labelled rows alone.
-    from sslwatch.data import load_dataset
+    from sslwatch.offline.data import load_dataset
 
     rows_lab = np.flatnonzero(load_dataset("digits", labelled_fraction=0.25, seed=0).labelled_mask)
     assert rows_lab.size == n_lab

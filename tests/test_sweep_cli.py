@@ -31,8 +31,8 @@ from typer.testing import CliRunner
 import sslwatch.cli.sweep  # noqa: F401  (registers sweep, merge and export)
 import sweep_models as sm
 from sslwatch.cli import app
-from sslwatch.registry import REGISTRY
-from sslwatch.store import ResultStore
+from sslwatch.core.registry import REGISTRY
+from sslwatch.offline.store import ResultStore
 
 runner = CliRunner()
 SAMPLE = str(sm.REFERENCE["sample_size"])
@@ -259,7 +259,7 @@ def test_progress_lines_show_cost_and_time_left_even_in_a_log_file(
 
 
 def _fake_outcome(status: str, total: float | None = None) -> Any:
-    from sslwatch.sweep import CheckpointOutcome
+    from sslwatch.offline.sweep import CheckpointOutcome
 
     timings = {} if total is None else {"load": 0.0, "embed": total / 2, "total": total}
     return CheckpointOutcome("ckpt.pt", "run", None, None, status, timings=timings)

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from sslwatch.embed import extract_embeddings, recalibrate_batchnorm
+from sslwatch.offline.embed import extract_embeddings, recalibrate_batchnorm
 from sslwatch.train import (
     BYOL,
     Conv1dNet,
@@ -482,7 +482,7 @@ def test_sgd_and_image_training(tmp_path: Path) -> None:
 
 
 def test_recalibrated_init_checkpoint_is_not_collapsed(signals: torch.Tensor) -> None:
-    """The scoring protocol of epoch 0 (sslwatch.embed on backbone + projector) fixes BN."""
+    """The scoring protocol of epoch 0 (sslwatch.offline.embed on backbone + projector) fixes BN."""
     method = build_from_config(_config(None), (40,))
     net = nn.Sequential(method.backbone, method.projector)
     raw = extract_embeddings(net, signals, layers="0", progress=False)["0"]

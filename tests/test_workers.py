@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 import sweep_models as sm
-from sslwatch.store import ResultStore, merge_stores
-from sslwatch.sweep import run_sweep
+from sslwatch.offline.store import ResultStore, merge_stores
+from sslwatch.offline.sweep import run_sweep
 
 pytestmark = pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 

@@ -6,7 +6,9 @@ records each value's :class:`MetricDefinition`.
 """
 
 from sslwatch._version import __version__
-from sslwatch.definitions import MetricDefinition
+from sslwatch.core.definitions import MetricDefinition
+from sslwatch.core.evaluate import Evaluation, MetricValue, evaluate
+from sslwatch.core.registry import REGISTRY, MetricSpec
 from sslwatch.metrics.clustering import KMeansResult, cluster_agreement, kmeans, silhouette
 from sslwatch.metrics.entropy import entropy
 from sslwatch.metrics.probes import knn_accuracy, linear_probe, stratified_split
@@ -22,9 +24,7 @@ from sslwatch.metrics.spectrum import (
     stable_rank,
 )
 from sslwatch.metrics.views import alignment, collapse_std, lidar, uniformity
-from sslwatch.monitor import CollapseAlarms, CollapseWarning, Monitor, MonitorResult
-from sslwatch.registry import REGISTRY, MetricSpec
-from sslwatch.suite import Evaluation, MetricValue, evaluate
+from sslwatch.online.monitor import CollapseAlarms, CollapseWarning, Monitor, MonitorResult
 
 __all__ = [
     "REGISTRY",

@@ -1,7 +1,7 @@
 """Can this label-free metric be trusted here? Pure analysis over a tidy table of results.
 
-Input is the tidy table of :meth:`sslwatch.store.ResultStore.tidy_rows` (one mapping per
-stored value, keys :data:`sslwatch.store.TIDY_COLUMNS`; a pandas DataFrame with those
+Input is the tidy table of :meth:`sslwatch.offline.store.ResultStore.tidy_rows` (one mapping per
+stored value, keys :data:`sslwatch.offline.store.TIDY_COLUMNS`; a pandas DataFrame with those
 columns works too) or the :class:`Observation` list made from it by :func:`observations`.
 Nothing here reads files, prints or logs.
 
@@ -16,7 +16,7 @@ What it computes:
   the best run of each group (e.g. method) by any metric with a direction, and the
   *regret* against the label oracle.
 * The comparability guard (:func:`partition`): values are only compared when their
-  :class:`~sslwatch.definitions.MetricDefinition` match (same N, D, parameters, dtype,
+  :class:`~sslwatch.core.definitions.MetricDefinition` match (same N, D, parameters, dtype,
   revision) and, for metrics the registry marks as architecture-bound (clustering,
   ``cross_architecture=False``), only within one architecture.
 * :func:`diagnose`: trend and collapse findings per run.
@@ -68,9 +68,7 @@ Conventions (documented once, used everywhere):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import itertools
 import json
 import math
@@ -83,9 +81,10 @@ from typing import Any, Final, Literal
 import numpy as np
 from scipy import stats
 
-import sslwatch.catalog  # noqa: F401  (fills the registry)
-from sslwatch.definitions import MetricDefinition
-from sslwatch.registry import REGISTRY, MetricSpec
+import sslwatch.core.catalog  # noqa: F401  (fills the registry)
+from sslwatch.core.definitions import MetricDefinition
+from sslwatch.core.registry import REGISTRY, MetricSpec
+from sslwatch.metrics._threads import blas_threads
 
 __all__ = [
     "REFERENCES",
@@ -558,34 +557,12 @@ def resampled_correlations(
         )
     if np.any(w < 0) or np.any(w.sum(axis=1) <= 0):
         raise ValueError("counts must be non-negative with a positive sum in every row")
-    with _single_threaded_blas():
+    with blas_threads(1):
         return {
             "spearman": _weighted_pearson(_weighted_ranks(xa, w), _weighted_ranks(ya, w), w),
             "kendall": _weighted_kendall(xa, ya, w),
             "pearson": _weighted_pearson(xa[None, :], ya[None, :], w),
         }
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_controller() -> Any:
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()
-
-
-def _single_threaded_blas() -> contextlib.AbstractContextManager[Any]:
-    """BLAS on one thread while the bootstrap runs its small (B, n) x (n, n) products.
-
-    Multi-threaded OpenBLAS spends far more time waking threads than computing on these
-    sizes, and on a busy machine it is 5x slower; the previous limit is restored after.
-    """
-    try:
-        limit: contextlib.AbstractContextManager[Any] = _blas_controller().limit(
-            limits=1, user_api="blas"
-        )
-        return limit
-    except ImportError:  # threadpoolctl comes with scikit-learn; be safe anyway
-        return contextlib.nullcontext()
 
 
 def _scipy_statistic(name: str, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

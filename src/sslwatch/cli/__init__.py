@@ -87,7 +87,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
 def store_failure(exc: ValueError) -> typer.Exit:
     """The one-line error and exit code for a store that cannot be read: damaged stores
     give :data:`EXIT_DAMAGED`, every other problem :data:`EXIT_USAGE`."""
-    from sslwatch.store import StoreDamagedError
+    from sslwatch.offline.store import StoreDamagedError
 
     return fail(str(exc), EXIT_DAMAGED if isinstance(exc, StoreDamagedError) else EXIT_USAGE)
 

@@ -32,7 +32,7 @@ def doctor(
     it is damaged (also after a salvage with -o); 2 when DB is missing, empty or not a
     results store, or -o exists or cannot be written.
     """
-    from sslwatch.store import check_store, salvage_store
+    from sslwatch.offline.store import check_store, salvage_store
 
     if output is not None:
         if output.exists() and not output.is_dir():

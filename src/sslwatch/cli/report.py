@@ -36,7 +36,7 @@ def _split(values: list[str] | None, option: str) -> list[str] | None:
 def _open_store(db: Path) -> Any:
     """The results store opened read-only (never written, never upgraded), or a one-line
     error: exit 3 when it is damaged, 2 when it is missing or not a results store."""
-    from sslwatch.store import ResultStore
+    from sslwatch.offline.store import ResultStore
 
     if not db.is_file() and not db.is_dir():
         raise fail(f"no results store at {db}; pass the database written by `sslwatch sweep`")
@@ -517,14 +517,14 @@ def _print_warnings_and_findings(result: Any, failures: list[dict[str, Any]]) ->
 
 
 def _direction(metric: str) -> str:
-    from sslwatch.registry import REGISTRY
+    from sslwatch.core.registry import REGISTRY
 
     spec = REGISTRY.get(metric)
     return "none" if spec is None else spec.direction
 
 
 def _cross_architecture(metric: str) -> bool:
-    from sslwatch.registry import REGISTRY
+    from sslwatch.core.registry import REGISTRY
 
     spec = REGISTRY.get(metric)
     return False if spec is None else spec.cross_architecture
@@ -532,8 +532,8 @@ def _cross_architecture(metric: str) -> bool:
 
 def _load_spectra(items: list[str], runs: set[str]) -> dict[Any, Any]:
     """``RUN=FILE`` or ``RUN:REPRESENTATION=FILE`` -> singular values of the embeddings."""
-    from sslwatch.io import load_embedding_file
     from sslwatch.metrics.spectrum import singular_values
+    from sslwatch.offline.io import load_embedding_file
 
     out: dict[Any, Any] = {}
     for item in items:
@@ -579,8 +579,8 @@ def report(
     seed: SeedOpt = 0,
 ) -> None:
     """Write one self-contained HTML report (plots inlined; opens offline)."""
+    from sslwatch.offline.store import StoreDamagedError
     from sslwatch.report import write_report
-    from sslwatch.store import StoreDamagedError
 
     kwargs = _analyze_kwargs(
         reference,

@@ -160,7 +160,7 @@ def _run(
 ) -> None:
     from dataclasses import replace
 
-    from sslwatch.reproduce import PRESETS, run_study
+    from sslwatch.study.reproduce import PRESETS, run_study
 
     if preset_name not in PRESETS:
         raise fail(f"unknown preset {preset_name!r}; choose from {', '.join(PRESETS)}")
@@ -185,7 +185,7 @@ def _run(
         raise fail(str(exc)) from None
     console.print(_correlation_table(result.correlations))
     if result.selection:
-        from sslwatch.reproduce import selection_summary
+        from sslwatch.study.reproduce import selection_summary
 
         console.print(_selection_table(result.selection))
         console.print(_summary_table(selection_summary(result.selection)))

@@ -62,9 +62,9 @@ def score(
 
     Exit code 0; 2 on a usage or input error (one line naming the file or value).
     """
-    from sslwatch.io import load_embedding_file
-    from sslwatch.registry import REGISTRY
-    from sslwatch.suite import evaluate
+    from sslwatch.core.evaluate import evaluate
+    from sslwatch.core.registry import REGISTRY
+    from sslwatch.offline.io import load_embedding_file
 
     names = _metric_list(metrics)
     for out, option in ((json_out, "--json"), (csv_out, "--csv")):
@@ -162,7 +162,7 @@ def _write_outputs(
 @app.command("metrics")
 def list_metrics() -> None:
     """List every registered metric: what it needs, which way is better, its paper."""
-    from sslwatch.registry import REGISTRY
+    from sslwatch.core.registry import REGISTRY
 
     table = Table(title="registered metrics", title_justify="left")
     for col in ("name", "kind", "needs", "better", "cross-arch", "default", "params", "paper"):

@@ -1,5 +1,5 @@
 """``sslwatch sweep``, ``sslwatch merge`` and ``sslwatch export``: thin adapters over
-:mod:`sslwatch.sweep` and :mod:`sslwatch.store`.
+:mod:`sslwatch.offline.sweep` and :mod:`sslwatch.offline.store`.
 
 Exit codes of ``sweep``: 0 when every checkpoint is ok (or was already stored);
 otherwise the number of failed checkpoints, capped at 100; 101 when the sweep cannot
@@ -53,7 +53,7 @@ def format_seconds(seconds: float) -> str:
 
 def _parse_params(items: list[str] | None) -> dict[str, dict[str, Any]]:
     """``["linear_probe.l2=0.001", "rankme.eps=1e-6"]`` -> nested dict (values as JSON)."""
-    from sslwatch.sweep import SweepSetupError
+    from sslwatch.offline.sweep import SweepSetupError
 
     out: dict[str, dict[str, Any]] = {}
     for item in items or []:
@@ -163,7 +163,13 @@ def sweep(
     Exit code: the number of failed checkpoints (capped at 100), 0 when all are ok;
     101 when the sweep cannot start.
     """
-    from sslwatch.sweep import SweepConfig, SweepSetupError, parse_layers, parse_shard, run_sweep
+    from sslwatch.offline.sweep import (
+        SweepConfig,
+        SweepSetupError,
+        parse_layers,
+        parse_shard,
+        run_sweep,
+    )
 
     if summary_json is not None:
         check_output(summary_json, "--summary-json", make_parents=True)
@@ -372,7 +378,7 @@ def merge(
     first one is kept and the conflict is printed); 2 on bad input; 3 when a store is
     damaged (``sslwatch doctor`` salvages it).
     """
-    from sslwatch.store import merge_stores
+    from sslwatch.offline.store import merge_stores
 
     out_resolved = output.resolve()
     for src in sources:
@@ -422,7 +428,7 @@ def export(
     The store is opened read-only. Exit code 0; 2 on bad input; 3 when the store is
     damaged (``sslwatch doctor`` salvages it).
     """
-    from sslwatch.store import ResultStore
+    from sslwatch.offline.store import ResultStore
 
     if csv_out is None and json_out is None:
         raise _error("pass --csv PATH and/or --json PATH.", EXIT_USAGE)

@@ -1,7 +1,7 @@
-"""Declarations of every metric in :data:`sslwatch.registry.REGISTRY`.
+"""Declarations of every metric in :data:`sslwatch.core.registry.REGISTRY`.
 
 Each entry ties a registry name to a pure function in :mod:`sslwatch.metrics` and says
-what it reads from the :class:`~sslwatch.context.MetricContext`. This is the one place
+what it reads from the :class:`~sslwatch.core.context.MetricContext`. This is the one place
 that lists metrics; everything else (suite, CLI, monitor, store, report) iterates the
 registry.
 """
@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from sslwatch.context import MetricContext
+from sslwatch.core.context import MetricContext
+from sslwatch.core.registry import REGISTRY, Measurement, MetricSpec
 from sslwatch.metrics.clustering import cluster_agreement, silhouette
 from sslwatch.metrics.entropy import entropy, gaussian_entropy_from_eigenvalues
 from sslwatch.metrics.probes import fit_linear_probe, knn_accuracy
@@ -28,7 +29,6 @@ from sslwatch.metrics.spectrum import (
     stable_rank_from_singular_values,
 )
 from sslwatch.metrics.views import alignment, collapse_std, lidar, uniformity
-from sslwatch.registry import REGISTRY, Measurement, MetricSpec
 
 RANKME = "Garrido et al., RankMe, ICML 2023 (arXiv 2210.02885)"
 XU = "Xu, Lowe, Trappenberg, Label-free Monitoring of SSL Progress (arXiv 2409.06612)"

@@ -6,7 +6,7 @@ k-means clustering; both probes read the same train/test split. A
 :class:`MetricContext` computes each of these once, on first use, and times it, so the
 suite can report where the time went. It is built either from a full embedding matrix
 (:func:`sslwatch.evaluate`) or from streamed moments and a reservoir sample (the
-training-time monitor): the metric glue in :mod:`sslwatch.catalog` cannot tell the
+training-time monitor): the metric glue in :mod:`sslwatch.core.catalog` cannot tell the
 difference.
 """
 
@@ -68,7 +68,7 @@ class MetricContext:
         kmeans_n_init: k-means restarts for every clustering metric.
         probe_test_fraction: share of the labelled sample held out by the probes.
         plan: the metrics this evaluation will compute, with their parameters (set by
-            :func:`sslwatch.suite.compute_metrics`), so shared work serves all of them.
+            :func:`sslwatch.core.evaluate.compute_metrics`), so shared work serves all of them.
         spectrum_exponent: the moments/spectra are of z * 2^-e for this e (an exact
             rescaling that keeps float64 squares in range); scale-free metrics ignore it.
     """

@@ -1,10 +1,10 @@
 """`evaluate`: every registered metric on one embedding set, with its definition.
 
-The suite validates the inputs once, builds a :class:`~sslwatch.context.MetricContext`
+The suite validates the inputs once, builds a :class:`~sslwatch.core.context.MetricContext`
 (second moments of all embeddings for the spectrum family; a seeded sample of at most
 ``sample_size`` points for the point-based metrics; views; labels), then runs each
-selected metric from :data:`sslwatch.registry.REGISTRY` and records, next to each value,
-the :class:`~sslwatch.definitions.MetricDefinition` it was computed with.
+selected metric from :data:`sslwatch.core.registry.REGISTRY` and records, next to each value,
+the :class:`~sslwatch.core.definitions.MetricDefinition` it was computed with.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-import sslwatch.catalog  # noqa: F401  (fills the registry)
-from sslwatch.catalog import EXTRA_DEFINITION_PARAMS
-from sslwatch.context import MetricContext, default_k
-from sslwatch.definitions import MetricDefinition
+import sslwatch.core.catalog  # noqa: F401  (fills the registry)
+from sslwatch.core.catalog import EXTRA_DEFINITION_PARAMS
+from sslwatch.core.context import MetricContext, default_k
+from sslwatch.core.definitions import MetricDefinition
+from sslwatch.core.registry import REGISTRY, Measurement, MetricSpec, check_params
 from sslwatch.metrics._scaling import unit_scaled
 from sslwatch.metrics._validation import as_labels, as_matrix, as_views
 from sslwatch.metrics.spectrum import _safe_scale, second_moments, spectra
-from sslwatch.registry import REGISTRY, Measurement, MetricSpec, check_params
 
 OnError = Literal["raise", "warn"]
 
@@ -118,9 +118,9 @@ def evaluate(
         labels: optional length-N labels; adds ``linear_probe``, ``knn_accuracy``
             (on a seeded stratified 80/20 split of the sample) and ``label_ami``.
         k: k-means clusters. Default: the number of label classes when labels are
-            given, else 10 (clipped to [2, N - 1]); see :func:`sslwatch.context.default_k`.
+            given, else 10 (clipped to [2, N - 1]); see :func:`sslwatch.core.context.default_k`.
         metrics: registry names to compute; ``None`` = the default set for the inputs
-            given (see :meth:`sslwatch.registry.MetricRegistry.select`).
+            given (see :meth:`sslwatch.core.registry.MetricRegistry.select`).
         sample_size: spectrum metrics use all N rows (through the float64 D x D second
             moments when N >= D, else the float64 N x N Gram matrices, which have the
             same non-zero spectrum);

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from sslwatch.context import MetricContext
+    from sslwatch.core.context import MetricContext
 
 Kind = Literal["spectrum", "sample", "views", "labels"]
 Needs = Literal["embeddings", "views", "labels"]
@@ -35,7 +35,7 @@ class Measurement:
     """A value with how it came out (e.g. the L2 a probe selected, its passes).
 
     A metric's ``compute`` may return this instead of a float; ``outcome`` is recorded
-    in the value's :class:`~sslwatch.definitions.MetricDefinition` and never affects
+    in the value's :class:`~sslwatch.core.definitions.MetricDefinition` and never affects
     comparability.
     """
 
@@ -192,4 +192,4 @@ def check_params(
 
 
 REGISTRY = MetricRegistry()
-"""The global registry, filled by :mod:`sslwatch.catalog` (imported by ``sslwatch``)."""
+"""The global registry, filled by :mod:`sslwatch.core.catalog` (imported by ``sslwatch``)."""

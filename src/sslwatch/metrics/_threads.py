@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
 
 import torch
+from threadpoolctl import ThreadpoolController
 
-__all__ = ["torch_single_threaded", "torch_threads"]
+__all__ = ["blas_threads", "torch_single_threaded", "torch_threads"]
 
 
 @contextmanager
@@ -32,3 +35,22 @@ def torch_single_threaded() -> Iterator[int]:
     """
     with torch_threads(1) as previous:
         yield previous
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_pools() -> Any:
+    """threadpoolctl's selection of the loaded BLAS libraries (built once: it scans them)."""
+    return ThreadpoolController().select(user_api="blas")
+
+
+def blas_threads(n: int | None) -> AbstractContextManager[Any]:
+    """Run the block with numpy/scipy's BLAS on ``n`` threads (``None``: unchanged).
+
+    Small products on a busy machine spend more time waking BLAS threads than
+    computing, so callers that issue many of them hold BLAS to one thread. The limit is
+    process-wide while the block runs and the previous setting is restored after it.
+    """
+    if n is None:
+        return nullcontext()
+    limit: AbstractContextManager[Any] = _blas_pools().limit(limits=int(n))
+    return limit

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from sslwatch.metrics._scaling import unit_scaled
-from sslwatch.metrics._threads import torch_single_threaded
+from sslwatch.metrics._threads import blas_threads, torch_single_threaded
 from sslwatch.metrics._validation import as_int, as_labels, as_matrix, to_numpy
 
 __all__ = ["KMeansResult", "cluster_agreement", "kmeans", "silhouette"]
@@ -271,12 +271,7 @@ def _cpu_workers(x: torch.Tensor) -> Iterator[_Workers | None]:
         yield None
         return
     with ExitStack() as stack:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - installed with scikit-learn
-            pass
-        else:
-            stack.enter_context(threadpool_limits(limits=1, user_api="blas"))
+        stack.enter_context(blas_threads(1))
         # torch's own small ops between the blocks run single-threaded meanwhile.
         n_threads = stack.enter_context(torch_single_threaded())
         workers = _Workers(n_threads)

@@ -12,7 +12,7 @@ collapsed or inflated).
 Accepted ``data`` (both functions):
 
 * a ``torch.Tensor`` or numpy array of inputs with a leading sample dimension (N, ...);
-* an :class:`sslwatch.data.Dataset` (its ``x`` is used);
+* an :class:`sslwatch.offline.data.Dataset` (its ``x`` is used);
 * a map-style ``torch.utils.data.Dataset`` (read in index order by a ``DataLoader``
   with ``batch_size``, no shuffling, no workers);
 * a ``torch.utils.data.DataLoader`` (its own batches and order are used).
@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.data import Dataset as TorchDataset
 
-from sslwatch.data import Dataset
+from sslwatch.offline.data import Dataset
 
 __all__ = [
     "VIEWS_SUFFIX",
@@ -218,7 +218,7 @@ def recalibrate_batchnorm(
     Momenta and train/eval flags are restored afterwards; on error the previous running
     statistics are restored too.
 
-    Which batches: tensor, numpy and :class:`sslwatch.data.Dataset` input: a seeded
+    Which batches: tensor, numpy and :class:`sslwatch.offline.data.Dataset` input: a seeded
     random sample (``torch.randperm`` with ``seed``) of ``batches * batch_size`` rows (all
     rows if fewer), in chunks of ``batch_size``; a last, smaller chunk is dropped when
     there are several, so that each batch weighs the same. A torch ``Dataset`` is read by
@@ -472,7 +472,7 @@ def _batches(
         return iter(loader), len(loader)
     raise ValueError(
         f"unsupported data of type {type(data).__name__}; pass a torch.Tensor, a numpy "
-        "array, an sslwatch.data.Dataset, a torch Dataset or a DataLoader."
+        "array, an sslwatch.offline.data.Dataset, a torch Dataset or a DataLoader."
     )
 
 

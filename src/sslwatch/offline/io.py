@@ -109,7 +109,7 @@ def _npz_shapes(path: Path) -> dict[str, tuple[int, ...] | None]:
 def _refusal(path: Path, exc: BaseException) -> ValueError:
     """One line for an array or file that cannot be read without running code."""
     if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc):
-        from sslwatch.checkpoints import pickle_refusal
+        from sslwatch.offline.checkpoints import pickle_refusal
 
         return ValueError(f"{path}: {pickle_refusal(str(exc))}")
     if "pickle" in str(exc).lower():

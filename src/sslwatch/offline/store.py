@@ -1,6 +1,6 @@
 """SQLite results store: one schema for offline sweeps and online (training-time) values.
 
-Every value is stored with the :class:`~sslwatch.definitions.MetricDefinition` it was
+Every value is stored with the :class:`~sslwatch.core.definitions.MetricDefinition` it was
 computed with, at a *point* (a checkpoint file, or an online logging step) of a *run*.
 
 Schema (version :data:`SCHEMA_VERSION`)::
@@ -39,7 +39,7 @@ Conventions:
   e.g. the L2 a probe selected; provenance, never compared), and
   :meth:`ResultStore.tidy_rows` rebuilds the exact definition JSON.
 * **Seconds.** ``results.seconds`` is the wall time the value's own computation took
-  (:attr:`sslwatch.suite.MetricValue.seconds`; shared steps excluded), ``NULL`` when
+  (:attr:`sslwatch.core.evaluate.MetricValue.seconds`; shared steps excluded), ``NULL`` when
   unknown (online values, stores written before schema version 2). ``point_timings``
   holds the cost of the latest evaluation of a point: stages (``load``, ``embed``,
   ...) under representation ``''`` and shared steps (``kmeans[sample,seed=0]``,
@@ -77,7 +77,6 @@ import os
 import secrets
 import shlex
 import sqlite3
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -87,8 +86,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Final, SupportsFloat, SupportsIndex
 
+from sslwatch._files import atomic_path
 from sslwatch._version import __version__
-from sslwatch.definitions import MetricDefinition
+from sslwatch.core.definitions import MetricDefinition
 
 __all__ = [
     "MERGE_RTOL",
@@ -447,16 +447,8 @@ def _csv_cell(value: object) -> str:
 
 
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[IO[str]], None]) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
-            write(fh)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        write(fh)
 
 
 def _find_point(
@@ -897,7 +889,7 @@ class ResultStore:
             representation = _text(representation, "representation")
             if not isinstance(definition, MetricDefinition):
                 raise ValueError(
-                    "the second item of each row must be a sslwatch.definitions."
+                    "the second item of each row must be a sslwatch.core.definitions."
                     f"MetricDefinition, got {type(definition).__name__}"
                 )
             value = _as_value(raw, f"{definition.metric!r} on {representation!r}")

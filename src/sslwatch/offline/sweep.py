@@ -2,11 +2,11 @@
 and where to store it.
 
 A sweep takes a model factory, checkpoint files (globs), a data set and a results store
-(:class:`~sslwatch.store.ResultStore`). For every checkpoint it loads the weights
-(:func:`~sslwatch.checkpoints.load_model`), embeds the data once in eval mode at every
-requested place of the model (:func:`~sslwatch.embed.extract_embeddings`; each place is
+(:class:`~sslwatch.offline.store.ResultStore`). For every checkpoint it loads the weights
+(:func:`~sslwatch.offline.checkpoints.load_model`), embeds the data once in eval mode at every
+requested place of the model (:func:`~sslwatch.offline.embed.extract_embeddings`; each place is
 one *representation*, e.g. ``backbone`` and ``projector``), scores each representation
-separately with the registry's metrics (:func:`~sslwatch.suite.evaluate`) and stores all
+separately with the registry's metrics (:func:`~sslwatch.core.evaluate.evaluate`) and stores all
 values of the checkpoint in one transaction.
 
 Conventions (also shown by ``sslwatch sweep --help``):
@@ -14,7 +14,7 @@ Conventions (also shown by ``sslwatch sweep --help``):
 * **Checkpoints.** Every ``--checkpoints`` entry is a glob (``**`` allowed) or a file.
   Matches are made absolute (``os.path.abspath``; the store identifies a checkpoint by
   this path), de-duplicated and sorted in natural order (``epoch_2`` before ``epoch_10``).
-  ``run``, ``epoch`` and ``step`` come from :func:`~sslwatch.checkpoints.
+  ``run``, ``epoch`` and ``step`` come from :func:`~sslwatch.offline.checkpoints.
   parse_checkpoint_path`: by default the run is the parent folder (the grandparent when
   the parent is a generic ``checkpoints``/``ckpt``/``weights`` folder) and epoch/step are
   the numbers after ``epoch``/``ep`` and ``step`` in the file name; ``--pattern`` (a regex
@@ -23,18 +23,18 @@ Conventions (also shown by ``sslwatch sweep --help``):
 * **Labels.** Label-free metrics use every sample of the data set. Label-based
   references (linear probe, kNN accuracy, label AMI) use only the samples whose label is
   known: all of them, or with ``labelled_fraction=f`` a seeded (``seed``),
-  class-stratified fraction (:meth:`~sslwatch.data.Dataset.with_labelled_fraction`).
+  class-stratified fraction (:meth:`~sslwatch.offline.data.Dataset.with_labelled_fraction`).
   ``labels=None`` uses labels when the data set has any, ``False`` ignores them, ``True``
   requires them. k (k-means clusters) defaults to the number of classes when labels are
-  used, else to 10 (:func:`sslwatch.context.default_k`), and is the same for every
+  used, else to 10 (:func:`sslwatch.core.context.default_k`), and is the same for every
   checkpoint.
 * **Definitions.** Every stored value carries the metric definition it was computed with
-  (:class:`~sslwatch.definitions.MetricDefinition`), extended by the sweep with
+  (:class:`~sslwatch.core.definitions.MetricDefinition`), extended by the sweep with
   ``data`` (the data set name) and ``bn_recalibrated`` (whether BatchNorm statistics were
   re-estimated on the data before embedding; with ``bn_batches``, the number of
   batches), plus ``views`` (q) and ``augment`` for values computed from augmented views
   and ``labelled_fraction`` for label-based references. Metric parameters win if a name
-  ever collides. Embeddings are always float32 (:func:`~sslwatch.embed.extract_embeddings`).
+  ever collides. Embeddings are always float32 (:func:`~sslwatch.offline.embed.extract_embeddings`).
 * **Skipping.** Before any model work the sweep lists, per checkpoint and
   representation, the definitions it would produce and skips a checkpoint whose every
   one is stored. A definition depends on N (known from the data), the embedding
@@ -46,7 +46,7 @@ Conventions (also shown by ``sslwatch sweep --help``):
   sweeps; use a new database for a different model.) A checkpoint with anything missing
   is loaded and embedded once, and only the missing definitions are computed.
 * **Failures.** A checkpoint that fails to load or to embed is recorded with its
-  one-line error (:meth:`~sslwatch.store.ResultStore.record_failure`) and the sweep goes
+  one-line error (:meth:`~sslwatch.offline.store.ResultStore.record_failure`) and the sweep goes
   on; values already stored are never removed. When single metrics fail
   (``evaluate(..., on_error="warn")``) or a representation cannot be scored (e.g.
   non-finite embeddings), the values that worked are stored and the point is marked
@@ -54,12 +54,12 @@ Conventions (also shown by ``sslwatch sweep --help``):
   is retried (only what is missing) by the next sweep. Exit code of the command line:
   ``min(failed, 100)``; 0 when every checkpoint is ok or skipped (:func:`exit_code`).
 * **Cost.** Every stored value keeps the seconds of its own computation
-  (:attr:`~sslwatch.suite.MetricValue.seconds`; ``results.seconds``). After the values,
+  (:attr:`~sslwatch.core.evaluate.MetricValue.seconds`; ``results.seconds``). After the values,
   a checkpoint's stage timings (``load``, ``recalibrate``, ``embed``, ``metrics``,
   ``store``, ``total``; ``total`` up to that write) and the seconds of each
   representation's shared steps (``kmeans[sample,seed=0]``, ``second_moments``,
   ``spectra``, ``probe_split``; summed when two passes share a step) are stored with
-  :meth:`~sslwatch.store.ResultStore.record_timings`, replacing the point's earlier
+  :meth:`~sslwatch.offline.store.ResultStore.record_timings`, replacing the point's earlier
   ones. :attr:`CheckpointOutcome.costs` carries the same numbers to the caller.
 * **Crash safety.** Each checkpoint's values are written in one transaction; a sweep
   killed at any moment (even by SIGKILL) loses only the checkpoint in flight, and the
@@ -68,7 +68,7 @@ Conventions (also shown by ``sslwatch sweep --help``):
   one machine, each with its own store connection and ``max(1, cores // N)`` torch
   threads. ``shard=(i, n)`` (``--shard i/n``, 0 <= i < n) keeps checkpoints ``i, i + n,
   i + 2n, ...`` of the sorted list: give each job (e.g. a SLURM array task) its own
-  database file and join them with :func:`~sslwatch.store.merge_stores`
+  database file and join them with :func:`~sslwatch.offline.store.merge_stores`
   (``sslwatch merge``).
 """
 
@@ -89,15 +89,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from sslwatch.checkpoints import import_factory, load_model, parse_checkpoint_path
-from sslwatch.context import MetricContext, default_k
-from sslwatch.data import Dataset, load_dataset
-from sslwatch.definitions import MetricDefinition
-from sslwatch.embed import VIEWS_SUFFIX, best_device, extract_embeddings, recalibrate_batchnorm
+from sslwatch.core.context import MetricContext, default_k
+from sslwatch.core.definitions import MetricDefinition
+from sslwatch.core.evaluate import definition_for, evaluate
+from sslwatch.core.registry import REGISTRY, MetricSpec, check_params
 from sslwatch.metrics._threads import torch_threads
-from sslwatch.registry import REGISTRY, MetricSpec, check_params
-from sslwatch.store import ResultStore
-from sslwatch.suite import definition_for, evaluate
+from sslwatch.offline.checkpoints import import_factory, load_model, parse_checkpoint_path
+from sslwatch.offline.data import Dataset, load_dataset
+from sslwatch.offline.embed import (
+    VIEWS_SUFFIX,
+    best_device,
+    extract_embeddings,
+    recalibrate_batchnorm,
+)
+from sslwatch.offline.store import ResultStore
 
 __all__ = [
     "MAX_EXIT_FAILURES",
@@ -141,12 +146,12 @@ class SweepConfig:
 
     Attributes:
         model: model factory, ``"package.module:function"`` or ``"path/file.py:function"``
-            (see :func:`~sslwatch.checkpoints.import_factory`), or a callable returning an
+            (see :func:`~sslwatch.offline.checkpoints.import_factory`), or a callable returning an
             ``nn.Module`` (picklable when ``workers > 1``).
         checkpoints: globs or file paths.
-        data: a data set spec for :func:`~sslwatch.data.load_dataset` (``digits``,
+        data: a data set spec for :func:`~sslwatch.offline.data.load_dataset` (``digits``,
             ``mnist1d``, ``mnist5k``, ``npz:PATH``, ``folder:PATH``) or a loaded
-            :class:`~sslwatch.data.Dataset`.
+            :class:`~sslwatch.offline.data.Dataset`.
         db: the results store file (created when missing).
         layers: ``{representation: submodule path}``; ``None`` scores the model output
             (representation ``"output"``).
@@ -724,7 +729,7 @@ def _predict_pass(prep: _Prepared, p: _Pass, d: int) -> list[tuple[MetricSpec, M
     """The definitions ``evaluate`` will give for pass ``p`` on embeddings of dimension d.
 
     Builds a :class:`MetricContext` of the right shape from zero-size "meta" tensors (no
-    data, no memory) and asks :func:`sslwatch.suite.definition_for`, so the prediction
+    data, no memory) and asks :func:`sslwatch.core.evaluate.definition_for`, so the prediction
     follows the suite's own rules.
     """
     cfg = prep.config

@@ -17,7 +17,7 @@ Where the embeddings come from (``key``):
 
 * a string: ``outputs[key]`` of ``training_step`` (default ``"embeddings"``); the
   representation is named after the key (``name=`` overrides it);
-* a mapping ``{representation: output key}``: one :class:`~sslwatch.monitor.Monitor` per
+* a mapping ``{representation: output key}``: one :class:`~sslwatch.online.monitor.Monitor` per
   representation;
 * a function ``(outputs, batch, pl_module) -> tensor | {representation: tensor}``; a value
   may also be an ``(embeddings, views)`` pair. Under DDP it must return the same
@@ -52,7 +52,7 @@ that stage, then the window is cleared):
 Names: ``<prefix>/<representation>/<metric>`` (``prefix="sslwatch"``), plus
 ``<prefix>/<representation>/nonfinite_rows``.
 
-Alarms: a :class:`~sslwatch.monitor.CollapseAlarms` with ``stop_on_collapse=True`` makes
+Alarms: a :class:`~sslwatch.online.monitor.CollapseAlarms` with ``stop_on_collapse=True`` makes
 the callback set ``trainer.should_stop`` when an alarm fires (every rank agrees, since
 every rank computes the same values).
 
@@ -73,8 +73,10 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from sslwatch.core.evaluate import OnError
+from sslwatch.core.registry import REGISTRY
 from sslwatch.metrics._validation import as_int
-from sslwatch.monitor import (
+from sslwatch.online.monitor import (
     DEFAULT_ALARMS,
     DEFAULT_RESERVOIR_SIZE,
     CollapseAlarms,
@@ -83,8 +85,6 @@ from sslwatch.monitor import (
     MonitorResult,
     UpdateBudget,
 )
-from sslwatch.registry import REGISTRY
-from sslwatch.suite import OnError
 
 __all__ = ["ENV_FLAG", "SSLWatchCallback", "callbacks_factory"]
 
@@ -96,7 +96,7 @@ _TRUE = {"1", "true", "yes", "on"}
 
 
 class SSLWatchCallback(pl.Callback):
-    """Stream the embeddings of each step into :class:`~sslwatch.monitor.Monitor` objects
+    """Stream the embeddings of each step into :class:`~sslwatch.online.monitor.Monitor` objects
     and log their label-free metrics through Lightning.
 
     Args:
@@ -115,14 +115,14 @@ class SSLWatchCallback(pl.Callback):
             way to bound the cost; 1 = every batch).
         overhead_budget: instead of a fixed N, keep the monitor's update time under this
             fraction of the training step's time (e.g. 0.02): a
-            :class:`~sslwatch.monitor.UpdateBudget` measures both and feeds every
+            :class:`~sslwatch.online.monitor.UpdateBudget` measures both and feeds every
             ``stride``-th batch (a power of two), logged as ``<prefix>/update_stride``.
             Useful at large D on a CPU, where exact moments of every batch cost several
             percent of a small network's step. ``None`` (default): feed by
             ``update_every_n_batches``.
         prefix: log-name prefix.
         reservoir_size, k, seed, alarms, on_error, params, gram_dtype, moment_fraction,
-        blas_threads: passed to every :class:`~sslwatch.monitor.Monitor`.
+        blas_threads: passed to every :class:`~sslwatch.online.monitor.Monitor`.
     """
 
     def __init__(

@@ -3,8 +3,8 @@
 :class:`Monitor` is the framework-free core. Call :meth:`Monitor.update` with each batch
 of embeddings (and, optionally, augmented views) inside the loop, :meth:`Monitor.compute`
 whenever you want values (every N steps, every epoch), :meth:`Monitor.reset` to start a
-new window. The Lightning callback (:mod:`sslwatch.integrations.lightning`) and the
-writers for plain loops (:mod:`sslwatch.sinks`) are thin layers over it.
+new window. The Lightning callback (:mod:`sslwatch.online.lightning`) and the
+writers for plain loops (:mod:`sslwatch.online.sinks`) are thin layers over it.
 
 What the monitor keeps (its state is a torchmetrics ``Metric``, so DDP works the
 torchmetrics way):
@@ -65,13 +65,14 @@ import torch
 from torchmetrics import Metric
 from torchmetrics.utilities.distributed import gather_all_tensors
 
-import sslwatch.catalog  # noqa: F401  (fills the registry)
-from sslwatch.context import MetricContext, default_k
-from sslwatch.definitions import MetricDefinition
+import sslwatch.core.catalog  # noqa: F401  (fills the registry)
+from sslwatch.core.context import MetricContext, default_k
+from sslwatch.core.definitions import MetricDefinition
+from sslwatch.core.evaluate import Evaluation, MetricValue, OnError, compute_metrics, definition_for
+from sslwatch.core.registry import REGISTRY, MetricSpec, check_params
+from sslwatch.metrics._threads import blas_threads
 from sslwatch.metrics._validation import as_int, as_matrix
 from sslwatch.metrics.spectrum import SecondMoments, ShiftedGram, add_gram, add_gram_device
-from sslwatch.registry import REGISTRY, MetricSpec, check_params
-from sslwatch.suite import Evaluation, MetricValue, OnError, compute_metrics, definition_for
 
 __all__ = [
     "DEFAULT_ALARMS",
@@ -761,7 +762,7 @@ class _AlarmTracker:
 
 
 class MonitorResult(Evaluation):
-    """What :meth:`Monitor.compute` returns: an :class:`~sslwatch.suite.Evaluation`
+    """What :meth:`Monitor.compute` returns: an :class:`~sslwatch.core.evaluate.Evaluation`
     (metric name -> float, with definitions) plus where in training it was taken.
 
     Attributes:
@@ -833,7 +834,7 @@ class Monitor:
             view metrics); see :data:`DEFAULT_RESERVOIR_SIZE`. Recorded as
             ``sample_size`` in the definitions.
         k: k-means clusters; ``None`` = 10 clipped to [2, n_sample - 1]
-            (:func:`sslwatch.context.default_k`).
+            (:func:`sslwatch.core.context.default_k`).
         seed: seeds the reservoir keys and k-means.
         name: representation name, used in results and log keys (``"backbone"``, ...).
         dim: the embedding dimension D, if known; otherwise learned from the first update.
@@ -995,7 +996,7 @@ class Monitor:
             ValueError: a wrongly shaped input, or a width different from earlier updates.
         """
         device = embeddings.device if isinstance(embeddings, torch.Tensor) else torch.device("cpu")
-        blas = _blas_limit(self.blas_threads) if device.type == "cpu" else contextlib.nullcontext()
+        blas = blas_threads(self.blas_threads) if device.type == "cpu" else contextlib.nullcontext()
         with torch.no_grad(), _no_autocast(device), blas:
             self._update(embeddings, views, step)
 
@@ -1328,33 +1329,6 @@ class Monitor:
         params = {**record.definition.params, "moment_fraction": self.moment_fraction}
         definition: MetricDefinition = replace(record.definition, params=params)
         return replace(record, definition=definition)
-
-
-_BLAS_CONTROLLER: list[Any] = []  # lazily built threadpoolctl selection (built once)
-
-
-def _blas_limit(threads: int | None) -> contextlib.AbstractContextManager[Any]:
-    """Limit the numpy/scipy BLAS thread pools for the duration of a CPU update.
-
-    The per-step products are small; run on the training loop's busy cores, a BLAS
-    thread pool mostly waits for its threads to be scheduled (measured: a 512 x 512 x 32
-    ``dsyrk`` 0.3 ms on one thread, 15-20 ms on two under load). torch's own pool is not
-    touched. The setting is process-wide while the update runs.
-    """
-    if threads is None:
-        return contextlib.nullcontext()
-    if not _BLAS_CONTROLLER:
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            _BLAS_CONTROLLER.append(ThreadpoolController().select(user_api="blas"))
-        except Exception:  # threadpoolctl missing or failing: keep the defaults
-            _BLAS_CONTROLLER.append(None)
-    selection = _BLAS_CONTROLLER[0]
-    if selection is None:
-        return contextlib.nullcontext()
-    limit: contextlib.AbstractContextManager[Any] = selection.limit(limits=threads)
-    return limit
 
 
 def _same(a: float, b: float) -> bool:

@@ -1,4 +1,4 @@
-"""Writers of :class:`~sslwatch.monitor.MonitorResult` values for plain training loops.
+"""Writers of :class:`~sslwatch.online.monitor.MonitorResult` values for plain training loops.
 
 Three sinks with one method, ``write(result, *, step=None, epoch=None)``:
 
@@ -7,7 +7,7 @@ Three sinks with one method, ``write(result, *, step=None, epoch=None)``:
 * :class:`CSVSink`: one tidy row per metric appended to a CSV file (header written once;
   every write is flushed and fsync'ed, and a line torn by a crash is closed before the
   next write, so the file stays readable after a kill).
-* :class:`StoreSink`: rows in the SQLite results store (:class:`sslwatch.store.ResultStore`)
+* :class:`StoreSink`: rows in the SQLite results store (:class:`sslwatch.offline.store.ResultStore`)
   as an *online* point (source ``"online"``, with step and epoch) of a run, in the same
   schema as the offline checkpoint sweeps, so online and offline values of one run can
   be compared definition by definition.
@@ -38,10 +38,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sslwatch.monitor import MonitorResult
+from sslwatch.online.monitor import MonitorResult
 
 if TYPE_CHECKING:
-    from sslwatch.store import ResultStore
+    from sslwatch.offline.store import ResultStore
 
 __all__ = ["CSV_COLUMNS", "CSVSink", "Sink", "StoreSink", "TensorBoardSink", "write_all"]
 
@@ -278,7 +278,7 @@ class StoreSink(_SinkBase):
     transaction (``ResultStore.record_results``; a repeat keeps the first value).
 
     Args:
-        store: a :class:`~sslwatch.store.ResultStore` or the path of its database file
+        store: a :class:`~sslwatch.offline.store.ResultStore` or the path of its database file
             (opened on first write, on rank 0 only, and closed by :meth:`close`).
         run: the run name (created when missing).
         method, architecture, meta: stored with the run (see ``ResultStore.ensure_run``).
@@ -313,7 +313,7 @@ class StoreSink(_SinkBase):
     def store(self) -> ResultStore:
         """The :class:`ResultStore` (opened on first use when a path was given)."""
         if self._store is None:
-            from sslwatch.store import ResultStore
+            from sslwatch.offline.store import ResultStore
 
             assert self._path is not None
             self._store = ResultStore(self._path)

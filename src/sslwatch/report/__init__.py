@@ -27,7 +27,6 @@ import base64
 import io
 import math
 import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sslwatch._files import atomic_path
 from sslwatch._version import __version__
 from sslwatch.analysis import (
     TRUST_MIN_POINTS,
@@ -47,14 +47,14 @@ from sslwatch.analysis import (
     observations,
     verdict,
 )
-from sslwatch.definitions import MetricDefinition
-from sslwatch.registry import REGISTRY
+from sslwatch.core.definitions import MetricDefinition
+from sslwatch.core.registry import REGISTRY
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from sslwatch.store import ResultStore
+    from sslwatch.offline.store import ResultStore
 
 __all__ = ["SpectrumKey", "format_number", "render_report", "write_report"]
 
@@ -882,7 +882,7 @@ def write_report(
     Raises:
         FileNotFoundError: ``db`` is a path that does not exist.
     """
-    from sslwatch.store import ResultStore
+    from sslwatch.offline.store import ResultStore
 
     if isinstance(db, ResultStore):
         store, label, close = db, str(db.path), False
@@ -906,14 +906,6 @@ def write_report(
         **analyze_kwargs,
     )
     target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(target) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return target

@@ -36,12 +36,12 @@ import torch
 from torch import nn
 
 from sslwatch.analysis import correlations, select_runs
-from sslwatch.data import Dataset, load_dataset
-from sslwatch.embed import VIEWS_SUFFIX, extract_embeddings, recalibrate_batchnorm
+from sslwatch.core.evaluate import Evaluation, evaluate
+from sslwatch.core.registry import REGISTRY
 from sslwatch.metrics.spectrum import singular_values
-from sslwatch.registry import REGISTRY
-from sslwatch.store import ResultStore
-from sslwatch.suite import Evaluation, evaluate
+from sslwatch.offline.data import Dataset, load_dataset
+from sslwatch.offline.embed import VIEWS_SUFFIX, extract_embeddings, recalibrate_batchnorm
+from sslwatch.offline.store import ResultStore
 from sslwatch.train import SSLMethod, TrainConfig, build_augment, list_checkpoints, train
 from sslwatch.train.loop import load_checkpoint
 from sslwatch.train.recipes import mnist1d_config

@@ -2,7 +2,7 @@
 
 Backbones, batched augmentations, five SSL methods (SimCLR, MoCo v2, SimSiam, BYOL,
 VICReg) and a resumable deterministic training loop with per-epoch checkpoints. Scoring
-checkpoints uses the library itself (:mod:`sslwatch.embed` for BatchNorm recalibration
+checkpoints uses the library itself (:mod:`sslwatch.offline.embed` for BatchNorm recalibration
 and embeddings, :mod:`sslwatch.metrics.probes` for the linear probe). Used by
 ``sslwatch demo`` and ``sslwatch reproduce``.
 """

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sslwatch._files import atomic_path
 from sslwatch._version import __version__
 from sslwatch.train.augment import build_augment
 from sslwatch.train.backbones import build_backbone
@@ -242,12 +243,6 @@ def list_checkpoints(out_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _metadata(
     method: SSLMethod, config: TrainConfig, backbone_kwargs: dict[str, Any], epoch: int
 ) -> dict[str, str]:
@@ -268,9 +263,11 @@ def _save_weights(path: Path, method: SSLMethod, metadata: dict[str, str], fmt: 
     if fmt == "safetensors":
         from safetensors.torch import save_file
 
-        _atomic_write(path, lambda p: save_file(tensors, str(p), metadata=metadata))
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
     else:
-        _atomic_write(path, lambda p: torch.save({"state_dict": tensors, "metadata": metadata}, p))
+        with atomic_path(path) as tmp:
+            torch.save({"state_dict": tensors, "metadata": metadata}, tmp)
 
 
 def _load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -487,7 +484,8 @@ def train(
                 generator.set_state(state["generator"])
                 losses = [float(v) for v in state["losses"].tolist()]
         config_json = json.dumps(config.to_dict(), indent=2)
-        _atomic_write(out / "config.json", lambda p: p.write_text(config_json))
+        with atomic_path(out / "config.json") as tmp:
+            tmp.write_text(config_json)
 
     def save(epoch: int) -> Path | None:
         if out is None:
@@ -504,7 +502,8 @@ def train(
                 "losses": torch.tensor(losses, dtype=torch.float64),
                 "config": json.dumps(config.to_dict()),
             }
-            _atomic_write(state_path(out, epoch), lambda p: torch.save(state, p))
+            with atomic_path(state_path(out, epoch)) as tmp:
+                torch.save(state, tmp)
             if not config.keep_all_states:
                 for old in range(epoch - 1, -1, -1):
                     stale = state_path(out, old)

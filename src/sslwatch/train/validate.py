@@ -8,7 +8,7 @@ L2 strength chosen on a held-out split, trained on the 4000 training signals, te
 the 1000 test signals):
 
 * at random initialisation, after re-estimating BatchNorm statistics on the training
-  data (:func:`sslwatch.embed.recalibrate_batchnorm`), in eval mode;
+  data (:func:`sslwatch.offline.embed.recalibrate_batchnorm`), in eval mode;
 * every ``--every`` epochs and at the end, in eval mode (BN statistics from training).
 
 A recipe whose final accuracy is not clearly above its initial accuracy is broken. This
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sslwatch.embed import extract_embeddings, recalibrate_batchnorm
 from sslwatch.metrics.probes import linear_probe
+from sslwatch.offline.embed import extract_embeddings, recalibrate_batchnorm
 from sslwatch.train.data import mnist1d_tensors
 from sslwatch.train.loop import train
 from sslwatch.train.methods import METHODS, SSLMethod
