@@ -20,15 +20,13 @@ from sslwatch.core.evaluate import evaluate
 from sslwatch.core.registry import REGISTRY
 from sslwatch.metrics.spectrum import alpha_req, rankme, stable_rank
 from sslwatch.metrics.views import alignment, lidar
+from sslwatch.online.keys import KEY_PRIME, KEY_SPACE, content_keys
 from sslwatch.online.monitor import (
-    KEY_PRIME,
-    KEY_SPACE,
     CollapseAlarms,
     CollapseWarning,
     Monitor,
     MonitorResult,
     NonFiniteWarning,
-    content_keys,
 )
 from sslwatch.online.sinks import CSV_COLUMNS, CSVSink, StoreSink, TensorBoardSink
 
@@ -84,7 +82,7 @@ def uneven_batches(n: int, seed: int) -> list[slice]:
 
 def python_key(row: np.ndarray, seed: int) -> int:
     """content_keys re-derived with Python integers from the row's bytes (no torch maths)."""
-    from sslwatch.online.monitor import _hash_coefficients
+    from sslwatch.online.keys import _hash_coefficients
 
     if row.dtype == np.float32:
         words = [struct.unpack("<I", struct.pack("<f", v))[0] for v in row.tolist()]
@@ -216,7 +214,7 @@ def test_content_keys_match_python_integer_oracle() -> None:
 
 
 def test_device_key_implementation_equals_host_implementation() -> None:
-    from sslwatch.online.monitor import _hash_coefficients, _keys_torch
+    from sslwatch.online.keys import _hash_coefficients, _keys_torch
 
     rng = np.random.default_rng(5)
     for z in (

@@ -19,14 +19,13 @@ torchmetrics way):
   :data:`DEFAULT_RESERVOIR_SIZE` = 4096), and a second one of views (LiDAR, alignment,
   uniformity) when views are given.
 
-The reservoir is a *bottom-R sketch with content-derived keys*: every row gets a
-pseudo-random 60-bit key computed from its exact bits by a seeded universal hash
-(:func:`content_keys`), and the sample is the R rows with the smallest keys, sorted by key.
-Because a key depends only on the row's content and the seed, the kept set is the same
-whatever the batch split, the arrival order, or the split across DDP ranks: merging two
-sketches is "keep the R smallest keys of the union". Distinct rows get pairwise
-independent, uniform keys, so the sample is a uniform sample without replacement of the
-distinct rows ("uniform-like": exact duplicates share a key and enter or leave together).
+The reservoir is a *bottom-R sketch with content-derived keys*
+(:mod:`sslwatch.online.keys`): every row gets a pseudo-random key computed from its
+exact bits by a seeded universal hash, and the sample is the R rows with the smallest
+keys, sorted by key. The kept set is therefore the same whatever the batch split, the
+arrival order, or the split across DDP ranks. Distinct rows get pairwise independent,
+uniform keys, so the sample is a uniform sample without replacement of the distinct rows
+("uniform-like": exact duplicates share a key and enter or leave together).
 
 Distributed: under ``torch.distributed`` (any backend), :meth:`Monitor.compute` sums the
 moments over the process group (``process_group``, default: the world group that DDP
@@ -73,11 +72,11 @@ from sslwatch.core.registry import REGISTRY, MetricSpec, check_params
 from sslwatch.metrics._threads import blas_threads
 from sslwatch.metrics._validation import as_int, as_matrix
 from sslwatch.metrics.spectrum import SecondMoments, ShiftedGram, add_gram, add_gram_device
+from sslwatch.online.keys import KEY_SPACE, NO_KEY, VIEW_SALT, KeyHasher
 
 __all__ = [
     "DEFAULT_ALARMS",
     "DEFAULT_RESERVOIR_SIZE",
-    "KEY_SPACE",
     "AlarmEvent",
     "CollapseAlarms",
     "CollapseWarning",
@@ -85,7 +84,6 @@ __all__ = [
     "MonitorResult",
     "NonFiniteWarning",
     "UpdateBudget",
-    "content_keys",
 ]
 
 MOMENT_WARN_BYTES = 1 << 30
@@ -98,16 +96,6 @@ DEFAULT_RESERVOIR_SIZE = 4096
 ``benchmarks/bench_monitor.py``) while k-means with k = 10 has ~400 points per cluster.
 """
 
-KEY_PRIME = 1_048_573
-"""The largest prime below 2**20: each of the three hash components lives in Z_p."""
-
-KEY_SPACE = KEY_PRIME**3
-"""Keys lie in [0, KEY_SPACE) (about 2**60); key / KEY_SPACE is the row's uniform draw."""
-
-_NO_KEY = torch.iinfo(torch.int64).max  # key of a non-finite row: never sampled
-_HASHES = 3
-_LIMB_CHUNK = 1 << 16  # limb columns per exact float64 product (see content_keys)
-_VIEW_SALT = 0x5EED  # views are hashed with an independent seed
 _DTYPE_CODES = {torch.float32: 1, torch.float64: 2}
 _CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
 
@@ -120,151 +108,6 @@ class CollapseWarning(UserWarning):
 
 class NonFiniteWarning(RuntimeWarning):
     """Embedding rows with NaN or Inf were seen; they were skipped, not averaged in."""
-
-
-# --------------------------------------------------------------------------------------
-# Content-derived keys
-# --------------------------------------------------------------------------------------
-
-
-def _hash_coefficients(width: int, seed: int) -> torch.Tensor:
-    """(width + 1, 3) float64 integer coefficients in [0, p); the last row is the offset."""
-    gen = torch.Generator().manual_seed(int(seed) & 0x7FFF_FFFF_FFFF_FFFF)
-    return torch.randint(0, KEY_PRIME, (width + 1, _HASHES), generator=gen).to(torch.float64)
-
-
-def _limbs(z: torch.Tensor) -> list[torch.Tensor]:
-    """The row bits as 16-bit limbs (exact small integers in float64), one (n, D) per limb."""
-    if z.dtype == torch.float64:
-        bits = z.contiguous().view(torch.int64)
-        return [((bits >> s) & 0xFFFF).to(torch.float64) for s in (0, 16, 32, 48)]
-    if z.dtype != torch.float32:
-        raise ValueError(f"content keys need float32 or float64 rows; got {z.dtype}")
-    bits32 = z.contiguous().view(torch.int32)
-    return [(bits32 & 0xFFFF).to(torch.float64), ((bits32 >> 16) & 0xFFFF).to(torch.float64)]
-
-
-def _limbs_numpy(a: np.ndarray) -> list[np.ndarray]:
-    """numpy twin of :func:`_limbs` (the CPU path: no thread wake-ups for small ops)."""
-    a = np.ascontiguousarray(a)
-    if a.dtype == np.float64:
-        b64 = a.view(np.uint64)
-        return [((b64 >> s) & 0xFFFF).astype(np.float64) for s in (0, 16, 32, 48)]
-    if a.dtype != np.float32:
-        raise ValueError(f"content keys need float32 or float64 rows; got {a.dtype}")
-    b32 = a.view(np.uint32)
-    return [(b32 & 0xFFFF).astype(np.float64), (b32 >> 16).astype(np.float64)]
-
-
-def _combine(h: list[Any]) -> Any:
-    return (h[0] * KEY_PRIME + h[1]) * KEY_PRIME + h[2]
-
-
-def content_keys(
-    z: torch.Tensor, seed: int = 0, *, coefficients: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Deterministic pseudo-random keys in [0, :data:`KEY_SPACE`), one per row of ``z``.
-
-    The key of a row is a function of its exact bit pattern (float32 or float64) and the
-    seed only: the same row gets the same key in any batch, on any rank, on any device.
-    It is the seeded affine universal hash (Carter & Wegman 1979) of the row's 16-bit limbs
-    x_j, with three independent components
-
-        h_c = (b_c + sum_j a_{c,j} x_j) mod p,   p = 1,048,573,   key = (h_1 p + h_2) p + h_3,
-
-    a_{c,j}, b_c uniform in [0, p) drawn from ``torch.Generator().manual_seed(seed)``.
-    For distinct rows the keys are pairwise independent and uniform on [0, p^3), so "the R
-    smallest keys" is a uniform-like sample (a bottom-k sketch). The sums are evaluated
-    as float64 matrix-vector products of integers below 2^53, which are exact in any
-    summation order, so BLAS blocking cannot change a key (CPU tensors go through numpy,
-    other devices through torch; both give the same integers).
-
-    Args:
-        z: (n, D) float32 or float64 tensor (upcast half precision first).
-        seed: hash seed.
-        coefficients: precomputed ``(L * D + 1, 3)`` coefficients for this width (a cache);
-            L = 2 limbs per float32 value, 4 per float64 value.
-
-    Returns:
-        (n,) int64 keys on ``z``'s device.
-    """
-    limbs_per_value = 4 if z.dtype == torch.float64 else 2
-    d = int(z.shape[1])
-    if coefficients is None:
-        coefficients = _hash_coefficients(limbs_per_value * d, seed)
-    if coefficients.shape != (limbs_per_value * d + 1, _HASHES):
-        raise ValueError(
-            f"coefficients have shape {tuple(coefficients.shape)}, expected "
-            f"({limbs_per_value * d + 1}, {_HASHES}) for {z.dtype} rows of width {d}"
-        )
-    if z.device.type == "cpu":
-        return torch.from_numpy(_keys_numpy(z.numpy(), coefficients.T.contiguous().numpy()))
-    return _keys_torch(z, coefficients.to(z.device).T.contiguous())
-
-
-def _keys_numpy(a: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Keys of the rows of ``a``; ``columns`` is the (3, L * D + 1) coefficient matrix."""
-    limbs = _limbs_numpy(a)
-    d = a.shape[1]
-    parts = []
-    for c in range(_HASHES):
-        h = np.full(a.shape[0], columns[c, -1])
-        for index, limb in enumerate(limbs):
-            for start in range(0, d, _LIMB_CHUNK):
-                stop = min(start + _LIMB_CHUNK, d)
-                h = np.fmod(
-                    h + limb[:, start:stop] @ columns[c, index * d + start : index * d + stop],
-                    KEY_PRIME,
-                )
-        parts.append(h.astype(np.int64))
-    return np.asarray(_combine(parts), dtype=np.int64)
-
-
-def _keys_torch(z: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """Keys of the rows of ``z`` on its device (no host sync)."""
-    limbs = _limbs(z)
-    d = int(z.shape[1])
-    parts = []
-    # One matrix-vector product per component: thin (n, D) x (D, 3) GEMMs are much slower
-    # than three GEMVs in several BLAS builds (threading overhead); same exact integers.
-    for c in range(_HASHES):
-        h = columns[c, -1].expand(z.shape[0]).clone()
-        for index, limb in enumerate(limbs):
-            for start in range(0, d, _LIMB_CHUNK):
-                stop = min(start + _LIMB_CHUNK, d)
-                a = columns[c, index * d + start : index * d + stop]
-                h = torch.fmod(h + torch.mv(limb[:, start:stop], a), KEY_PRIME)
-        parts.append(h.to(torch.int64))
-    out: torch.Tensor = _combine(parts)
-    return out
-
-
-class _KeyHasher:
-    """``content_keys`` with the coefficients cached per (width, dtype, device, salt)."""
-
-    def __init__(self, seed: int) -> None:
-        self.seed = int(seed)
-        self._cache: dict[tuple[int, torch.dtype, str], torch.Tensor | np.ndarray] = {}
-
-    def _columns(self, d: int, dtype: torch.dtype, device: torch.device, salt: int) -> Any:
-        key = (d, dtype, f"{device}/{salt}")
-        cols = self._cache.get(key)
-        if cols is None:
-            limbs = 4 if dtype == torch.float64 else 2
-            coef = _hash_coefficients(limbs * d, self.seed ^ salt).T.contiguous()
-            cols = coef.numpy() if device.type == "cpu" else coef.to(device)
-            self._cache[key] = cols
-        return cols
-
-    def numpy(self, a: np.ndarray, salt: int = 0) -> np.ndarray:
-        """Keys of a float32/float64 numpy matrix (the CPU path)."""
-        dtype = torch.float64 if a.dtype == np.float64 else torch.float32
-        return _keys_numpy(a, self._columns(a.shape[1], dtype, torch.device("cpu"), salt))
-
-    def __call__(self, z: torch.Tensor, salt: int = 0) -> torch.Tensor:
-        if z.device.type == "cpu":
-            return torch.from_numpy(self.numpy(z.numpy(), salt))
-        return _keys_torch(z, self._columns(int(z.shape[1]), z.dtype, z.device, salt))
 
 
 # --------------------------------------------------------------------------------------
@@ -308,7 +151,7 @@ def _bottom(
     r, k = torch.cat(rows), torch.cat(keys)
     order = torch.argsort(k, stable=True)[:size]
     r, k = r[order], k[order]
-    valid = k != _NO_KEY
+    valid = k != NO_KEY
     if not bool(valid.all()):
         r, k = r[valid], k[valid]
     if r.shape[0] == 0:
@@ -937,7 +780,7 @@ class Monitor:
         self.alarm_events: list[AlarmEvent] = []
         self._tracker = _AlarmTracker(alarms) if alarms is not None else None
         self._state = _StreamState(reservoir_size, process_group)
-        self._hasher = _KeyHasher(self.seed)
+        self._hasher = KeyHasher(self.seed)
         self._input_dtype: str | None = None
         self._updates = 0
         self._last_step: int | None = None
@@ -1036,7 +879,7 @@ class Monitor:
         need_keys = self._needs_sample or self.moment_fraction < 1.0
         keys = self._hasher(z) if need_keys and z.shape[0] else None
         if keys is not None and not on_cpu:
-            keys = torch.where(ok, keys, torch.full_like(keys, _NO_KEY))
+            keys = torch.where(ok, keys, torch.full_like(keys, NO_KEY))
         fold: torch.Tensor | None = z if self._needs_moments else None
         if fold is not None and self.moment_fraction < 1.0 and keys is not None:
             chosen = keys < int(self.moment_fraction * KEY_SPACE)
@@ -1294,7 +1137,7 @@ class Monitor:
                 a = a[ok_np]
             batch.view_nonfinite = bad
             flat = torch.from_numpy(a)
-            keys = self._hasher(flat, _VIEW_SALT)
+            keys = self._hasher(flat, VIEW_SALT)
         else:
             ok = torch.isfinite(flat).all(dim=1)
             batch.view_nonfinite = (~ok).sum()
@@ -1303,7 +1146,7 @@ class Monitor:
                 ok[:, None], flat, torch.zeros((), dtype=flat.dtype, device=flat.device)
             )
             keys = torch.where(
-                ok, self._hasher(flat, _VIEW_SALT), torch.full((n,), _NO_KEY, device=flat.device)
+                ok, self._hasher(flat, VIEW_SALT), torch.full((n,), NO_KEY, device=flat.device)
             )
         batch.view_rows, batch.view_keys = flat, keys
 
