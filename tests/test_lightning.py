@@ -20,12 +20,13 @@ pl = pytest.importorskip("lightning.pytorch")
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 
 from sslwatch.core.registry import REGISTRY  # noqa: E402
+from sslwatch.online.alarms import CollapseAlarms, CollapseWarning  # noqa: E402
 from sslwatch.online.lightning import (  # noqa: E402
     ENV_FLAG,
     SSLWatchCallback,
     callbacks_factory,
 )
-from sslwatch.online.monitor import CollapseAlarms, CollapseWarning, NonFiniteWarning  # noqa: E402
+from sslwatch.online.monitor import NonFiniteWarning  # noqa: E402
 
 METRICS = ["rankme", "stable_rank", "silhouette", "collapse_std"]
 

@@ -20,14 +20,9 @@ from sslwatch.core.evaluate import evaluate
 from sslwatch.core.registry import REGISTRY
 from sslwatch.metrics.spectrum import alpha_req, rankme, stable_rank
 from sslwatch.metrics.views import alignment, lidar
+from sslwatch.online.alarms import CollapseAlarms, CollapseWarning
 from sslwatch.online.keys import KEY_PRIME, KEY_SPACE, content_keys
-from sslwatch.online.monitor import (
-    CollapseAlarms,
-    CollapseWarning,
-    Monitor,
-    MonitorResult,
-    NonFiniteWarning,
-)
+from sslwatch.online.monitor import Monitor, MonitorResult, NonFiniteWarning
 from sslwatch.online.sinks import CSV_COLUMNS, CSVSink, StoreSink, TensorBoardSink
 
 SPECTRUM = [

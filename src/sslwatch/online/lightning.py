@@ -52,7 +52,7 @@ that stage, then the window is cleared):
 Names: ``<prefix>/<representation>/<metric>`` (``prefix="sslwatch"``), plus
 ``<prefix>/<representation>/nonfinite_rows``.
 
-Alarms: a :class:`~sslwatch.online.monitor.CollapseAlarms` with ``stop_on_collapse=True`` makes
+Alarms: a :class:`~sslwatch.online.alarms.CollapseAlarms` with ``stop_on_collapse=True`` makes
 the callback set ``trainer.should_stop`` when an alarm fires (every rank agrees, since
 every rank computes the same values).
 
@@ -76,10 +76,9 @@ import torch
 from sslwatch.core.evaluate import OnError
 from sslwatch.core.registry import REGISTRY
 from sslwatch.metrics._validation import as_int
+from sslwatch.online.alarms import DEFAULT_ALARMS, CollapseAlarms
 from sslwatch.online.monitor import (
-    DEFAULT_ALARMS,
     DEFAULT_RESERVOIR_SIZE,
-    CollapseAlarms,
     GramDtype,
     Monitor,
     MonitorResult,

@@ -44,9 +44,9 @@ becomes a ``RuntimeWarning`` naming the metric and the value is NaN. Rows with N
 are never folded into the state: they are counted, reported with the step in a
 :class:`NonFiniteWarning`, and in the result (:attr:`MonitorResult.n_nonfinite`).
 
-Alarms (:class:`CollapseAlarms`): RankMe below an absolute floor or a fraction of its
-running maximum, collapse_std near 0, the kNN entropy dropping sharply between computes
-raise a :class:`CollapseWarning` with the step and the values; with
+Alarms (:mod:`sslwatch.online.alarms`): RankMe below an absolute floor or a fraction of
+its running maximum, collapse_std near 0, the kNN entropy dropping sharply between
+computes raise a ``CollapseWarning`` with the step and the values; with
 ``stop_on_collapse=True`` the monitor sets :attr:`Monitor.should_stop`.
 """
 
@@ -72,14 +72,17 @@ from sslwatch.core.registry import REGISTRY, MetricSpec, check_params
 from sslwatch.metrics._threads import blas_threads
 from sslwatch.metrics._validation import as_int, as_matrix
 from sslwatch.metrics.spectrum import SecondMoments, ShiftedGram, add_gram, add_gram_device
+from sslwatch.online.alarms import (
+    DEFAULT_ALARMS,
+    AlarmEvent,
+    AlarmTracker,
+    CollapseAlarms,
+    CollapseWarning,
+)
 from sslwatch.online.keys import KEY_SPACE, NO_KEY, VIEW_SALT, KeyHasher
 
 __all__ = [
-    "DEFAULT_ALARMS",
     "DEFAULT_RESERVOIR_SIZE",
-    "AlarmEvent",
-    "CollapseAlarms",
-    "CollapseWarning",
     "Monitor",
     "MonitorResult",
     "NonFiniteWarning",
@@ -100,10 +103,6 @@ _DTYPE_CODES = {torch.float32: 1, torch.float64: 2}
 _CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
 
 GramDtype = Literal["auto", "float64", "float32"]
-
-
-class CollapseWarning(UserWarning):
-    """A collapse alarm fired (see :class:`CollapseAlarms`)."""
 
 
 class NonFiniteWarning(RuntimeWarning):
@@ -455,151 +454,6 @@ class _StreamState(Metric):
 
 
 # --------------------------------------------------------------------------------------
-# Alarms
-# --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CollapseAlarms:
-    """When to raise a :class:`CollapseWarning` (set a threshold to ``None`` to disable it).
-
-    Attributes:
-        rankme_min: fire when RankMe < this absolute value (a fully collapsed
-            representation has RankMe ~ 1).
-        rankme_fraction: fire when RankMe < this fraction of its running maximum over
-            earlier computes (after ``warmup``).
-        collapse_std_fraction: fire when collapse_std < this fraction of 1/sqrt(D), the
-            value of healthy, spread-out L2-normalised embeddings (Chen & He 2021).
-        entropy_drop: fire when the kNN entropy (metric ``"entropy"``, nats) falls by more
-            than this many nats *per dimension* between two consecutive computes (a
-            factor e^-1 of scale in every direction), or becomes -inf (duplicate points).
-        warmup: computes at the start that do not count for the relative alarms
-            (``rankme_fraction``, ``entropy_drop``): features at random initialisation
-            have a high RankMe and a large entropy that training legitimately lowers.
-        stop_on_collapse: also set :attr:`Monitor.should_stop` when an alarm fires (the
-            Lightning callback then sets ``trainer.should_stop``).
-    """
-
-    rankme_min: float | None = 2.0
-    rankme_fraction: float | None = 0.25
-    collapse_std_fraction: float | None = 0.1
-    entropy_drop: float | None = 1.0
-    warmup: int = 1
-    stop_on_collapse: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("rankme_min", "entropy_drop"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name} must be a finite number >= 0 or None; got {value!r}")
-        for name in ("rankme_fraction", "collapse_std_fraction"):
-            value = getattr(self, name)
-            if value is not None and not (0 < value <= 1):
-                raise ValueError(f"{name} must be in (0, 1] or None; got {value!r}")
-        as_int(self.warmup, "warmup", low=0, hint=" (computes)")
-
-
-@dataclass(frozen=True)
-class AlarmEvent:
-    """One fired alarm: which rule, on which metric, the value and the threshold."""
-
-    alarm: str
-    metric: str
-    value: float
-    threshold: float
-    step: int | None
-    name: str
-
-    @property
-    def message(self) -> str:
-        """Human-readable one-liner (the warning text)."""
-        return (
-            f"sslwatch collapse alarm on {self.name!r} at step {self.step}: {self.alarm} "
-            f"({self.metric} = {self.value:.6g}, threshold {self.threshold:.6g})"
-        )
-
-
-DEFAULT_ALARMS = CollapseAlarms()
-"""The alarms a :class:`Monitor` uses unless told otherwise (warn only, never stop)."""
-
-
-class _AlarmTracker:
-    """Running references (RankMe maximum, last entropy) for :class:`CollapseAlarms`."""
-
-    def __init__(self, config: CollapseAlarms) -> None:
-        self.config = config
-        self.checks = 0
-        self.rankme_max = math.nan
-        self.last_entropy = math.nan
-
-    def check(
-        self, values: Mapping[str, float], d: int, step: int | None, name: str
-    ) -> list[AlarmEvent]:
-        cfg = self.config
-        events: list[AlarmEvent] = []
-
-        def fire(alarm: str, metric: str, value: float, threshold: float) -> None:
-            events.append(AlarmEvent(alarm, metric, value, threshold, step, name))
-
-        relative = self.checks >= cfg.warmup
-        rankme = values.get("rankme", math.nan)
-        if math.isfinite(rankme):
-            if cfg.rankme_min is not None and rankme < cfg.rankme_min:
-                fire("rankme below minimum", "rankme", rankme, cfg.rankme_min)
-            if (
-                relative
-                and cfg.rankme_fraction is not None
-                and math.isfinite(self.rankme_max)
-                and rankme < cfg.rankme_fraction * self.rankme_max
-            ):
-                fire(
-                    f"rankme below {cfg.rankme_fraction:g} x its running maximum "
-                    f"{self.rankme_max:.6g}",
-                    "rankme",
-                    rankme,
-                    cfg.rankme_fraction * self.rankme_max,
-                )
-            if relative:
-                self.rankme_max = (
-                    rankme if math.isnan(self.rankme_max) else max(self.rankme_max, rankme)
-                )
-        std = values.get("collapse_std", math.nan)
-        if cfg.collapse_std_fraction is not None and math.isfinite(std) and d > 0:
-            threshold = cfg.collapse_std_fraction / math.sqrt(d)
-            if std < threshold:
-                fire("collapse_std near 0", "collapse_std", std, threshold)
-        entropy = values.get("entropy", math.nan)
-        if not math.isnan(entropy) and d > 0:
-            if (
-                relative
-                and cfg.entropy_drop is not None
-                and math.isfinite(self.last_entropy)
-                and (self.last_entropy - entropy) / d > cfg.entropy_drop
-            ):
-                fire(
-                    f"entropy dropped from {self.last_entropy:.6g} nats",
-                    "entropy",
-                    entropy,
-                    self.last_entropy - cfg.entropy_drop * d,
-                )
-            self.last_entropy = entropy
-        self.checks += 1
-        return events
-
-    def state_dict(self) -> dict[str, float]:
-        return {
-            "checks": float(self.checks),
-            "rankme_max": self.rankme_max,
-            "last_entropy": self.last_entropy,
-        }
-
-    def load_state_dict(self, state: Mapping[str, float]) -> None:
-        self.checks = int(state.get("checks", 0))
-        self.rankme_max = float(state.get("rankme_max", math.nan))
-        self.last_entropy = float(state.get("last_entropy", math.nan))
-
-
-# --------------------------------------------------------------------------------------
 # The result
 # --------------------------------------------------------------------------------------
 
@@ -684,7 +538,8 @@ class Monitor:
             Every update must have this width.
         process_group: the ``torch.distributed`` group to reduce over (``None`` = the world
             group, which is what DDP training uses).
-        alarms: :class:`CollapseAlarms` thresholds, or ``None`` for no alarms.
+        alarms: :class:`~sslwatch.online.alarms.CollapseAlarms` thresholds, or ``None``
+            for no alarms.
         on_error: ``"warn"`` (default) turns an exception inside a metric into a warning
             naming it and a NaN value; ``"raise"`` propagates it.
         params: per-metric parameter overrides, e.g. ``{"rankme": {"eps": 1e-6}}``.
@@ -778,7 +633,7 @@ class Monitor:
         self.blas_threads = blas_threads
         self.should_stop = False
         self.alarm_events: list[AlarmEvent] = []
-        self._tracker = _AlarmTracker(alarms) if alarms is not None else None
+        self._tracker = AlarmTracker(alarms) if alarms is not None else None
         self._state = _StreamState(reservoir_size, process_group)
         self._hasher = KeyHasher(self.seed)
         self._input_dtype: str | None = None
