@@ -15,7 +15,7 @@ step (amortised) and the ratio mean(update) / mean(step), for several configurat
   folded into the moments;
 * ``every 2nd/3rd/4th batch`` and ``overhead_budget=0.02``: the default monitor fed by the
   Lightning callback's ``update_every_n_batches`` or its measured stride
-  (:class:`sslwatch.online.monitor.UpdateBudget`; 5 warm-up batches, then a power-of-two stride);
+  (:class:`sslwatch.online.budget.UpdateBudget`; 5 warm-up batches, then a power-of-two stride);
 * ``deferred fold``: rows buffered and folded 8 batches at a time (amortised per step;
   measured with the same kernel, to show that batching the Gram does not save work);
 * ``keys+reservoir only`` / ``spectrum only``: the two halves of ``default``.
@@ -43,8 +43,9 @@ from scipy.linalg import blas
 from torch import nn
 
 from sslwatch.metrics.spectrum import rankme
+from sslwatch.online.budget import UpdateBudget
 from sslwatch.online.keys import content_keys
-from sslwatch.online.monitor import DEFAULT_RESERVOIR_SIZE, Monitor, UpdateBudget
+from sslwatch.online.monitor import DEFAULT_RESERVOIR_SIZE, Monitor
 
 
 class SmallCNN(nn.Module):

@@ -629,7 +629,7 @@ def test_store_sink_records_online_points(tmp_path) -> None:  # type: ignore[no-
 
 
 def test_update_budget_picks_the_smallest_power_of_two_stride_within_budget() -> None:
-    from sslwatch.online.monitor import UpdateBudget
+    from sslwatch.online.budget import UpdateBudget
 
     budget = UpdateBudget(0.02, warmup=3, every=10)
     fed = []

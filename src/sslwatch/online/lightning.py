@@ -77,12 +77,12 @@ from sslwatch.core.evaluate import OnError
 from sslwatch.core.registry import REGISTRY
 from sslwatch.metrics._validation import as_int
 from sslwatch.online.alarms import DEFAULT_ALARMS, CollapseAlarms
+from sslwatch.online.budget import UpdateBudget
 from sslwatch.online.monitor import (
     DEFAULT_RESERVOIR_SIZE,
     GramDtype,
     Monitor,
     MonitorResult,
-    UpdateBudget,
 )
 
 __all__ = ["ENV_FLAG", "SSLWatchCallback", "callbacks_factory"]
@@ -114,7 +114,7 @@ class SSLWatchCallback(pl.Callback):
             way to bound the cost; 1 = every batch).
         overhead_budget: instead of a fixed N, keep the monitor's update time under this
             fraction of the training step's time (e.g. 0.02): a
-            :class:`~sslwatch.online.monitor.UpdateBudget` measures both and feeds every
+            :class:`~sslwatch.online.budget.UpdateBudget` measures both and feeds every
             ``stride``-th batch (a power of two), logged as ``<prefix>/update_stride``.
             Useful at large D on a CPU, where exact moments of every batch cost several
             percent of a small network's step. ``None`` (default): feed by
