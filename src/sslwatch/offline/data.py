@@ -46,6 +46,7 @@ tells which are kept and ``Dataset.labelled()`` returns only those samples.
 from __future__ import annotations
 
 import functools
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -54,7 +55,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["BUILTIN_DATASETS", "IMAGE_EXTENSIONS", "Dataset", "load_dataset"]
+__all__ = [
+    "BUILTIN_DATASETS",
+    "IMAGE_EXTENSIONS",
+    "Dataset",
+    "generate_mnist1d",
+    "load_dataset",
+]
 
 #: Names of the built-in data sets understood by :func:`load_dataset`.
 BUILTIN_DATASETS: tuple[str, ...] = ("digits", "mnist1d", "mnist5k")
@@ -280,18 +287,53 @@ def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return x, np.asarray(d.target, dtype=np.int64)
 
 
-@functools.lru_cache(maxsize=1)
-def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def generate_mnist1d(
+    seed: int = 42, num_samples: int = 5000
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-1D (Greydanus, 2020) generated procedurally with the ``mnist1d`` package.
+
+    Calls ``mnist1d.data.make_dataset(get_dataset_args())`` with the given ``seed`` and
+    ``num_samples`` (never ``get_dataset(download=True)``). The defaults (seed 42, 5000
+    samples, 80/20 split) reproduce the standard data set: 4000 training and 1000 test
+    signals of length 40. ``make_dataset`` reseeds the global numpy and ``random``
+    generators; their states are restored afterwards, so loading the data never changes
+    the random numbers the caller draws next.
+
+    Returns:
+        ``(x_train, y_train, x_test, y_test)``: float32 (N, 40) signals and int64 labels.
+    """
+    if num_samples < 10:
+        raise ValueError(f"num_samples must be >= 10; got {num_samples}.")
     try:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ValueError(
             "the 'mnist1d' dataset needs the mnist1d package: pip install 'sslwatch[data]'."
         ) from exc
-    d = make_dataset(get_dataset_args())
-    x = np.concatenate([d["x"], d["x_test"]]).astype(np.float32).reshape(-1, 1, 40)
-    y = np.concatenate([d["y"], d["y_test"]]).astype(np.int64)
-    split = np.array(["train"] * len(d["x"]) + ["test"] * len(d["x_test"]))
+
+    args = get_dataset_args()
+    args.seed = int(seed)
+    args.num_samples = int(num_samples)
+    np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(np_state)  # noqa: NPY002
+        random.setstate(py_state)
+    return (
+        np.asarray(d["x"], dtype=np.float32),
+        np.asarray(d["y"], dtype=np.int64),
+        np.asarray(d["x_test"], dtype=np.float32),
+        np.asarray(d["y_test"], dtype=np.int64),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x_train, y_train, x_test, y_test = generate_mnist1d()
+    x = np.concatenate([x_train, x_test]).reshape(-1, 1, 40)
+    y = np.concatenate([y_train, y_test])
+    split = np.array(["train"] * len(x_train) + ["test"] * len(x_test))
     return x, y, split
 
 
