@@ -324,3 +324,15 @@ def test_public_api_names() -> None:
         "REGISTRY",
     ):
         assert hasattr(sslwatch, name), name
+
+
+def test_user_k_is_validated_by_the_one_rule() -> None:
+    from sslwatch.core.context import resolve_k
+
+    assert resolve_k(None, 500, None) == 10
+    assert resolve_k(None, 5, None) == 4
+    assert resolve_k(None, 500, np.array([0, 1, 1, 2])) == 3
+    assert resolve_k(np.int64(7), 500, np.array([0, 1])) == 7
+    for bad in (1, 2.0, True, "3"):
+        with pytest.raises(ValueError, match="k must be an integer >= 2"):
+            resolve_k(bad, 500, None)

@@ -9,7 +9,6 @@ registry.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +26,7 @@ from sslwatch.metrics.spectrum import (
     participation_ratio_from_eigenvalues,
     rankme_from_singular_values,
     stable_rank_from_singular_values,
+    warn_if_rank_capped,
 )
 from sslwatch.metrics.views import alignment, collapse_std, lidar, uniformity
 
@@ -42,13 +42,7 @@ PROBE_CONTEXT = ("probe_test_fraction", "sample_size", "seed")
 
 
 def _rankme(ctx: MetricContext, p: Mapping[str, Any]) -> float:
-    if ctx.n_total < ctx.d:
-        warnings.warn(
-            f"RankMe on N={ctx.n_total} embeddings of dimension D={ctx.d}: N < D caps the "
-            "value at N; use at least D embeddings (the paper uses N = 25,600).",
-            UserWarning,
-            stacklevel=2,
-        )
+    warn_if_rank_capped(ctx.n_total, ctx.d, stacklevel=2)
     return rankme_from_singular_values(ctx.spectra.singular_values, eps=p["eps"])
 
 

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from sslwatch.metrics._validation import as_int, is_int
 from sslwatch.metrics.clustering import KMeansResult, kmeans, silhouette_and_shortlist
 from sslwatch.metrics.entropy import shortlist_size
 from sslwatch.metrics.probes import stratified_split
@@ -37,16 +38,24 @@ PROBE_TEST_FRACTION = 0.2
 """Share of the labelled sample held out to measure probe accuracy (stratified, seeded)."""
 
 
-def default_k(n: int, labels: np.ndarray | None) -> int:
-    """The documented rule for the number of k-means clusters.
+def resolve_k(k: Any, n: int, labels: np.ndarray | None = None) -> int:
+    """The number of k-means clusters: the user's ``k``, else the documented rule.
 
-    With labels, k is the number of distinct classes (as in Xu et al. 2024). Without
-    labels, k = 10 (the class count of the benchmarks the papers use), clipped to
-    [2, n - 1] so the silhouette stays defined.
+    A given ``k`` must be an integer >= 2 (else ``ValueError``). Without one: with
+    labels, k is the number of distinct classes (as in Xu et al. 2024), at least 2;
+    without labels, k = 10 (the class count of the benchmarks the papers use), clipped
+    to [2, n - 1] so the silhouette stays defined.
     """
+    if k is not None:
+        return as_int(k, "k", low=2, hint=" (number of k-means clusters)")
     if labels is not None:
         return max(2, len(np.unique(labels)))
     return int(min(max(2, DEFAULT_K), max(2, n - 1)))
+
+
+def default_k(n: int, labels: np.ndarray | None) -> int:
+    """:func:`resolve_k` without a user's k (kept for callers not yet switched)."""
+    return resolve_k(None, n, labels)
 
 
 @dataclass
@@ -174,8 +183,7 @@ class MetricContext:
         shortlist = 0
         if metric == "euclidean" and entropy_p is not None and entropy_p["estimator"] == "knn":
             k = entropy_p.get("k_neighbors")
-            usable = isinstance(k, int | np.integer) and not isinstance(k, bool)
-            k_int = int(k) if usable and k is not None else 0
+            k_int = int(k) if is_int(k) else 0
             # a bad k is the entropy's own error to report, never the silhouette's
             if 1 <= k_int < self.n_sample:
                 shortlist = shortlist_size(k_int, self.n_sample)

@@ -21,7 +21,7 @@ import torch
 
 import sslwatch.core.catalog  # noqa: F401  (fills the registry)
 from sslwatch.core.catalog import EXTRA_DEFINITION_PARAMS
-from sslwatch.core.context import MetricContext, default_k
+from sslwatch.core.context import MetricContext, resolve_k
 from sslwatch.core.definitions import MetricDefinition
 from sslwatch.core.registry import REGISTRY, Measurement, MetricSpec, check_params
 from sslwatch.metrics._scaling import unit_scaled
@@ -118,7 +118,7 @@ def evaluate(
         labels: optional length-N labels; adds ``linear_probe``, ``knn_accuracy``
             (on a seeded stratified 80/20 split of the sample) and ``label_ami``.
         k: k-means clusters. Default: the number of label classes when labels are
-            given, else 10 (clipped to [2, N - 1]); see :func:`sslwatch.core.context.default_k`.
+            given, else 10 (clipped to [2, N - 1]); see :func:`sslwatch.core.context.resolve_k`.
         metrics: registry names to compute; ``None`` = the default set for the inputs
             given (see :meth:`sslwatch.core.registry.MetricRegistry.select`).
         sample_size: spectrum metrics use all N rows (through the float64 D x D second
@@ -138,8 +138,6 @@ def evaluate(
     n, d = int(zt.shape[0]), int(zt.shape[1])
     vt = as_views(views, name="views") if views is not None else None
     y = as_labels(labels, n, name="labels") if labels is not None else None
-    if k is not None and (not isinstance(k, int | np.integer) or k < 2):
-        raise ValueError(f"k must be an integer >= 2 (number of k-means clusters); got {k!r}")
     if sample_size is not None and sample_size < 2:
         raise ValueError(f"sample_size must be >= 2 or None (all rows); got {sample_size}")
     if on_error not in ("raise", "warn"):
@@ -154,7 +152,7 @@ def evaluate(
         sample = zt if index is None else zt[torch.as_tensor(index, device=zt.device)]
         sample_labels = None if y is None else (y if index is None else y[index])
     n_points = n if sample is None else int(sample.shape[0])
-    kk = int(k) if k is not None else default_k(n_points, sample_labels)
+    kk = resolve_k(k, n_points, sample_labels)
     if kk >= n_points and point_kinds:
         raise ValueError(_too_few_points(kk, n_points, n, sample_size, labels is not None))
 

@@ -8,7 +8,8 @@ data that is already in the right form.
 
 from __future__ import annotations
 
-from typing import Any
+import numbers
+from typing import Any, TypeGuard
 
 import numpy as np
 import torch
@@ -103,12 +104,22 @@ def as_labels(labels: Any, n: int, *, name: str = "labels") -> np.ndarray:
     return codes.astype(np.int64, copy=False).reshape(-1)
 
 
+def is_int(value: Any) -> TypeGuard[int | np.integer]:
+    """True for a Python or numpy integer; False for bools, floats and everything else."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def is_real(value: Any) -> bool:
+    """True for a Python or numpy real number (integers included); False for bools."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
 def as_int(value: Any, name: str, *, low: int = 1, hint: str = "") -> int:
     """``value`` as a Python int, or a ValueError naming ``name``, the bound and ``hint``.
 
     Accepts Python and numpy integers (not bools, not floats) that are at least ``low``.
     """
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+    if not is_int(value) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}{hint}; got {value!r}.")
     return int(value)
 

@@ -30,7 +30,7 @@ import torch
 from sslwatch.metrics._lbfgs import LbfgsResult, SoftmaxObjective, minimise
 from sslwatch.metrics._scaling import unit_rows, unit_scaled
 from sslwatch.metrics._threads import torch_single_threaded
-from sslwatch.metrics._validation import as_int, as_labels, as_matrix
+from sslwatch.metrics._validation import as_int, as_labels, as_matrix, is_int, is_real
 
 __all__ = [
     "DEFAULT_L2_GRID",
@@ -86,7 +86,7 @@ def stratified_split(
         ValueError: if ``labels`` is not 1-D, is empty, or ``test_fraction`` is not in
             (0, 1).
     """
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, int | float):
+    if not is_real(test_fraction):
         raise ValueError(
             f"test_fraction must be a number in (0, 1); got {type(test_fraction).__name__}."
         )
@@ -263,7 +263,7 @@ def fit_linear_probe(
             "distinct classes in the training labels."
         )
     max_iter = as_int(max_iter, "max_iter", hint=" (a positive integer)")
-    if isinstance(val_fraction, bool) or not 0.0 < float(val_fraction) < 1.0:
+    if not is_real(val_fraction) or not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(
             f"val_fraction must be strictly between 0 and 1 (e.g. 0.2); got {val_fraction!r}."
         )
@@ -516,7 +516,7 @@ def knn_accuracy(
     n_train = x_tr.shape[0]
     train_raw = _raw_labels(train_y, n_train, "train_y")
     test_raw = _raw_labels(test_y, x_te.shape[0], "test_y")
-    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+    if not is_int(k):
         raise ValueError(f"k must be a positive integer; got {type(k).__name__}.")
     k = int(k)
     if k < 1:

@@ -79,7 +79,7 @@ import torch
 from scipy.linalg import blas as _blas
 from scipy.special import entr
 
-from sslwatch.metrics._validation import as_int, as_matrix
+from sslwatch.metrics._validation import as_int, as_matrix, is_int, is_real
 
 __all__ = [
     "SecondMoments",
@@ -104,6 +104,7 @@ __all__ = [
     "spectra_from_moments",
     "stable_rank",
     "stable_rank_from_singular_values",
+    "warn_if_rank_capped",
 ]
 
 Method = Literal["auto", "gram", "svd"]
@@ -153,7 +154,7 @@ class SecondMoments:
     outer: torch.Tensor
 
     def __post_init__(self) -> None:
-        if isinstance(self.n, bool) or not isinstance(self.n, int | np.integer):
+        if not is_int(self.n):
             raise ValueError(f"SecondMoments.n must be an int row count; got {self.n!r}.")
         if self.n < 0:
             raise ValueError(f"SecondMoments.n must be >= 0; got {self.n}.")
@@ -224,7 +225,7 @@ class SecondMoments:
 
     def __radd__(self, other: object) -> SecondMoments:
         # Lets the built-in sum() start from 0.
-        if isinstance(other, int) and not isinstance(other, bool) and other == 0:
+        if is_int(other) and other == 0:
             return self
         if isinstance(other, SecondMoments):
             return other.merge(self)
@@ -514,16 +515,23 @@ def rankme(z: Any, eps: float = 1e-7, *, method: Method = "auto") -> float:
     """
     x = _matrix(z)
     _check_eps(eps)
-    n, d = x.shape
+    warn_if_rank_capped(x.shape[0], x.shape[1], stacklevel=2)
+    return rankme_from_singular_values(_singular_values(x, _check_method(method))[0], eps=eps)
+
+
+def warn_if_rank_capped(n: int, d: int, *, stacklevel: int = 2) -> None:
+    """Warn that RankMe of N < D embeddings is capped at N (the paper uses N = 25,600).
+
+    ``stacklevel`` is what the caller would pass to :func:`warnings.warn` itself.
+    """
     if n < d:
         warnings.warn(
             f"rankme on N={n} samples of dimension D={d}: with N < D the rank is capped at "
             f"N and RankMe underestimates the embedding's rank; use N >= D samples (the "
             f"RankMe paper uses N = {_PAPER_N:,}).",
             UserWarning,
-            stacklevel=2,
+            stacklevel=stacklevel + 1,
         )
-    return rankme_from_singular_values(_singular_values(x, _check_method(method))[0], eps=eps)
 
 
 def stable_rank(z: Any, *, method: Method = "auto") -> float:
@@ -1100,7 +1108,7 @@ def _as_spectrum(values: Any, name: str) -> np.ndarray:
 
 
 def _check_eps(eps: float) -> None:
-    if isinstance(eps, bool) or not isinstance(eps, int | float | np.floating | np.integer):
+    if not is_real(eps):
         raise ValueError(f"eps must be a float >= 0; got {eps!r}.")
     if not math.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be a finite float >= 0 (the paper uses 1e-7); got {eps!r}.")
@@ -1121,10 +1129,7 @@ def _check_fit_range(fit_range: Any) -> tuple[int, int]:
         isinstance(fit_range, Sequence | np.ndarray)
         and not isinstance(fit_range, str)
         and len(fit_range) == 2
-        and all(
-            isinstance(v, int | np.integer) and not isinstance(v, bool | np.bool_)
-            for v in fit_range
-        )
+        and all(is_int(v) for v in fit_range)
     )
     if not ok:
         raise ValueError(

@@ -18,7 +18,6 @@ produce NaN).
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import torch
 
 from sslwatch.metrics._scaling import unit_rows, unit_scaled
-from sslwatch.metrics._validation import as_matrix, as_views
+from sslwatch.metrics._validation import as_matrix, as_views, is_real
 
 __all__ = ["alignment", "collapse_std", "lidar", "uniformity"]
 
@@ -98,11 +97,11 @@ def lidar(views: Any, *, delta: float = 1e-4, eps: float = 1e-8) -> float:
         ValueError: wrong shape, fewer than 2 samples or views, non-finite values, or an
             invalid ``delta``/``eps``.
     """
-    if not _is_real(delta) or not delta > 0.0 or not math.isfinite(delta):
+    if not is_real(delta) or not delta > 0.0 or not math.isfinite(delta):
         raise ValueError(
             f"delta must be a finite number > 0 (the ridge on Sigma_w); got {delta!r}."
         )
-    if not _is_real(eps) or not eps >= 0.0 or not math.isfinite(eps):
+    if not is_real(eps) or not eps >= 0.0 or not math.isfinite(eps):
         raise ValueError(f"eps must be a finite number >= 0; got {eps!r}.")
     v = as_views(views, name="views")
     n, q, d = v.shape
@@ -164,7 +163,7 @@ def alignment(z1: Any, z2: Any, alpha: float = 2) -> float:
     Raises:
         ValueError: shapes differ, non-finite values, N < 1, or ``alpha <= 0``.
     """
-    if not _is_real(alpha) or not alpha > 0.0 or not math.isfinite(alpha):
+    if not is_real(alpha) or not alpha > 0.0 or not math.isfinite(alpha):
         raise ValueError(f"alpha must be a finite number > 0; got {alpha!r}.")
     a = as_matrix(z1, name="z1", min_rows=1)
     b = as_matrix(z2, name="z2", min_rows=1)
@@ -204,7 +203,7 @@ def uniformity(z: Any, t: float = 2) -> float:
     Raises:
         ValueError: fewer than 2 rows, non-finite values, or ``t <= 0``.
     """
-    if not _is_real(t) or not t > 0.0 or not math.isfinite(t):
+    if not is_real(t) or not t > 0.0 or not math.isfinite(t):
         raise ValueError(f"t must be a finite number > 0; got {t!r}.")
     x = as_matrix(z, name="z", min_rows=2)
     n = x.shape[0]
@@ -270,7 +269,3 @@ def _chunks(n: int, d: int) -> Iterator[tuple[int, int]]:
     step = max(1, _MAX_BLOCK_ENTRIES // max(d, 1))
     for lo in range(0, n, step):
         yield lo, min(n, lo + step)
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
