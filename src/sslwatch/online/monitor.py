@@ -56,13 +56,11 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
 import torch
-from torchmetrics import Metric
-from torchmetrics.utilities.distributed import gather_all_tensors
 
 import sslwatch.core.catalog  # noqa: F401  (fills the registry)
 from sslwatch.core.context import MetricContext, default_k
@@ -71,7 +69,7 @@ from sslwatch.core.evaluate import Evaluation, MetricValue, OnError, compute_met
 from sslwatch.core.registry import REGISTRY, MetricSpec, check_params
 from sslwatch.metrics._threads import blas_threads
 from sslwatch.metrics._validation import as_int, as_matrix
-from sslwatch.metrics.spectrum import SecondMoments, ShiftedGram, add_gram, add_gram_device
+from sslwatch.metrics.spectrum import SecondMoments
 from sslwatch.online.alarms import (
     DEFAULT_ALARMS,
     AlarmEvent,
@@ -80,6 +78,7 @@ from sslwatch.online.alarms import (
     CollapseWarning,
 )
 from sslwatch.online.keys import KEY_SPACE, NO_KEY, VIEW_SALT, KeyHasher
+from sslwatch.online.state import StreamBatch, StreamState
 
 __all__ = [
     "DEFAULT_RESERVOIR_SIZE",
@@ -98,358 +97,11 @@ DEFAULT_RESERVOIR_SIZE = 4096
 ``benchmarks/bench_monitor.py``) while k-means with k = 10 has ~400 points per cluster.
 """
 
-_DTYPE_CODES = {torch.float32: 1, torch.float64: 2}
-_CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
-
 GramDtype = Literal["auto", "float64", "float32"]
 
 
 class NonFiniteWarning(RuntimeWarning):
     """Embedding rows with NaN or Inf were seen; they were skipped, not averaged in."""
-
-
-# --------------------------------------------------------------------------------------
-# The torchmetrics state
-# --------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Batch:
-    """One update, prepared by :meth:`Monitor.update` (all on one device)."""
-
-    fold: torch.Tensor | None  # rows for the moments (non-finite ones removed or zeroed)
-    n_fold: torch.Tensor | int
-    n_seen: torch.Tensor | int  # finite rows in the batch
-    rows: torch.Tensor | None  # candidate reservoir rows
-    keys: torch.Tensor | None
-    nonfinite: torch.Tensor | int
-    view_rows: torch.Tensor | None = None  # (n, q * d)
-    view_keys: torch.Tensor | None = None
-    view_nonfinite: torch.Tensor | int = 0
-    gram32: bool = False
-
-
-def _as_list(state: Any) -> list[torch.Tensor]:
-    if isinstance(state, torch.Tensor):
-        return [state]
-    return list(state)
-
-
-def _bottom(
-    rows: list[torch.Tensor], keys: list[torch.Tensor], size: int
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The ``size`` finite rows with the smallest keys, sorted by key (ties: stable).
-
-    Ignores torchmetrics' 1-D placeholders for states no rank filled.
-    """
-    rows = [r for r in rows if r.ndim == 2]
-    keys = [k for k in keys if k.dtype == torch.int64]
-    if not rows or not keys:
-        return None, None
-    r, k = torch.cat(rows), torch.cat(keys)
-    order = torch.argsort(k, stable=True)[:size]
-    r, k = r[order], k[order]
-    valid = k != NO_KEY
-    if not bool(valid.all()):
-        r, k = r[valid], k[valid]
-    if r.shape[0] == 0:
-        return None, None
-    return r, k
-
-
-class _StreamState(Metric):
-    """Additive, mergeable state: moments (``sum``) and key sketches (``cat``).
-
-    ``outer`` holds the moments in its lower triangle (diagonal included); the strict
-    upper triangle is scratch (the CPU path uses BLAS ``dsyrk``, half the flops of a full
-    product). :meth:`compute` returns the symmetrised matrix.
-    """
-
-    full_state_update = False
-    is_differentiable = False
-    higher_is_better = None
-
-    count: torch.Tensor
-    seen: torch.Tensor
-    nonfinite: torch.Tensor
-    view_nonfinite: torch.Tensor
-    total: torch.Tensor
-    outer: torch.Tensor
-
-    def __init__(self, reservoir_size: int, process_group: Any = None) -> None:
-        super().__init__(
-            process_group=process_group, compute_with_cache=False, sync_on_compute=True
-        )
-        i64, f64 = torch.int64, torch.float64
-        self.add_state("count", torch.zeros((), dtype=i64), dist_reduce_fx="sum")
-        self.add_state("seen", torch.zeros((), dtype=i64), dist_reduce_fx="sum")
-        self.add_state("nonfinite", torch.zeros((), dtype=i64), dist_reduce_fx="sum")
-        self.add_state("view_nonfinite", torch.zeros((), dtype=i64), dist_reduce_fx="sum")
-        self.add_state("total", torch.zeros(0, dtype=f64), dist_reduce_fx="sum")
-        self.add_state("outer", torch.zeros(0, 0, dtype=f64), dist_reduce_fx="sum")
-        self.add_state("rows", [], dist_reduce_fx="cat")
-        self.add_state("keys", [], dist_reduce_fx="cat")
-        self.add_state("view_rows", [], dist_reduce_fx="cat")
-        self.add_state("view_keys", [], dist_reduce_fx="cat")
-        self.reservoir_size = int(reservoir_size)
-        # Layout, learned from the data (kept across reset: one representation per state).
-        self.dim = 0
-        self.row_dtype: torch.dtype | None = None
-        self.view_shape: tuple[int, int] = (0, 0)  # (q, d)
-        self.view_dtype: torch.dtype | None = None
-        self.force_device_path = False
-        self._local_reset()
-
-    def host_path(self, t: torch.Tensor) -> bool:
-        """Use the CPU code path (data-dependent shapes, BLAS syrk) for ``t``.
-
-        On accelerators the update avoids host-device syncs instead: no per-step
-        filtering, non-finite rows zeroed rather than dropped, counts kept as tensors.
-        ``force_device_path`` runs that path on the CPU too (used by the tests).
-        """
-        return t.device.type == "cpu" and not self.force_device_path
-
-    def _local_reset(self) -> None:
-        self._buffered = {"rows": 0, "view_rows": 0}
-        self._threshold: dict[str, int | None] = {"rows": None, "view_rows": None}
-        self._mixed: ShiftedGram | None = None
-
-    def reset(self) -> None:
-        """Clear the accumulated state (the learned layout is kept)."""
-        super().reset()
-        self._local_reset()
-
-    # -- update ---------------------------------------------------------------------------
-
-    def update(self, batch: _Batch) -> None:
-        """Fold one prepared batch into the state."""
-        self.count += batch.n_fold
-        self.seen += batch.n_seen
-        self.nonfinite += batch.nonfinite
-        self.view_nonfinite += batch.view_nonfinite
-        if batch.fold is not None:
-            self._fold(batch.fold, batch.gram32)
-        if batch.rows is not None and batch.keys is not None:
-            self._offer("rows", "keys", batch.rows, batch.keys)
-        if batch.view_rows is not None and batch.view_keys is not None:
-            self._offer("view_rows", "view_keys", batch.view_rows, batch.view_keys)
-
-    def _ensure_moments(self, d: int, device: torch.device) -> None:
-        if self.total.numel() == 0:
-            self.total = torch.zeros(d, dtype=torch.float64, device=device)
-            self.outer = torch.zeros(d, d, dtype=torch.float64, device=device)
-
-    def _fold(self, z: torch.Tensor, gram32: bool) -> None:
-        self._ensure_moments(int(z.shape[1]), z.device)
-        if z.shape[0] == 0:
-            return
-        if self.host_path(z):
-            a = np.ascontiguousarray(z.numpy())
-            total = self.total.numpy()
-            total += a.sum(axis=0, dtype=np.float64)
-            if gram32 and a.dtype == np.float32 and self._fold_mixed(a):
-                return
-            if not self.outer.is_contiguous():
-                self.outer = self.outer.contiguous()
-            # outer.numpy().T is a Fortran-ordered view whose upper triangle is the lower
-            # triangle of ``outer``: add_gram updates it in place.
-            target = self.outer.numpy().T
-            out = add_gram(target, a)
-            if not np.shares_memory(out, target):  # pragma: no cover
-                self.outer = torch.from_numpy(np.ascontiguousarray(out.T))
-            return
-        self.total += torch.sum(z, dim=0, dtype=torch.float64)
-        if gram32 and z.dtype == torch.float32:
-            self.outer += z.T @ z
-        else:
-            add_gram_device(self.outer, z)
-
-    def _fold_mixed(self, a: np.ndarray) -> bool:
-        """Fold float32 rows through float32 products around a fixed shift (CPU).
-
-        The scheme of the one-shot mixed-precision route, through the same
-        :class:`~sslwatch.metrics.spectrum.ShiftedGram` (shift: this rank's first batch
-        mean in float32); :meth:`_flush_mixed` adds its exact raw Gram to the moments.
-        Returns False (fold in float64 instead) when a value is outside the range where
-        float32 squares are safe.
-        """
-        amax = float(np.max(np.abs(a))) if a.size else 0.0
-        if not ShiftedGram.applies(amax):
-            return False
-        d = a.shape[1]
-        if self._mixed is None or self._mixed.shift.shape[0] != d:
-            self._mixed = ShiftedGram(a.mean(axis=0, dtype=np.float64).astype(np.float32))
-        self._mixed.update(a)
-        return True
-
-    def _flush_mixed(self) -> None:
-        """Move the shifted float32-product accumulators into the raw float64 moments."""
-        if self._mixed is None or not self._mixed.n:
-            return
-        if not self.outer.is_contiguous():
-            self.outer = self.outer.contiguous()
-        # upper triangle of the Fortran view = lower triangle of ``outer``
-        target = self.outer.numpy().T
-        target += self._mixed.raw_gram()
-        self._mixed.clear()
-
-    def sync(self, *args: Any, **kwargs: Any) -> None:
-        """torchmetrics' sync, after folding pending mixed-precision sums into the state
-        (torchmetrics caches the local state before reducing, so this must come first)."""
-        self._flush_mixed()
-        super().sync(*args, **kwargs)
-
-    def _offer(
-        self, rows_attr: str, keys_attr: str, rows: torch.Tensor, keys: torch.Tensor
-    ) -> None:
-        threshold = self._threshold[rows_attr]
-        if self.host_path(rows) and threshold is not None:
-            keep = keys.numpy() < threshold
-            if not keep.any():
-                return
-            rows = torch.from_numpy(rows.numpy()[keep])
-            keys = torch.from_numpy(keys.numpy()[keep])
-        elif self.host_path(rows):
-            rows = torch.from_numpy(rows.numpy().copy())
-            keys = torch.from_numpy(keys.numpy().copy())
-        else:
-            rows, keys = rows.clone(), keys.clone()
-        getattr(self, rows_attr).append(rows)
-        getattr(self, keys_attr).append(keys)
-        self._buffered[rows_attr] += int(rows.shape[0])
-        if self._buffered[rows_attr] >= 2 * self.reservoir_size:
-            self._compact(rows_attr, keys_attr)
-
-    def _compact(self, rows_attr: str, keys_attr: str) -> None:
-        rows, keys = _bottom(
-            _as_list(getattr(self, rows_attr)),
-            _as_list(getattr(self, keys_attr)),
-            self.reservoir_size,
-        )
-        if rows is None or keys is None:
-            return
-        setattr(self, rows_attr, [rows])
-        setattr(self, keys_attr, [keys])
-        self._buffered[rows_attr] = int(rows.shape[0])
-        if self.host_path(rows) and rows.shape[0] >= self.reservoir_size:
-            self._threshold[rows_attr] = int(keys[-1])
-
-    # -- distributed ----------------------------------------------------------------------
-
-    def _sync_dist(self, dist_sync_fn: Any = gather_all_tensors, process_group: Any = None) -> None:
-        self._agree_layout(process_group or self.process_group)
-        super()._sync_dist(dist_sync_fn, process_group=process_group)
-
-    def broadcast_values(self, values: list[float]) -> list[float]:
-        """Every rank adopts the values of the group's first rank (no-op without DDP).
-
-        Ranks compute on identical states, but BLAS kernels may round differently on
-        different hardware; one broadcast makes alarms and logs agree to the bit, so a
-        stop decision can never differ between ranks.
-        """
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized() and values):
-            return values
-        group = self.process_group
-        src = 0 if group is None else torch.distributed.get_global_rank(group, 0)
-        buf = torch.tensor(values, dtype=torch.float64, device=self._comm_device(group))
-        torch.distributed.broadcast(buf, src=src, group=group)
-        return [float(v) for v in buf.tolist()]
-
-    def _comm_device(self, group: Any) -> torch.device:
-        backend = str(torch.distributed.get_backend(group))
-        if backend == "nccl":
-            return torch.device("cuda", torch.cuda.current_device())
-        return self.device
-
-    def _agree_layout(self, group: Any) -> None:
-        """Agree on dimension and dtypes across ranks; give empty ranks empty states.
-
-        One ``all_reduce(MAX)`` of 9 integers. Ranks that saw embeddings of different
-        widths raise the same ``ValueError`` everywhere (no rank is left waiting).
-        """
-        big = 1 << 62
-        q, dv = self.view_shape
-        local = [
-            self.dim,
-            q,
-            dv,
-            _DTYPE_CODES.get(self.row_dtype, 0) if self.row_dtype is not None else 0,
-            _DTYPE_CODES.get(self.view_dtype, 0) if self.view_dtype is not None else 0,
-            int(self.total.numel() > 0),  # this rank holds moments
-        ]
-        negated = [-x if x else -big for x in local[:3]]
-        device = self._comm_device(group)
-        info = torch.tensor(local + negated, dtype=torch.int64, device=device)
-        torch.distributed.all_reduce(info, op=torch.distributed.ReduceOp.MAX, group=group)
-        got = [int(x) for x in info.tolist()]
-        d_max, q_max, dv_max, row_code, view_code, has_moments = got[:6]
-        mins = [-x for x in got[6:]]
-        for what, hi, lo in (
-            ("embedding dimension", d_max, mins[0]),
-            ("number of views", q_max, mins[1]),
-            ("view dimension", dv_max, mins[2]),
-        ):
-            if lo != big and lo != hi:
-                raise ValueError(
-                    f"ranks disagree on the {what} ({lo} vs {hi}); every rank must feed the "
-                    "monitor the same representation"
-                )
-        if device != self.device:
-            self.to(device)
-        if d_max:
-            self.dim = d_max
-            if has_moments:
-                self._ensure_moments(d_max, device)
-            self._ensure_rows("rows", "keys", d_max, _CODE_DTYPES.get(row_code), device)
-        if q_max and dv_max:
-            self.view_shape = (q_max, dv_max)
-            self._ensure_rows(
-                "view_rows", "view_keys", q_max * dv_max, _CODE_DTYPES.get(view_code), device
-            )
-
-    def _ensure_rows(
-        self,
-        rows_attr: str,
-        keys_attr: str,
-        width: int,
-        dtype: torch.dtype | None,
-        device: torch.device,
-    ) -> None:
-        if dtype is None:
-            return
-        rows = [r.to(dtype) for r in _as_list(getattr(self, rows_attr))]
-        keys = _as_list(getattr(self, keys_attr))
-        if not rows:
-            rows = [torch.empty(0, width, dtype=dtype, device=device)]
-            keys = [torch.empty(0, dtype=torch.int64, device=device)]
-        setattr(self, rows_attr, rows)
-        setattr(self, keys_attr, keys)
-
-    # -- compute --------------------------------------------------------------------------
-
-    def compute(self) -> dict[str, Any]:
-        """The (synced) state: counts, symmetrised moments and the two sorted samples."""
-        self._flush_mixed()
-        rows, keys = _bottom(_as_list(self.rows), _as_list(self.keys), self.reservoir_size)
-        view_rows, view_keys = _bottom(
-            _as_list(self.view_rows), _as_list(self.view_keys), self.reservoir_size
-        )
-        outer = self.outer
-        if outer.numel():
-            lower = torch.tril(outer)
-            outer = lower + torch.tril(outer, -1).T
-        return {
-            "count": int(self.count),
-            "seen": int(self.seen),
-            "nonfinite": int(self.nonfinite),
-            "view_nonfinite": int(self.view_nonfinite),
-            "total": self.total,
-            "outer": outer,
-            "rows": rows,
-            "keys": keys,
-            "view_rows": view_rows,
-            "view_keys": view_keys,
-        }
 
 
 # --------------------------------------------------------------------------------------
@@ -633,7 +285,7 @@ class Monitor:
         self.should_stop = False
         self.alarm_events: list[AlarmEvent] = []
         self._tracker = AlarmTracker(alarms) if alarms is not None else None
-        self._state = _StreamState(reservoir_size, process_group)
+        self._state = StreamState(reservoir_size, process_group)
         self._hasher = KeyHasher(self.seed)
         self._input_dtype: str | None = None
         self._updates = 0
@@ -741,7 +393,7 @@ class Monitor:
             n_fold = int(fold.shape[0]) if on_cpu else (chosen & ok).sum()
         if fold is None:
             n_fold = 0
-        batch = _Batch(
+        batch = StreamBatch(
             fold=fold,
             n_fold=n_fold,
             n_seen=n_seen,
@@ -960,7 +612,7 @@ class Monitor:
                 what = "embedding rows" if n >= 0 else "view samples"
                 self._report_nonfinite(step, int(count), abs(n), what, 4)
 
-    def _prepare_views(self, views: Any, step: int, batch: _Batch) -> None:
+    def _prepare_views(self, views: Any, step: int, batch: StreamBatch) -> None:
         if not hasattr(views, "ndim") or views.ndim != 3:
             raise ValueError(
                 "views must be 3-D with shape (n_samples, n_views, dim); got "
