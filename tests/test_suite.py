@@ -326,6 +326,39 @@ def test_public_api_names() -> None:
         assert hasattr(sslwatch, name), name
 
 
+def test_every_spec_refers_to_its_public_function(rng) -> None:  # type: ignore[no-untyped-def]
+    """``MetricSpec.function`` is the exported pure function; its text is derived."""
+    import functools
+
+    for spec in REGISTRY.values():
+        fn = spec.function
+        base = fn.func if isinstance(fn, functools.partial) else fn
+        assert getattr(sslwatch, base.__name__) is base, spec.name
+        assert spec.function_name.startswith(f"sslwatch.{base.__name__}")
+    assert REGISTRY["rankme"].function_name == "sslwatch.rankme"
+    gaussian = REGISTRY["entropy_gaussian"]
+    assert gaussian.function_name == "sslwatch.entropy(estimator='gaussian')"
+    # the spectrum metrics' functions give the values evaluate records
+    z = rng.normal(size=(300, 8)) * np.linspace(0.2, 3.0, 8)
+    names = ["rankme", "stable_rank", "nesum", "participation_ratio", "condition_number"]
+    res = evaluate(z, metrics=[*names, "entropy_gaussian"])
+    for name in names:
+        assert REGISTRY[name].function(z) == pytest.approx(res[name], rel=1e-9), name
+    assert gaussian.function(z) == pytest.approx(res["entropy_gaussian"], rel=1e-9)
+
+
+def test_uses_views_is_declared_not_named() -> None:
+    """The metrics that read the augmented views say so on their spec."""
+    from dataclasses import replace
+
+    readers = {s.name for s in REGISTRY.values() if s.uses_views}
+    assert readers == {"cluster_agreement", "lidar", "alignment", "uniformity"}
+    assert all(s.uses_views for s in REGISTRY.values() if s.kind == "views")
+    # a views-kind declaration gets the flag whatever it says
+    assert replace(REGISTRY["lidar"], uses_views=False).uses_views
+    assert REGISTRY["cluster_agreement"].definition_params is not None
+
+
 def test_user_k_is_validated_by_the_one_rule() -> None:
     from sslwatch.core.context import resolve_k
 

@@ -1,30 +1,37 @@
-"""Declarations of every metric in :data:`sslwatch.core.registry.REGISTRY`.
+"""Declarations of every metric: :data:`METRICS`, from which the registry is built.
 
 Each entry ties a registry name to a pure function in :mod:`sslwatch.metrics` and says
 what it reads from the :class:`~sslwatch.core.context.MetricContext`. This is the one place
-that lists metrics; everything else (suite, CLI, monitor, store, report) iterates the
-registry.
+that lists metrics; :data:`sslwatch.core.registry.REGISTRY` holds them, and everything
+else (evaluate, CLI, monitor, store, report) iterates the registry.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from sslwatch.core.context import MetricContext
-from sslwatch.core.registry import REGISTRY, Measurement, MetricSpec
+from sslwatch.core.spec import Measurement, MetricSpec
 from sslwatch.metrics.clustering import cluster_agreement, silhouette
 from sslwatch.metrics.entropy import entropy, gaussian_entropy_from_eigenvalues
-from sslwatch.metrics.probes import fit_linear_probe, knn_accuracy
+from sslwatch.metrics.probes import fit_linear_probe, knn_accuracy, linear_probe
 from sslwatch.metrics.spectrum import (
+    alpha_req,
     alpha_req_from_eigenvalues,
+    condition_number,
     condition_number_from_singular_values,
+    nesum,
     nesum_from_eigenvalues,
+    participation_ratio,
     participation_ratio_from_eigenvalues,
+    rankme,
     rankme_from_singular_values,
+    stable_rank,
     stable_rank_from_singular_values,
     warn_if_rank_capped,
 )
@@ -148,7 +155,8 @@ def _label_ami(ctx: MetricContext, p: Mapping[str, Any]) -> float:
 
 def _spectral(
     name: str,
-    fn: Any,
+    function: Callable[..., float],
+    from_spectrum: Callable[[Any], float],
     source: str,
     *,
     description: str,
@@ -156,19 +164,20 @@ def _spectral(
     higher_is_better: bool | None = True,
     default: bool = False,
 ) -> MetricSpec:
-    """A spectrum metric that is a plain function of one spectrum and has no parameters."""
+    """A spectrum metric without parameters: ``from_spectrum`` of one spectrum, the
+    ``"singular"`` values or the ``"covariance"`` eigenvalues."""
 
     def compute(ctx: MetricContext, p: Mapping[str, Any]) -> float:
         spectra = ctx.spectra
         values = spectra.singular_values if source == "singular" else spectra.covariance_eigenvalues
-        return float(fn(values))
+        return float(from_spectrum(values))
 
     return MetricSpec(
         name=name,
         kind="spectrum",
         needs="embeddings",
         compute=compute,
-        function=f"sslwatch.{name}",
+        function=function,
         higher_is_better=higher_is_better,
         cross_architecture=True,
         default=default,
@@ -177,255 +186,221 @@ def _spectral(
     )
 
 
-def _register_all() -> None:
-    reg = REGISTRY.register
-    reg(
-        MetricSpec(
-            name="rankme",
-            kind="spectrum",
-            needs="embeddings",
-            compute=_rankme,
-            function="sslwatch.rankme",
-            higher_is_better=True,
-            cross_architecture=True,
-            default=True,
-            params={"eps": 1e-7},
-            description="effective rank exp(H(p)), p = sigma / sum sigma (uncentered)",
-            citation=RANKME,
-        )
-    )
-    reg(
-        MetricSpec(
-            name="alpha_req",
-            kind="spectrum",
-            needs="embeddings",
-            compute=_alpha_req,
-            function="sslwatch.alpha_req",
-            higher_is_better=None,
-            cross_architecture=True,
-            default=True,
-            params={"fit_range": (4, 100)},
-            description="power-law decay alpha of covariance eigenvalues (best near 1)",
-            citation="Agrawal et al., alpha-ReQ, NeurIPS 2022",
-        )
-    )
-    reg(
-        _spectral(
-            "stable_rank",
-            stable_rank_from_singular_values,
-            "singular",
-            description="sum sigma^2 / sigma_max^2",
-            citation="Rudelson & Vershynin 2007",
-            default=True,
-        )
-    )
-    reg(
-        _spectral(
-            "nesum",
-            nesum_from_eigenvalues,
-            "covariance",
-            description="sum lambda_i / lambda_1 of the covariance",
-            citation="He & Ozay, collapsed vs whitened features, ICML 2022",
-        )
-    )
-    reg(
-        _spectral(
-            "participation_ratio",
-            participation_ratio_from_eigenvalues,
-            "covariance",
-            description="(sum lambda)^2 / sum lambda^2 of the covariance",
-            citation="Gao et al. 2017; Recanatesi et al. 2019",
-        )
-    )
-    reg(
-        _spectral(
-            "condition_number",
-            condition_number_from_singular_values,
-            "singular",
-            description="sigma_max / sigma_min over positive sigma",
-            citation="standard",
-            higher_is_better=False,
-        )
-    )
-    reg(
-        MetricSpec(
-            name="entropy_gaussian",
-            kind="spectrum",
-            needs="embeddings",
-            compute=_gaussian_entropy,
-            function="sslwatch.entropy(estimator='gaussian')",
-            higher_is_better=None,
-            cross_architecture=True,
-            default=True,
-            description="0.5 log det(2 pi e Sigma), nats (-inf when Sigma is singular)",
-            citation=XU,
-        )
-    )
-    reg(
-        MetricSpec(
-            name="silhouette",
-            kind="sample",
-            needs="embeddings",
-            compute=_silhouette,
-            function="sslwatch.silhouette",
-            higher_is_better=True,
-            cross_architecture=False,
-            default=True,
-            params={"metric": "euclidean"},
-            context_params=CLUSTER_CONTEXT,
-            description="mean silhouette of the k-means clustering",
-            citation=XU,
-        )
-    )
-    reg(
-        MetricSpec(
-            name="cluster_agreement",
-            kind="sample",
-            needs="embeddings",
-            compute=_cluster_agreement,
-            function="sslwatch.cluster_agreement",
-            higher_is_better=True,
-            cross_architecture=False,
-            default=True,
-            params={"method": "ami"},
-            context_params=CLUSTER_CONTEXT,
-            description=(
-                "AMI between two k-means clusterings (two views, else two seeds); "
-                "NaN for identical points (collapse)"
-            ),
-            citation=XU,
-        )
-    )
-    reg(
-        MetricSpec(
-            name="entropy",
-            kind="sample",
-            needs="embeddings",
-            compute=_entropy_knn,
-            function="sslwatch.entropy",
-            higher_is_better=None,
-            cross_architecture=True,
-            default=True,
-            params={"estimator": "knn", "k_neighbors": 3},
-            context_params=SAMPLE_CONTEXT,
-            description="Kozachenko-Leonenko kNN differential entropy, nats",
-            citation=XU,
-        )
-    )
-    reg(
-        MetricSpec(
-            name="collapse_std",
-            kind="sample",
-            needs="embeddings",
-            compute=_collapse_std,
-            function="sslwatch.collapse_std",
-            higher_is_better=True,
-            cross_architecture=False,
-            default=True,
-            context_params=SAMPLE_CONTEXT,
-            description="mean per-dim std of L2-normalised rows (0 = collapse, 1/sqrt(D) healthy)",
-            citation="Chen & He, SimSiam, CVPR 2021",
-        )
-    )
-    reg(
-        MetricSpec(
-            name="lidar",
-            kind="views",
-            needs="views",
-            compute=_lidar,
-            function="sslwatch.lidar",
-            higher_is_better=True,
-            cross_architecture=True,
-            default=True,
-            params={"delta": 1e-4, "eps": 1e-8},
-            description="effective rank of the LDA matrix of views (between / within sample)",
-            citation="Thilak et al., LiDAR, ICLR 2024",
-        )
-    )
-    reg(
-        MetricSpec(
-            name="alignment",
-            kind="views",
-            needs="views",
-            compute=_alignment,
-            function="sslwatch.alignment",
-            higher_is_better=False,
-            cross_architecture=True,
-            default=True,
-            params={"alpha": 2},
-            description="mean ||f(x) - f(x+)||^alpha of positive pairs (views 0 and 1)",
-            citation=WANG_ISOLA,
-        )
-    )
-    reg(
-        MetricSpec(
-            name="uniformity",
-            kind="views",
-            needs="views",
-            compute=_uniformity,
-            function="sslwatch.uniformity",
-            higher_is_better=False,
-            cross_architecture=True,
-            default=True,
-            params={"t": 2},
-            description="log mean exp(-t ||z_i - z_j||^2) over pairs (view 0)",
-            citation=WANG_ISOLA,
-        )
-    )
-    reg(
-        MetricSpec(
-            name="linear_probe",
-            kind="labels",
-            needs="labels",
-            compute=_linear_probe,
-            function="sslwatch.linear_probe",
-            higher_is_better=True,
-            cross_architecture=True,
-            default=True,
-            params={"l2": None},
-            context_params=PROBE_CONTEXT,
-            # 2: L2 search stopped by the held-out rule, refit to max|grad| <= 1e-3.
-            revision=2,
-            description="linear-probe accuracy on a seeded stratified split",
-            citation="standard SSL protocol",
-        )
-    )
-    reg(
-        MetricSpec(
-            name="knn_accuracy",
-            kind="labels",
-            needs="labels",
-            compute=_knn_accuracy,
-            function="sslwatch.knn_accuracy",
-            higher_is_better=True,
-            cross_architecture=True,
-            default=True,
-            params={"k_neighbors": 20, "temperature": 0.07},
-            context_params=PROBE_CONTEXT,
-            description="weighted cosine kNN accuracy on a seeded stratified split",
-            citation="Wu et al., InstDisc, CVPR 2018",
-        )
-    )
-    reg(
-        MetricSpec(
-            name="label_ami",
-            kind="labels",
-            needs="labels",
-            compute=_label_ami,
-            function="sslwatch.cluster_agreement",
-            higher_is_better=True,
-            cross_architecture=False,
-            default=True,
-            params={"method": "ami"},
-            context_params=CLUSTER_CONTEXT,
-            description="AMI between the k-means clustering and the labels",
-            citation=XU,
-        )
-    )
-
-
-EXTRA_DEFINITION_PARAMS = {"cluster_agreement": _agreement_source}
-"""Parameters that depend on the context (recorded in the definition)."""
-
-if "rankme" not in REGISTRY:
-    _register_all()
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        name="rankme",
+        kind="spectrum",
+        needs="embeddings",
+        compute=_rankme,
+        function=rankme,
+        higher_is_better=True,
+        cross_architecture=True,
+        default=True,
+        params={"eps": 1e-7},
+        description="effective rank exp(H(p)), p = sigma / sum sigma (uncentered)",
+        citation=RANKME,
+    ),
+    MetricSpec(
+        name="alpha_req",
+        kind="spectrum",
+        needs="embeddings",
+        compute=_alpha_req,
+        function=alpha_req,
+        higher_is_better=None,
+        cross_architecture=True,
+        default=True,
+        params={"fit_range": (4, 100)},
+        description="power-law decay alpha of covariance eigenvalues (best near 1)",
+        citation="Agrawal et al., alpha-ReQ, NeurIPS 2022",
+    ),
+    _spectral(
+        "stable_rank",
+        stable_rank,
+        stable_rank_from_singular_values,
+        "singular",
+        description="sum sigma^2 / sigma_max^2",
+        citation="Rudelson & Vershynin 2007",
+        default=True,
+    ),
+    _spectral(
+        "nesum",
+        nesum,
+        nesum_from_eigenvalues,
+        "covariance",
+        description="sum lambda_i / lambda_1 of the covariance",
+        citation="He & Ozay, collapsed vs whitened features, ICML 2022",
+    ),
+    _spectral(
+        "participation_ratio",
+        participation_ratio,
+        participation_ratio_from_eigenvalues,
+        "covariance",
+        description="(sum lambda)^2 / sum lambda^2 of the covariance",
+        citation="Gao et al. 2017; Recanatesi et al. 2019",
+    ),
+    _spectral(
+        "condition_number",
+        condition_number,
+        condition_number_from_singular_values,
+        "singular",
+        description="sigma_max / sigma_min over positive sigma",
+        citation="standard",
+        higher_is_better=False,
+    ),
+    MetricSpec(
+        name="entropy_gaussian",
+        kind="spectrum",
+        needs="embeddings",
+        compute=_gaussian_entropy,
+        function=functools.partial(entropy, estimator="gaussian"),
+        higher_is_better=None,
+        cross_architecture=True,
+        default=True,
+        description="0.5 log det(2 pi e Sigma), nats (-inf when Sigma is singular)",
+        citation=XU,
+    ),
+    MetricSpec(
+        name="silhouette",
+        kind="sample",
+        needs="embeddings",
+        compute=_silhouette,
+        function=silhouette,
+        higher_is_better=True,
+        cross_architecture=False,
+        default=True,
+        params={"metric": "euclidean"},
+        context_params=CLUSTER_CONTEXT,
+        description="mean silhouette of the k-means clustering",
+        citation=XU,
+    ),
+    MetricSpec(
+        name="cluster_agreement",
+        kind="sample",
+        needs="embeddings",
+        compute=_cluster_agreement,
+        function=cluster_agreement,
+        higher_is_better=True,
+        cross_architecture=False,
+        default=True,
+        params={"method": "ami"},
+        context_params=CLUSTER_CONTEXT,
+        definition_params=_agreement_source,
+        uses_views=True,
+        description=(
+            "AMI between two k-means clusterings (two views, else two seeds); "
+            "NaN for identical points (collapse)"
+        ),
+        citation=XU,
+    ),
+    MetricSpec(
+        name="entropy",
+        kind="sample",
+        needs="embeddings",
+        compute=_entropy_knn,
+        function=entropy,
+        higher_is_better=None,
+        cross_architecture=True,
+        default=True,
+        params={"estimator": "knn", "k_neighbors": 3},
+        context_params=SAMPLE_CONTEXT,
+        description="Kozachenko-Leonenko kNN differential entropy, nats",
+        citation=XU,
+    ),
+    MetricSpec(
+        name="collapse_std",
+        kind="sample",
+        needs="embeddings",
+        compute=_collapse_std,
+        function=collapse_std,
+        higher_is_better=True,
+        cross_architecture=False,
+        default=True,
+        context_params=SAMPLE_CONTEXT,
+        description="mean per-dim std of L2-normalised rows (0 = collapse, 1/sqrt(D) healthy)",
+        citation="Chen & He, SimSiam, CVPR 2021",
+    ),
+    MetricSpec(
+        name="lidar",
+        kind="views",
+        needs="views",
+        compute=_lidar,
+        function=lidar,
+        higher_is_better=True,
+        cross_architecture=True,
+        default=True,
+        params={"delta": 1e-4, "eps": 1e-8},
+        description="effective rank of the LDA matrix of views (between / within sample)",
+        citation="Thilak et al., LiDAR, ICLR 2024",
+    ),
+    MetricSpec(
+        name="alignment",
+        kind="views",
+        needs="views",
+        compute=_alignment,
+        function=alignment,
+        higher_is_better=False,
+        cross_architecture=True,
+        default=True,
+        params={"alpha": 2},
+        description="mean ||f(x) - f(x+)||^alpha of positive pairs (views 0 and 1)",
+        citation=WANG_ISOLA,
+    ),
+    MetricSpec(
+        name="uniformity",
+        kind="views",
+        needs="views",
+        compute=_uniformity,
+        function=uniformity,
+        higher_is_better=False,
+        cross_architecture=True,
+        default=True,
+        params={"t": 2},
+        description="log mean exp(-t ||z_i - z_j||^2) over pairs (view 0)",
+        citation=WANG_ISOLA,
+    ),
+    MetricSpec(
+        name="linear_probe",
+        kind="labels",
+        needs="labels",
+        compute=_linear_probe,
+        function=linear_probe,
+        higher_is_better=True,
+        cross_architecture=True,
+        default=True,
+        params={"l2": None},
+        context_params=PROBE_CONTEXT,
+        # 2: L2 search stopped by the held-out rule, refit to max|grad| <= 1e-3.
+        revision=2,
+        description="linear-probe accuracy on a seeded stratified split",
+        citation="standard SSL protocol",
+    ),
+    MetricSpec(
+        name="knn_accuracy",
+        kind="labels",
+        needs="labels",
+        compute=_knn_accuracy,
+        function=knn_accuracy,
+        higher_is_better=True,
+        cross_architecture=True,
+        default=True,
+        params={"k_neighbors": 20, "temperature": 0.07},
+        context_params=PROBE_CONTEXT,
+        description="weighted cosine kNN accuracy on a seeded stratified split",
+        citation="Wu et al., InstDisc, CVPR 2018",
+    ),
+    MetricSpec(
+        name="label_ami",
+        kind="labels",
+        needs="labels",
+        compute=_label_ami,
+        function=cluster_agreement,
+        higher_is_better=True,
+        cross_architecture=False,
+        default=True,
+        params={"method": "ami"},
+        context_params=CLUSTER_CONTEXT,
+        description="AMI between the k-means clustering and the labels",
+        citation=XU,
+    ),
+)
+"""Every metric, in the order of tables and reports."""

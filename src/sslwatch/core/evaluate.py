@@ -19,8 +19,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-import sslwatch.core.catalog  # noqa: F401  (fills the registry)
-from sslwatch.core.catalog import EXTRA_DEFINITION_PARAMS
 from sslwatch.core.context import MetricContext, resolve_k
 from sslwatch.core.definitions import MetricDefinition
 from sslwatch.core.registry import REGISTRY, Measurement, MetricSpec, check_params
@@ -246,12 +244,11 @@ def definition_for(spec: MetricSpec, ctx: MetricContext, p: Mapping[str, Any]) -
     params = dict(p)
     for name in spec.context_params:
         params[name] = getattr(ctx, name)
-    extra = EXTRA_DEFINITION_PARAMS.get(spec.name)
-    if extra is not None:
-        params.update(extra(ctx))
+    if spec.definition_params is not None:
+        params.update(spec.definition_params(ctx))
     if spec.kind == "spectrum":
         n = ctx.n_total
-    elif spec.kind == "views" or (spec.name == "cluster_agreement" and ctx.views is not None):
+    elif spec.kind == "views" or (spec.uses_views and ctx.views is not None):
         n = ctx.n_views
     else:
         n = ctx.n_sample
