@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+import sslwatch.online.state
 from sslwatch.core.evaluate import evaluate
 from sslwatch.core.registry import REGISTRY
 from sslwatch.metrics.spectrum import alpha_req, rankme, stable_rank
@@ -350,7 +351,12 @@ def test_nonfinite_rows_are_skipped_counted_and_reported() -> None:
     assert res.log_dict()["sslwatch/embeddings/nonfinite_rows"] == 4.0
 
 
-def test_accelerator_path_equals_host_path() -> None:
+def sync_free_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send CPU tensors down the sync-free path that tensors on accelerators take."""
+    monkeypatch.setattr(sslwatch.online.state, "on_host", lambda t: False)
+
+
+def test_accelerator_path_equals_host_path(monkeypatch: pytest.MonkeyPatch) -> None:
     """The sync-free path used on GPUs (run here on the CPU) gives the same state."""
     x = decaying(700, 10, seed=9)
     x[[3, 400]] = np.nan
@@ -359,8 +365,9 @@ def test_accelerator_path_equals_host_path() -> None:
     names = ["rankme", "alpha_req", "collapse_std", "lidar"]
     results, samples, warned = [], [], []
     for device_path in (False, True):
+        if device_path:
+            sync_free_path(monkeypatch)
         mon = Monitor(names, reservoir_size=60, alarms=None)
-        mon._state.force_device_path = device_path
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             for i, sl in enumerate(uneven_batches(700, 8)):
@@ -403,11 +410,11 @@ def test_mixed_route_is_centred_so_a_large_mean_keeps_the_covariance_precise() -
         assert again[name] == pytest.approx(oracle[name], rel=1e-5), name
 
 
-def test_autocast_does_not_lower_the_moments_precision() -> None:
+def test_autocast_does_not_lower_the_moments_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     x = decaying(600, 16, seed=10)
     oracle = np_spectrum_oracle(x.astype(np.float32).astype(np.float64))["rankme"]
     mon = Monitor(["rankme"], alarms=None, gram_dtype="float32")
-    mon._state.force_device_path = True  # torch matmul path, which autocast would hit
+    sync_free_path(monkeypatch)  # torch matmul path, which autocast would hit
     with torch.autocast("cpu", dtype=torch.bfloat16):
         feed(mon, torch.from_numpy(x).float(), uneven_batches(600, 11))
     assert mon.compute()["rankme"] == pytest.approx(oracle, rel=1e-5)

@@ -59,7 +59,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 import sslwatch.core.catalog  # noqa: F401  (fills the registry)
@@ -77,8 +76,8 @@ from sslwatch.online.alarms import (
     CollapseAlarms,
     CollapseWarning,
 )
-from sslwatch.online.keys import KEY_SPACE, NO_KEY, VIEW_SALT, KeyHasher
-from sslwatch.online.state import StreamBatch, StreamState
+from sslwatch.online.keys import KEY_SPACE, VIEW_SALT, KeyHasher
+from sslwatch.online.state import FiniteRows, StreamBatch, StreamState, finite_rows
 
 __all__ = [
     "DEFAULT_RESERVOIR_SIZE",
@@ -291,8 +290,8 @@ class Monitor:
         self._updates = 0
         self._last_step: int | None = None
         self._nonfinite_steps: list[int | None] = []
-        # (step, count tensor, batch size; negative for view samples), read at compute
-        self._pending_nonfinite: list[tuple[int | None, torch.Tensor, int]] = []
+        # (step, count tensor, batch size, what), read at compute
+        self._pending_nonfinite: list[tuple[int | None, torch.Tensor, int, str]] = []
         if dim is not None:
             self._announce_moment_cost(int(dim))
 
@@ -362,51 +361,50 @@ class Monitor:
             z = z.to(st.row_dtype)
         if st.device != z.device:
             st.to(z.device)
-        on_cpu = st.host_path(z)
-        nonfinite: torch.Tensor | int
-        if on_cpu:
-            # numpy for the small host-side ops: no thread wake-ups per call
-            a = np.ascontiguousarray(z.numpy())
-            ok_np = np.isfinite(a).all(axis=1)
-            bad = int(a.shape[0] - np.count_nonzero(ok_np))
-            if bad:
-                self._report_nonfinite(step, bad, int(z.shape[0]), "embedding rows", 4)
-                a = a[ok_np]
-            z = torch.from_numpy(a)
-            nonfinite = bad
-            n_seen: torch.Tensor | int = int(z.shape[0])
-        else:
-            ok = torch.isfinite(z).all(dim=1)
-            nonfinite = (~ok).sum()
-            self._pending_nonfinite.append((step, nonfinite, int(z.shape[0])))
-            z = torch.where(ok[:, None], z, torch.zeros((), dtype=z.dtype, device=z.device))
-            n_seen = ok.sum()
-        n_fold = n_seen
-        need_keys = self._needs_sample or self.moment_fraction < 1.0
-        keys = self._hasher(z) if need_keys and z.shape[0] else None
-        if keys is not None and not on_cpu:
-            keys = torch.where(ok, keys, torch.full_like(keys, NO_KEY))
-        fold: torch.Tensor | None = z if self._needs_moments else None
-        if fold is not None and self.moment_fraction < 1.0 and keys is not None:
-            chosen = keys < int(self.moment_fraction * KEY_SPACE)
-            fold = z[chosen]
-            n_fold = int(fold.shape[0]) if on_cpu else (chosen & ok).sum()
-        if fold is None:
-            n_fold = 0
-        batch = StreamBatch(
-            fold=fold,
-            n_fold=n_fold,
-            n_seen=n_seen,
-            rows=z if self._needs_sample else None,
-            keys=keys if self._needs_sample else None,
-            nonfinite=nonfinite,
-            gram32=self._gram32(z),
-        )
+        batch = self._embedding_batch(self._screen(z, step, "embedding rows"))
         if views is not None and self._needs_views:
-            self._prepare_views(views, step, batch)
+            screened = self._screen(self._view_matrix(views), step, "view samples")
+            batch.view_rows = screened.rows
+            batch.view_keys = screened.mask_keys(self._hasher(screened.rows, VIEW_SALT))
+            batch.view_nonfinite = screened.nonfinite
         st.update(batch)
         self._updates += 1
         self._last_step = step
+
+    def _screen(self, rows: torch.Tensor, step: int, what: str) -> FiniteRows:
+        """Screen ``rows`` for NaN/Inf and report them: now on the host path, at the next
+        :meth:`compute` on the sync-free one (reading the count would wait for the device)."""
+        screened = finite_rows(rows)
+        n = int(rows.shape[0])
+        if screened.mask is not None:
+            self._pending_nonfinite.append((step, torch.as_tensor(screened.nonfinite), n, what))
+        elif screened.nonfinite:
+            self._report_nonfinite(step, int(screened.nonfinite), n, what, 5)
+        return screened
+
+    def _embedding_batch(self, screened: FiniteRows) -> StreamBatch:
+        """What the state folds from one batch's screened embeddings: the rows for the
+        moments (the key-chosen subsample below ``moment_fraction`` 1) and the keyed
+        reservoir candidates."""
+        z = screened.rows
+        need_keys = self._needs_sample or self.moment_fraction < 1.0
+        keys = screened.mask_keys(self._hasher(z)) if need_keys and z.shape[0] else None
+        fold: torch.Tensor | None = z if self._needs_moments else None
+        n_fold = screened.n_finite if fold is not None else 0
+        if fold is not None and self.moment_fraction < 1.0 and keys is not None:
+            chosen = keys < int(self.moment_fraction * KEY_SPACE)
+            fold = z[chosen]
+            mask = screened.mask
+            n_fold = int(fold.shape[0]) if mask is None else (chosen & mask).sum()
+        return StreamBatch(
+            fold=fold,
+            n_fold=n_fold,
+            n_seen=screened.n_finite,
+            rows=z if self._needs_sample else None,
+            keys=keys if self._needs_sample else None,
+            nonfinite=screened.nonfinite,
+            gram32=self._gram32(z),
+        )
 
     def compute(self, *, step: int | None = None, epoch: int | None = None) -> MonitorResult:
         """Metric values over everything seen since the last :meth:`reset` (all ranks).
@@ -606,13 +604,13 @@ class Monitor:
         if not self._pending_nonfinite:
             return
         pending, self._pending_nonfinite = self._pending_nonfinite, []
-        counts = torch.stack([c.to("cpu") for _, c, _ in pending]).tolist()
-        for (step, _, n), count in zip(pending, counts, strict=True):
+        counts = torch.stack([c.to("cpu") for _, c, _, _ in pending]).tolist()
+        for (step, _, n, what), count in zip(pending, counts, strict=True):
             if count:
-                what = "embedding rows" if n >= 0 else "view samples"
-                self._report_nonfinite(step, int(count), abs(n), what, 4)
+                self._report_nonfinite(step, int(count), n, what, 4)
 
-    def _prepare_views(self, views: Any, step: int, batch: StreamBatch) -> None:
+    def _view_matrix(self, views: Any) -> torch.Tensor:
+        """(n, q, d) views checked against earlier updates, as (n, q * d) rows."""
         if not hasattr(views, "ndim") or views.ndim != 3:
             raise ValueError(
                 "views must be 3-D with shape (n_samples, n_views, dim); got "
@@ -634,27 +632,7 @@ class Monitor:
         elif flat.dtype != st.view_dtype:
             flat = flat.to(st.view_dtype)
         st.view_shape = (q, dv)
-        if st.host_path(flat):
-            a = np.ascontiguousarray(flat.numpy())
-            ok_np = np.isfinite(a).all(axis=1)
-            bad = n - int(np.count_nonzero(ok_np))
-            if bad:
-                self._report_nonfinite(step, bad, n, "view samples", 5)
-                a = a[ok_np]
-            batch.view_nonfinite = bad
-            flat = torch.from_numpy(a)
-            keys = self._hasher(flat, VIEW_SALT)
-        else:
-            ok = torch.isfinite(flat).all(dim=1)
-            batch.view_nonfinite = (~ok).sum()
-            self._pending_nonfinite.append((step, batch.view_nonfinite, -n))
-            flat = torch.where(
-                ok[:, None], flat, torch.zeros((), dtype=flat.dtype, device=flat.device)
-            )
-            keys = torch.where(
-                ok, self._hasher(flat, VIEW_SALT), torch.full((n,), NO_KEY, device=flat.device)
-            )
-        batch.view_rows, batch.view_keys = flat, keys
+        return flat
 
     def _nan_records(
         self, specs: list[MetricSpec], ctx: MetricContext, reason: str

@@ -21,10 +21,53 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 from sslwatch.metrics.spectrum import ShiftedGram, add_gram, add_gram_device
 from sslwatch.online.keys import NO_KEY
 
-__all__ = ["StreamBatch", "StreamState"]
+__all__ = ["FiniteRows", "StreamBatch", "StreamState", "finite_rows", "on_host"]
 
 _DTYPE_CODES = {torch.float32: 1, torch.float64: 2}
 _CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
+
+
+def on_host(t: torch.Tensor) -> bool:
+    """Whether ``t`` takes the host path: CPU tensors, handled through numpy.
+
+    The host path drops non-finite rows at once, offers the reservoir only rows below
+    its current threshold and folds the moments with BLAS ``syrk``. Tensors on
+    accelerators take the sync-free path instead, so that an update never waits for the
+    device: non-finite rows are zeroed (and keyed :data:`~sslwatch.online.keys.NO_KEY`)
+    rather than dropped, counts stay tensors, and nothing is filtered per step.
+    """
+    return t.device.type == "cpu"
+
+
+@dataclass
+class FiniteRows:
+    """A batch screened for NaN and Inf (see :func:`finite_rows`)."""
+
+    rows: torch.Tensor  # host path: the finite rows; sync-free path: all, non-finite zeroed
+    mask: torch.Tensor | None  # sync-free path: which rows are finite; None on the host
+    n_finite: torch.Tensor | int
+    nonfinite: torch.Tensor | int
+
+    def mask_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """``keys`` of :attr:`rows`, with :data:`~sslwatch.online.keys.NO_KEY` for the
+        zeroed non-finite rows, which the reservoir must never keep."""
+        if self.mask is None:
+            return keys
+        return torch.where(self.mask, keys, torch.full_like(keys, NO_KEY))
+
+
+def finite_rows(z: torch.Tensor) -> FiniteRows:
+    """Screen the (n, w) rows ``z`` for NaN and Inf, on the path :func:`on_host` picks."""
+    if on_host(z):
+        a = np.ascontiguousarray(z.numpy())  # numpy: no thread wake-ups for small ops
+        ok = np.isfinite(a).all(axis=1)
+        bad = int(a.shape[0] - np.count_nonzero(ok))
+        if bad:
+            a = a[ok]
+        return FiniteRows(torch.from_numpy(a), None, int(a.shape[0]), bad)
+    mask = torch.isfinite(z).all(dim=1)
+    zeroed = torch.where(mask[:, None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+    return FiniteRows(zeroed, mask, mask.sum(), (~mask).sum())
 
 
 @dataclass
@@ -111,17 +154,7 @@ class StreamState(Metric):
         self.row_dtype: torch.dtype | None = None
         self.view_shape: tuple[int, int] = (0, 0)  # (q, d)
         self.view_dtype: torch.dtype | None = None
-        self.force_device_path = False
         self._local_reset()
-
-    def host_path(self, t: torch.Tensor) -> bool:
-        """Use the CPU code path (data-dependent shapes, BLAS syrk) for ``t``.
-
-        On accelerators the update avoids host-device syncs instead: no per-step
-        filtering, non-finite rows zeroed rather than dropped, counts kept as tensors.
-        ``force_device_path`` runs that path on the CPU too (used by the tests).
-        """
-        return t.device.type == "cpu" and not self.force_device_path
 
     def _local_reset(self) -> None:
         self._buffered = {"rows": 0, "view_rows": 0}
@@ -157,7 +190,7 @@ class StreamState(Metric):
         self._ensure_moments(int(z.shape[1]), z.device)
         if z.shape[0] == 0:
             return
-        if self.host_path(z):
+        if on_host(z):
             a = np.ascontiguousarray(z.numpy())
             total = self.total.numpy()
             total += a.sum(axis=0, dtype=np.float64)
@@ -217,13 +250,13 @@ class StreamState(Metric):
         self, rows_attr: str, keys_attr: str, rows: torch.Tensor, keys: torch.Tensor
     ) -> None:
         threshold = self._threshold[rows_attr]
-        if self.host_path(rows) and threshold is not None:
+        if on_host(rows) and threshold is not None:
             keep = keys.numpy() < threshold
             if not keep.any():
                 return
             rows = torch.from_numpy(rows.numpy()[keep])
             keys = torch.from_numpy(keys.numpy()[keep])
-        elif self.host_path(rows):
+        elif on_host(rows):
             rows = torch.from_numpy(rows.numpy().copy())
             keys = torch.from_numpy(keys.numpy().copy())
         else:
@@ -245,7 +278,7 @@ class StreamState(Metric):
         setattr(self, rows_attr, [rows])
         setattr(self, keys_attr, [keys])
         self._buffered[rows_attr] = int(rows.shape[0])
-        if self.host_path(rows) and rows.shape[0] >= self.reservoir_size:
+        if on_host(rows) and rows.shape[0] >= self.reservoir_size:
             self._threshold[rows_attr] = int(keys[-1])
 
     # -- distributed ----------------------------------------------------------------------
