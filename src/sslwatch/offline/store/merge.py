@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from sslwatch.offline.store.damage import _damage_guard
 from sslwatch.offline.store.result_store import ResultStore, _find_point, _output_store
@@ -122,48 +123,98 @@ def merge_stores(
     return MergeSummary(sources=len(source_paths), conflicts=tuple(conflicts), **counts)
 
 
+class _SourceRows(NamedTuple):
+    """Every row of one source store, read in one snapshot."""
+
+    runs: list[Any]
+    points: list[Any]
+    definitions: list[Any]
+    results: list[Any]
+    timings: list[Any]
+
+
+def _read_source(reader: ResultStore) -> _SourceRows:
+    """All rows of ``reader`` in one read transaction (a version-1 store has no seconds,
+    outcomes or timings)."""
+    rconn = reader._db()
+    extra = "seconds, outcome" if reader._has_seconds else "NULL, NULL"
+    with _damage_guard(reader.path):
+        rconn.execute("BEGIN")  # one read snapshot of the source
+        try:
+            return _SourceRows(
+                runs=rconn.execute(
+                    "SELECT id, name, method, architecture, meta, created FROM runs"
+                ).fetchall(),
+                points=rconn.execute(
+                    "SELECT id, run_id, source, path, epoch, step, status, error, created,"
+                    " updated FROM points ORDER BY id"
+                ).fetchall(),
+                definitions=rconn.execute(
+                    "SELECT digest, metric, n, d, dtype, revision, definition FROM definitions"
+                ).fetchall(),
+                results=rconn.execute(
+                    "SELECT point_id, representation, digest, value, is_nan, version, created,"
+                    f" {extra} FROM results"
+                ).fetchall(),
+                timings=(
+                    rconn.execute(
+                        "SELECT point_id, representation, name, seconds, created FROM point_timings"
+                    ).fetchall()
+                    if reader._has_seconds
+                    else []
+                ),
+            )
+        finally:
+            if rconn.in_transaction:
+                rconn.execute("ROLLBACK")
+
+
 def _merge_one(
     dst: ResultStore,
     reader: ResultStore,
     counts: dict[str, int],
     conflicts: list[MergeConflict],
 ) -> None:
-    label = str(reader.path)
-    rconn = reader._db()
-    extra = "seconds, outcome" if reader._has_seconds else "NULL, NULL"
-    with _damage_guard(reader.path):
-        rconn.execute("BEGIN")  # one read snapshot of the source
-        try:
-            runs = rconn.execute(
-                "SELECT id, name, method, architecture, meta, created FROM runs"
-            ).fetchall()
-            points = rconn.execute(
-                "SELECT id, run_id, source, path, epoch, step, status, error, created, updated"
-                " FROM points ORDER BY id"
-            ).fetchall()
-            definitions = rconn.execute(
-                "SELECT digest, metric, n, d, dtype, revision, definition FROM definitions"
-            ).fetchall()
-            results = rconn.execute(
-                "SELECT point_id, representation, digest, value, is_nan, version, created,"
-                f" {extra} FROM results"
-            ).fetchall()
-            timings = (
-                rconn.execute(
-                    "SELECT point_id, representation, name, seconds, created FROM point_timings"
-                ).fetchall()
-                if reader._has_seconds
-                else []
-            )
-        finally:
-            if rconn.in_transaction:
-                rconn.execute("ROLLBACK")
-
+    """Merge one source into ``dst`` in one write transaction: runs, then points, then
+    definitions, results and timings (each step maps the source's ids to the output's)."""
+    rows = _read_source(reader)
     with dst._write() as conn:
-        run_map: dict[int, int] = {}
-        run_names: dict[int, str] = {}
+        merge = _SourceMerge(conn, str(reader.path), counts, conflicts)
+        merge.runs(rows.runs)
+        merge.points(rows.points, rows.results)
+        merge.definitions(rows.definitions)
+        merge.results(rows.results, rows.definitions)
+        merge.timings(rows.timings)
+
+
+class _SourceMerge:
+    """The steps of merging one source's rows into the output, inside its transaction.
+
+    Source row ids are mapped to output ids as runs and points are merged; each step
+    counts what it added and reports what conflicts.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        label: str,
+        counts: dict[str, int],
+        conflicts: list[MergeConflict],
+    ) -> None:
+        self.conn = conn
+        self.label = label
+        self.counts = counts
+        self.conflicts = conflicts
+        self.run_ids: dict[int, int] = {}
+        self.run_names: dict[int, str] = {}
+        self.point_ids: dict[int, int] = {}
+        self.point_names: dict[int, str] = {}
+
+    def runs(self, runs: Sequence[Any]) -> None:
+        """Runs by name: new ones added; missing method, architecture and meta keys filled."""
+        conn = self.conn
         for sid, name, method, arch, meta, created in runs:
-            run_names[sid] = name
+            self.run_names[sid] = name
             row = conn.execute(
                 "SELECT id, method, architecture, meta FROM runs WHERE name = ?", (name,)
             ).fetchone()
@@ -173,17 +224,19 @@ def _merge_one(
                     " VALUES (?, ?, ?, ?, ?)",
                     (name, method, arch, meta, created),
                 )
-                run_map[sid] = int(cur.lastrowid)  # type: ignore[arg-type]
-                counts["runs_added"] += 1
+                self.run_ids[sid] = int(cur.lastrowid)  # type: ignore[arg-type]
+                self.counts["runs_added"] += 1
                 continue
             did, old_method, old_arch, old_meta = row
-            run_map[sid] = int(did)
+            self.run_ids[sid] = int(did)
             for what, old, new in (
                 ("method", old_method, method),
                 ("architecture", old_arch, arch),
             ):
                 if old is not None and new is not None and old != new:
-                    conflicts.append(MergeConflict("run", label, f"{name!r} {what}", old, new))
+                    self.conflicts.append(
+                        MergeConflict("run", self.label, f"{name!r} {what}", old, new)
+                    )
             merged_meta = {**json.loads(meta), **json.loads(old_meta)}  # output keys win
             conn.execute(
                 "UPDATE runs SET method = coalesce(method, ?),"
@@ -191,13 +244,15 @@ def _merge_one(
                 (method, arch, _dump_meta(merged_meta), did),
             )
 
-        point_map: dict[int, int] = {}
-        point_names: dict[int, str] = {}
+    def points(self, points: Sequence[Any], results: Sequence[Any]) -> None:
+        """Points by (run, path) or position: new ones added; missing epoch/step filled; the
+        most informative status kept. A path stored with another source is a conflict and
+        its results are left out."""
+        conn = self.conn
         for sid, srun, source, path, epoch, step, status, error, created, updated in points:
-            run_id = run_map[srun]
-            point_names[sid] = (
-                f"run {run_names[srun]!r} {_describe_point(source, path, epoch, step)}"
-            )
+            run_id = self.run_ids[srun]
+            name = f"run {self.run_names[srun]!r} {_describe_point(source, path, epoch, step)}"
+            self.point_names[sid] = name
             found = _find_point(conn, run_id, source, path, epoch, step)
             if found is None:
                 cur = conn.execute(
@@ -205,28 +260,28 @@ def _merge_one(
                     " created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (run_id, source, path, epoch, step, status, error, created, updated),
                 )
-                point_map[sid] = int(cur.lastrowid)  # type: ignore[arg-type]
-                counts["points_added"] += 1
+                self.point_ids[sid] = int(cur.lastrowid)  # type: ignore[arg-type]
+                self.counts["points_added"] += 1
                 continue
             did, old_source, old_epoch, old_step, old_status, _old_error = found
             if old_source != source:
                 # Same path, other source: not the same thing; keep the output's, skip ours.
                 n_skipped = sum(1 for r in results if r[0] == sid)
-                conflicts.append(
+                self.conflicts.append(
                     MergeConflict(
                         "point",
-                        label,
-                        f"{point_names[sid]} source ({n_skipped} results not merged)",
+                        self.label,
+                        f"{name} source ({n_skipped} results not merged)",
                         old_source,
                         source,
                     )
                 )
                 continue
-            point_map[sid] = int(did)
+            self.point_ids[sid] = int(did)
             for what, old, new in (("epoch", old_epoch, epoch), ("step", old_step, step)):
                 if old is not None and new is not None and old != new:
-                    conflicts.append(
-                        MergeConflict("point", label, f"{point_names[sid]} {what}", old, new)
+                    self.conflicts.append(
+                        MergeConflict("point", self.label, f"{name} {what}", old, new)
                     )
             conn.execute(
                 "UPDATE points SET epoch = coalesce(epoch, ?), step = coalesce(step, ?)"
@@ -239,19 +294,25 @@ def _merge_one(
                     (status, None if status == "ok" else error, updated, did),
                 )
 
+    def definitions(self, definitions: Sequence[Any]) -> None:
+        """Definitions by digest: the first stored JSON stays."""
         for row in definitions:
-            cur = conn.execute(
+            cur = self.conn.execute(
                 "INSERT OR IGNORE INTO definitions"
                 " (digest, metric, n, d, dtype, revision, definition) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 tuple(row),
             )
-            counts["definitions_added"] += cur.rowcount
+            self.counts["definitions_added"] += cur.rowcount
 
+    def results(self, results: Sequence[Any], definitions: Sequence[Any]) -> None:
+        """Results by (point, representation, digest): the first value stays; a value within
+        :data:`MERGE_RTOL` fills in missing seconds and outcome, a farther one conflicts."""
+        conn = self.conn
         metric_of = {row[0]: row[1] for row in definitions}
         for spoint, representation, digest, value, is_nan, version, created, secs, outc in results:
-            if spoint not in point_map:
+            if spoint not in self.point_ids:
                 continue  # its point was a conflict, already reported
-            did = point_map[spoint]
+            did = self.point_ids[spoint]
             old = conn.execute(
                 "SELECT value, is_nan FROM results"
                 " WHERE point_id = ? AND representation = ? AND digest = ?",
@@ -263,7 +324,7 @@ def _merge_one(
                     " version, created, seconds, outcome) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (did, representation, digest, value, is_nan, version, created, secs, outc),
                 )
-                counts["results_added"] += 1
+                self.counts["results_added"] += 1
             elif _close_value(_decode(*old), _decode(value, is_nan)):
                 # Seconds and outcomes are provenance (they differ between runs): never a
                 # conflict.
@@ -273,31 +334,34 @@ def _merge_one(
                     " WHERE point_id = ? AND representation = ? AND digest = ?",
                     (secs, outc, did, representation, digest),
                 )
-                counts["results_identical"] += 1
+                self.counts["results_identical"] += 1
             else:
-                conflicts.append(
+                self.conflicts.append(
                     MergeConflict(
                         "result",
-                        label,
-                        f"{point_names[spoint]} {representation!r} {metric_of[digest]!r} "
+                        self.label,
+                        f"{self.point_names[spoint]} {representation!r} {metric_of[digest]!r} "
                         f"[{digest}]",
                         _decode(*old),
                         _decode(value, is_nan),
                     )
                 )
 
-        # A point's timings describe one evaluation: take the source's only when the
-        # output has none for that point (earlier sources win, like values).
+    def timings(self, timings: Sequence[Any]) -> None:
+        """A point's timings describe one evaluation: the source's are taken only when the
+        output has none for that point (earlier sources win, like values)."""
         by_point: dict[int, list[tuple[str, str, float, str]]] = {}
         for spoint, representation, name, secs, created in timings:
-            if spoint in point_map:
-                by_point.setdefault(point_map[spoint], []).append(
+            if spoint in self.point_ids:
+                by_point.setdefault(self.point_ids[spoint], []).append(
                     (representation, name, secs, created)
                 )
         for did, entries in by_point.items():
-            if conn.execute("SELECT 1 FROM point_timings WHERE point_id = ?", (did,)).fetchone():
+            if self.conn.execute(
+                "SELECT 1 FROM point_timings WHERE point_id = ?", (did,)
+            ).fetchone():
                 continue
-            conn.executemany(
+            self.conn.executemany(
                 "INSERT INTO point_timings (point_id, representation, name, seconds, created)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [(did, *entry) for entry in entries],
