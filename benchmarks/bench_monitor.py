@@ -45,7 +45,8 @@ from torch import nn
 from sslwatch.metrics.spectrum import rankme
 from sslwatch.online.budget import UpdateBudget
 from sslwatch.online.keys import content_keys
-from sslwatch.online.monitor import DEFAULT_RESERVOIR_SIZE, Monitor
+from sslwatch.online.monitor import Monitor
+from sslwatch.online.settings import DEFAULT_RESERVOIR_SIZE
 
 
 class SmallCNN(nn.Module):

@@ -27,6 +27,7 @@ from sslwatch.online.lightning import (  # noqa: E402
     callbacks_factory,
 )
 from sslwatch.online.monitor import NonFiniteWarning  # noqa: E402
+from sslwatch.online.settings import MonitorSettings  # noqa: E402
 
 METRICS = ["rankme", "stable_rank", "silhouette", "collapse_std"]
 
@@ -306,6 +307,25 @@ def test_bad_callback_arguments() -> None:
         SSLWatchCallback({})
     with pytest.raises(ValueError, match="needs labels"):
         SSLWatchCallback(metrics=["knn_accuracy"])
+    with pytest.raises(ValueError, match="gram_dtype"):
+        SSLWatchCallback(gram_dtype="float16")  # type: ignore[arg-type]
+
+
+def test_callback_checks_the_monitor_settings_once_and_passes_them_on() -> None:
+    callback = SSLWatchCallback(
+        {"backbone": "feats", "projector": "z"},
+        views_key={"projector": "views"},
+        metrics=["rankme", "lidar"],
+        reservoir_size=64,
+        seed=5,
+    )
+    expected = MonitorSettings(metrics=("rankme", "lidar"), reservoir_size=64, seed=5)
+    assert callback.settings == expected
+    assert callback.monitors["train"]["projector"].settings is callback.settings
+    # a representation without views drops the view metrics, nothing else
+    assert callback.monitors["train"]["backbone"].settings == dataclasses.replace(
+        expected, metrics=("rankme",)
+    )
 
 
 def test_import_sslwatch_does_not_import_lightning() -> None:

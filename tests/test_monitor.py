@@ -24,6 +24,7 @@ from sslwatch.metrics.views import alignment, lidar
 from sslwatch.online.alarms import CollapseAlarms, CollapseWarning
 from sslwatch.online.keys import KEY_PRIME, KEY_SPACE, content_keys
 from sslwatch.online.monitor import Monitor, MonitorResult, NonFiniteWarning
+from sslwatch.online.settings import MonitorOptions, MonitorSettings
 from sslwatch.online.sinks import CSV_COLUMNS, CSVSink, StoreSink, TensorBoardSink
 
 SPECTRUM = [
@@ -460,6 +461,23 @@ def test_bad_arguments_raise_clear_errors() -> None:
         mon.update(torch.randn(3, 5))
     with pytest.raises(ValueError, match="2-D"):
         mon.update(torch.randn(3, 4, 1))
+
+
+def test_settings_are_declared_once_and_taken_by_keyword_or_whole() -> None:
+    # the keyword form lists every setting but metrics (a positional argument)
+    declared = {f.name for f in dataclasses.fields(MonitorSettings)}
+    assert set(MonitorOptions.__annotations__) == declared - {"metrics"}
+    settings = MonitorSettings(metrics=("rankme",), reservoir_size=64, seed=3, alarms=None)
+    whole = Monitor(settings=settings)
+    by_keyword = Monitor(["rankme"], reservoir_size=64, seed=3, alarms=None)
+    assert whole.settings == by_keyword.settings == settings
+    assert Monitor().settings == MonitorSettings()  # one set of defaults
+    with pytest.raises(ValueError, match="not both"):
+        Monitor(["rankme"], settings=settings)
+    with pytest.raises(ValueError, match="not both"):
+        Monitor(settings=settings, seed=1)
+    with pytest.raises(ValueError, match="moment_fraction"):
+        MonitorSettings(moment_fraction=0.0)
 
 
 def test_params_override_reaches_value_and_definition() -> None:

@@ -68,22 +68,17 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from dataclasses import replace
+from typing import Any, Unpack
 
 import lightning.pytorch as pl
 import torch
 
-from sslwatch.core.evaluate import OnError
 from sslwatch.core.registry import REGISTRY
 from sslwatch.metrics._validation import as_int
-from sslwatch.online.alarms import DEFAULT_ALARMS, CollapseAlarms
 from sslwatch.online.budget import UpdateBudget
-from sslwatch.online.monitor import (
-    DEFAULT_RESERVOIR_SIZE,
-    GramDtype,
-    Monitor,
-    MonitorResult,
-)
+from sslwatch.online.monitor import Monitor, MonitorResult
+from sslwatch.online.settings import MonitorOptions, MonitorSettings
 
 __all__ = ["ENV_FLAG", "SSLWatchCallback", "callbacks_factory"]
 
@@ -120,8 +115,10 @@ class SSLWatchCallback(pl.Callback):
             percent of a small network's step. ``None`` (default): feed by
             ``update_every_n_batches``.
         prefix: log-name prefix.
-        reservoir_size, k, seed, alarms, on_error, params, gram_dtype, moment_fraction,
-        blas_threads: passed to every :class:`~sslwatch.online.monitor.Monitor`.
+        **monitor_options: the settings of every :class:`~sslwatch.online.monitor.Monitor`
+            (``reservoir_size``, ``k``, ``seed``, ``alarms``, ``on_error``, ``params``,
+            ``gram_dtype``, ``moment_fraction``, ``blas_threads``), documented, defaulted
+            and checked (here, once) by :class:`~sslwatch.online.settings.MonitorSettings`.
     """
 
     def __init__(
@@ -137,15 +134,7 @@ class SSLWatchCallback(pl.Callback):
         update_every_n_batches: int = 1,
         overhead_budget: float | None = None,
         prefix: str = "sslwatch",
-        reservoir_size: int = DEFAULT_RESERVOIR_SIZE,
-        k: int | None = None,
-        seed: int = 0,
-        alarms: CollapseAlarms | None = DEFAULT_ALARMS,
-        on_error: OnError = "warn",
-        params: Mapping[str, Mapping[str, Any]] | None = None,
-        gram_dtype: GramDtype = "auto",
-        moment_fraction: float = 1.0,
-        blas_threads: int | None = 1,
+        **monitor_options: Unpack[MonitorOptions],
     ) -> None:
         super().__init__()
         if not (isinstance(key, str | Mapping) or callable(key)):
@@ -176,20 +165,8 @@ class SSLWatchCallback(pl.Callback):
         self.budget = UpdateBudget(overhead_budget) if overhead_budget is not None else None
         self._batch_started: float | None = None
         self.prefix = prefix
-        self._monitor_kwargs: dict[str, Any] = {
-            "metrics": None if metrics is None else list(metrics),
-            "reservoir_size": reservoir_size,
-            "k": k,
-            "seed": seed,
-            "alarms": alarms,
-            "on_error": on_error,
-            "params": params,
-            "gram_dtype": gram_dtype,
-            "moment_fraction": moment_fraction,
-            "blas_threads": blas_threads,
-        }
-        # Validate the monitor settings now, not at the first batch.
-        Monitor(**self._monitor_kwargs)
+        metrics = None if metrics is None else tuple(metrics)
+        self.settings = MonitorSettings(metrics=metrics, **monitor_options)
         self.monitors: dict[str, dict[str, Monitor]] = {"train": {}, "val": {}}
         self.results: list[MonitorResult] = []
         self._warned: set[str] = set()
@@ -212,13 +189,12 @@ class SSLWatchCallback(pl.Callback):
         monitors = self.monitors[stage]
         if rep not in monitors:
             name = rep if stage == "train" else f"val/{rep}"
-            kwargs = dict(self._monitor_kwargs)
-            if kwargs["metrics"] is not None and not self._has_views_source(rep):
+            settings = self.settings
+            if settings.metrics is not None and not self._has_views_source(rep):
                 # a representation without views: explicit view metrics would only be NaN
-                kwargs["metrics"] = [
-                    m for m in kwargs["metrics"] if m not in REGISTRY or REGISTRY[m].kind != "views"
-                ] or kwargs["metrics"]
-            monitor = Monitor(name=name, **kwargs)
+                kept = tuple(m for m in settings.metrics if REGISTRY[m].kind != "views")
+                settings = replace(settings, metrics=kept or settings.metrics)
+            monitor = Monitor(name=name, settings=settings)
             saved = self._saved_state.get(f"{stage}/{rep}")
             if saved:
                 monitor.load_state_dict(saved)
@@ -453,12 +429,15 @@ def callbacks_factory() -> list[pl.Callback]:
         key = {rep.strip(): k.strip() for rep, k in pairs}
     metrics_env = os.environ.get("SSLWATCH_METRICS", "").strip()
     metrics = [m.strip() for m in metrics_env.split(",") if m.strip()] or None
-    reservoir = _env_int("SSLWATCH_RESERVOIR_SIZE") or DEFAULT_RESERVOIR_SIZE
+    options: MonitorOptions = {}
+    reservoir = _env_int("SSLWATCH_RESERVOIR_SIZE")
+    if reservoir:
+        options["reservoir_size"] = reservoir
     return [
         SSLWatchCallback(
             key,
             metrics=metrics,
             every_n_steps=_env_int("SSLWATCH_EVERY_N_STEPS"),
-            reservoir_size=reservoir,
+            **options,
         )
     ]

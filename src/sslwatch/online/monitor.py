@@ -15,9 +15,9 @@ torchmetrics way):
   values equal the one-shot functions on the concatenated embeddings (to about 1e-12
   relative for float64 input; see ``gram_dtype`` for float32 input).
 * **A reservoir sample** (point metrics: k-means + silhouette + agreement, kNN entropy,
-  collapse_std) of at most ``reservoir_size`` rows (default
-  :data:`DEFAULT_RESERVOIR_SIZE` = 4096), and a second one of views (LiDAR, alignment,
-  uniformity) when views are given.
+  collapse_std) of at most ``reservoir_size`` rows (default 4096,
+  :data:`~sslwatch.online.settings.DEFAULT_RESERVOIR_SIZE`), and a second one of views
+  (LiDAR, alignment, uniformity) when views are given.
 
 The reservoir is a *bottom-R sketch with content-derived keys*
 (:mod:`sslwatch.online.keys`): every row gets a pseudo-random key computed from its
@@ -57,46 +57,33 @@ import math
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Unpack
 
 import torch
 
-import sslwatch.core.catalog  # noqa: F401  (fills the registry)
 from sslwatch.core.context import MetricContext, default_k
 from sslwatch.core.definitions import MetricDefinition
-from sslwatch.core.evaluate import Evaluation, MetricValue, OnError, compute_metrics, definition_for
-from sslwatch.core.registry import REGISTRY, MetricSpec, check_params
+from sslwatch.core.evaluate import Evaluation, MetricValue, compute_metrics, definition_for
+from sslwatch.core.registry import REGISTRY, MetricSpec
 from sslwatch.metrics._threads import blas_threads
 from sslwatch.metrics._validation import as_int, as_matrix
 from sslwatch.metrics.spectrum import SecondMoments
-from sslwatch.online.alarms import (
-    DEFAULT_ALARMS,
-    AlarmEvent,
-    AlarmTracker,
-    CollapseAlarms,
-    CollapseWarning,
-)
+from sslwatch.online.alarms import AlarmEvent, AlarmTracker, CollapseAlarms, CollapseWarning
 from sslwatch.online.keys import KEY_SPACE, VIEW_SALT, KeyHasher
+from sslwatch.online.settings import MonitorOptions, MonitorSettings
 from sslwatch.online.state import FiniteRows, StreamBatch, StreamState, finite_rows
 
 __all__ = [
-    "DEFAULT_RESERVOIR_SIZE",
+    "CollapseAlarms",  # re-exported: the alarms a Monitor takes, beside it
+    "CollapseWarning",
     "Monitor",
     "MonitorResult",
+    "MonitorSettings",
     "NonFiniteWarning",
 ]
 
 MOMENT_WARN_BYTES = 1 << 30
 """Above this size of the D x D moment state (1 GiB), a Monitor warns when it learns D."""
-
-DEFAULT_RESERVOIR_SIZE = 4096
-"""Rows kept for the point metrics (k-means, silhouette, kNN entropy, collapse_std).
-
-4096 points make the O(R^2 D) point metrics take a few seconds on a CPU at D = 512 (see
-``benchmarks/bench_monitor.py``) while k-means with k = 10 has ~400 points per cluster.
-"""
-
-GramDtype = Literal["auto", "float64", "float32"]
 
 
 class NonFiniteWarning(RuntimeWarning):
@@ -175,117 +162,57 @@ class Monitor:
 
     Args:
         metrics: registry names to compute; ``None`` = the default label-free set (plus
-            the view metrics once views are passed to :meth:`update`). Label-based
-            references are not available online (no labels): use :func:`sslwatch.evaluate`.
-        reservoir_size: rows kept for the point metrics (and view samples kept for the
-            view metrics); see :data:`DEFAULT_RESERVOIR_SIZE`. Recorded as
-            ``sample_size`` in the definitions.
-        k: k-means clusters; ``None`` = 10 clipped to [2, n_sample - 1]
-            (:func:`sslwatch.core.context.default_k`).
-        seed: seeds the reservoir keys and k-means.
+            the view metrics once views are passed to :meth:`update`).
         name: representation name, used in results and log keys (``"backbone"``, ...).
         dim: the embedding dimension D, if known; otherwise learned from the first update.
             Every update must have this width.
         process_group: the ``torch.distributed`` group to reduce over (``None`` = the world
             group, which is what DDP training uses).
-        alarms: :class:`~sslwatch.online.alarms.CollapseAlarms` thresholds, or ``None``
-            for no alarms.
-        on_error: ``"warn"`` (default) turns an exception inside a metric into a warning
-            naming it and a NaN value; ``"raise"`` propagates it.
-        params: per-metric parameter overrides, e.g. ``{"rankme": {"eps": 1e-6}}``.
-        gram_dtype: precision of each batch's z^T z before it is added to the float64
-            moments. ``"float64"`` upcasts first: exact, the values match the one-shot
-            float64 functions to ~1e-12 relative. ``"float32"``, for float32 rows, is
-            about 1.7x cheaper on the CPU, where it takes the one-shot mixed-precision
-            route of :func:`sslwatch.rankme`: rows centred on a fixed float32 shift (this
-            rank's first batch mean), float32 ``ssyrk`` products per batch summed in
-            float64, two extra D x D buffers. RankMe is then within ~1e-7 of the exact
-            value (up to ~2e-6 relative when N is only a few times D: float32 precision).
-            On accelerators it is an uncentred float32 product (TF32 settings apply).
-            ``"auto"`` (default) is ``"float64"``: exact; see
-            ``benchmarks/bench_monitor.py`` for what each costs next to a training step.
-        moment_fraction: fold only this fraction of the rows into the moments (rows whose
-            content key is below ``moment_fraction * KEY_SPACE``: a seeded, content-derived
-            Bernoulli subsample, still rank-split-invariant). 1.0 (default) folds every
-            row. Lowers the O(B D^2) cost per update proportionally; the spectrum metrics
-            are then those of the subsample (recorded as ``moment_fraction`` in their
-            definitions, with its row count as N). Below 1 it costs a device sync per
-            update on accelerators.
-        blas_threads: threads of the numpy/scipy BLAS pools during a CPU :meth:`update`
-            (default 1: the training loop owns the cores, and small per-step products on
-            a shared pool mostly wait for threads; see ``benchmarks/bench_monitor.py``).
-            ``None`` leaves the pools as they are. torch's thread pool is never changed.
+        settings: a ready :class:`~sslwatch.online.settings.MonitorSettings` (then give
+            neither ``metrics`` nor ``options``).
+        **options: the other settings by keyword (``reservoir_size``, ``k``, ``seed``,
+            ``alarms``, ``on_error``, ``params``, ``gram_dtype``, ``moment_fraction``,
+            ``blas_threads``), each documented, defaulted and checked by
+            :class:`~sslwatch.online.settings.MonitorSettings`.
     """
 
     def __init__(
         self,
         metrics: Iterable[str] | None = None,
         *,
-        reservoir_size: int = DEFAULT_RESERVOIR_SIZE,
-        k: int | None = None,
-        seed: int = 0,
         name: str = "embeddings",
         dim: int | None = None,
         process_group: Any = None,
-        alarms: CollapseAlarms | None = DEFAULT_ALARMS,
-        on_error: OnError = "warn",
-        params: Mapping[str, Mapping[str, Any]] | None = None,
-        gram_dtype: GramDtype = "auto",
-        moment_fraction: float = 1.0,
-        blas_threads: int | None = 1,
+        settings: MonitorSettings | None = None,
+        **options: Unpack[MonitorOptions],
     ) -> None:
-        if blas_threads is not None:
-            as_int(blas_threads, "blas_threads", hint=" or None")
-        as_int(reservoir_size, "reservoir_size", low=2)
-        if k is not None:
-            as_int(k, "k", low=2, hint=" (k-means clusters) or None")
+        if settings is None:
+            settings = MonitorSettings(
+                metrics=None if metrics is None else tuple(metrics), **options
+            )
+        elif metrics is not None or options:
+            raise ValueError("give settings= or the settings as keywords, not both")
         if dim is not None:
             as_int(dim, "dim", hint=" or None (learned)")
-        if on_error not in ("raise", "warn"):
-            raise ValueError(f"on_error must be 'raise' or 'warn'; got {on_error!r}")
-        if gram_dtype not in ("auto", "float64", "float32"):
-            raise ValueError(
-                f"gram_dtype must be 'auto', 'float64' or 'float32'; got {gram_dtype!r}"
-            )
-        if not (0.0 < float(moment_fraction) <= 1.0):
-            raise ValueError(f"moment_fraction must be in (0, 1]; got {moment_fraction!r}")
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string; got {name!r}")
-        if alarms is not None and not isinstance(alarms, CollapseAlarms):
-            raise ValueError(
-                f"alarms must be a CollapseAlarms or None; got {type(alarms).__name__}"
-            )
-        self._metric_names = None if metrics is None else list(metrics)
-        if self._metric_names is not None:
-            for metric in self._metric_names:
-                if metric in REGISTRY and REGISTRY[metric].needs == "labels":
-                    raise ValueError(
-                        f"metric {metric!r} needs labels, which a training-time monitor does "
-                        "not have; compute it offline with sslwatch.evaluate(..., labels=)"
-                    )
-        candidates = REGISTRY.select(self._metric_names, has_views=True, has_labels=False)
-        self._overrides = check_params(params or {}, candidates)
+        self.settings = settings
+        candidates = settings.candidates()
+        self._overrides = settings.overrides
         self._needs_moments = any(s.kind == "spectrum" for s in candidates)
         self._needs_sample = any(s.kind == "sample" for s in candidates)
         self._needs_views = any(
             s.kind == "views" or s.name == "cluster_agreement" for s in candidates
         )
-        self.reservoir_size = reservoir_size
-        self.k = k
-        self.seed = int(seed)
         self.name = name
         self.dim = dim
         self.process_group = process_group
-        self.alarms = alarms
-        self.on_error: OnError = on_error
-        self.gram_dtype: GramDtype = gram_dtype
-        self.moment_fraction = float(moment_fraction)
-        self.blas_threads = blas_threads
         self.should_stop = False
         self.alarm_events: list[AlarmEvent] = []
+        alarms = settings.alarms
         self._tracker = AlarmTracker(alarms) if alarms is not None else None
-        self._state = StreamState(reservoir_size, process_group)
-        self._hasher = KeyHasher(self.seed)
+        self._state = StreamState(settings.reservoir_size, process_group)
+        self._hasher = KeyHasher(settings.seed)
         self._input_dtype: str | None = None
         self._updates = 0
         self._last_step: int | None = None
@@ -308,7 +235,7 @@ class Monitor:
     def _moment_bytes_for(self, d: int) -> int:
         if not self._needs_moments:
             return 0
-        extra = 12 * d * d if self.gram_dtype == "float32" else 0
+        extra = 12 * d * d if self.settings.gram_dtype == "float32" else 0
         return 8 * (d * d + d) + extra
 
     @property
@@ -344,7 +271,11 @@ class Monitor:
             ValueError: a wrongly shaped input, or a width different from earlier updates.
         """
         device = embeddings.device if isinstance(embeddings, torch.Tensor) else torch.device("cpu")
-        blas = blas_threads(self.blas_threads) if device.type == "cpu" else contextlib.nullcontext()
+        blas = (
+            blas_threads(self.settings.blas_threads)
+            if device.type == "cpu"
+            else contextlib.nullcontext()
+        )
         with torch.no_grad(), _no_autocast(device), blas:
             self._update(embeddings, views, step)
 
@@ -387,12 +318,12 @@ class Monitor:
         moments (the key-chosen subsample below ``moment_fraction`` 1) and the keyed
         reservoir candidates."""
         z = screened.rows
-        need_keys = self._needs_sample or self.moment_fraction < 1.0
+        need_keys = self._needs_sample or self.settings.moment_fraction < 1.0
         keys = screened.mask_keys(self._hasher(z)) if need_keys and z.shape[0] else None
         fold: torch.Tensor | None = z if self._needs_moments else None
         n_fold = screened.n_finite if fold is not None else 0
-        if fold is not None and self.moment_fraction < 1.0 and keys is not None:
-            chosen = keys < int(self.moment_fraction * KEY_SPACE)
+        if fold is not None and self.settings.moment_fraction < 1.0 and keys is not None:
+            chosen = keys < int(self.settings.moment_fraction * KEY_SPACE)
             fold = z[chosen]
             mask = screened.mask
             n_fold = int(fold.shape[0]) if mask is None else (chosen & mask).sum()
@@ -448,9 +379,9 @@ class Monitor:
             dtype=dtype,
             sample=sample,
             views=views,
-            k=self.k if self.k is not None else default_k(n_sample, None),
-            seed=self.seed,
-            sample_size=self.reservoir_size,
+            k=self.settings.k if self.settings.k is not None else default_k(n_sample, None),
+            seed=self.settings.seed,
+            sample_size=self.settings.reservoir_size,
         )
         records: list[MetricValue]
         if seen == 0 and views is None:
@@ -461,12 +392,14 @@ class Monitor:
                     total, outer = snap["total"], snap["outer"]
                     ctx.moments = SecondMoments(n=n, total=total, outer=outer)
                     self._warn_float32_rank_deficient(n, d, specs)
-                records = compute_metrics(ctx, specs, self._overrides, on_error=self.on_error)
+                records = compute_metrics(
+                    ctx, specs, self._overrides, on_error=self.settings.on_error
+                )
             except Exception as exc:
-                if self.on_error == "raise":
+                if self.settings.on_error == "raise":
                     raise
                 records = self._nan_records(specs, ctx, f"{type(exc).__name__}: {exc}")
-        if self.moment_fraction < 1.0:
+        if self.settings.moment_fraction < 1.0:
             records = [self._with_fraction(r) for r in records]
         agreed = st.broadcast_values([r.value for r in records])
         records = [
@@ -528,17 +461,18 @@ class Monitor:
         self.should_stop = bool(state.get("should_stop", False))
 
     def __repr__(self) -> str:
+        size = self.settings.reservoir_size
         return (
-            f"Monitor(name={self.name!r}, dim={self.dim}, reservoir_size={self.reservoir_size}, "
+            f"Monitor(name={self.name!r}, dim={self.dim}, reservoir_size={size}, "
             f"moment_bytes={self.moment_bytes}, updates={self._updates})"
         )
 
     # -- internals ------------------------------------------------------------------------
 
     def _specs(self, *, has_views: bool) -> list[MetricSpec]:
-        if self._metric_names is None:
+        if self.settings.metrics is None:
             return REGISTRY.select(None, has_views=has_views, has_labels=False)
-        return REGISTRY.select(self._metric_names, has_views=True, has_labels=False)
+        return REGISTRY.select(self.settings.metrics, has_views=True, has_labels=False)
 
     def _check_width(self, z: torch.Tensor) -> None:
         d = int(z.shape[1])
@@ -574,7 +508,12 @@ class Monitor:
         exact zeros, which the covariance metrics would read as spectrum."""
         covariance = {"alpha_req", "nesum", "participation_ratio", "entropy_gaussian"}
         hit = sorted(covariance & {s.name for s in specs})
-        if self.gram_dtype != "float32" or self._input_dtype != "float32" or n > d or not hit:
+        if (
+            self.settings.gram_dtype != "float32"
+            or self._input_dtype != "float32"
+            or n > d
+            or not hit
+        ):
             return
         warnings.warn(
             f"sslwatch monitor {self.name!r}: {n} rows of dimension {d} give a rank-deficient "
@@ -586,7 +525,7 @@ class Monitor:
         )
 
     def _gram32(self, z: torch.Tensor) -> bool:
-        return self.gram_dtype == "float32" and z.dtype == torch.float32
+        return self.settings.gram_dtype == "float32" and z.dtype == torch.float32
 
     def _report_nonfinite(
         self, step: int | None, bad: int, n: int, what: str, stacklevel: int
@@ -637,7 +576,7 @@ class Monitor:
     def _nan_records(
         self, specs: list[MetricSpec], ctx: MetricContext, reason: str
     ) -> list[MetricValue]:
-        if self.on_error == "raise":
+        if self.settings.on_error == "raise":
             raise ValueError(f"monitor {self.name!r}: {reason}")
         warnings.warn(
             f"sslwatch monitor {self.name!r}: {reason}; every metric is NaN",
@@ -653,7 +592,7 @@ class Monitor:
     def _with_fraction(self, record: MetricValue) -> MetricValue:
         if REGISTRY[record.name].kind != "spectrum":
             return record
-        params = {**record.definition.params, "moment_fraction": self.moment_fraction}
+        params = {**record.definition.params, "moment_fraction": self.settings.moment_fraction}
         definition: MetricDefinition = replace(record.definition, params=params)
         return replace(record, definition=definition)
 
