@@ -61,7 +61,7 @@ from typing import Any, Unpack
 
 import torch
 
-from sslwatch.core.context import MetricContext, default_k
+from sslwatch.core.context import MetricContext, resolve_k
 from sslwatch.core.definitions import MetricDefinition
 from sslwatch.core.evaluate import Evaluation, MetricValue, compute_metrics, definition_for
 from sslwatch.core.registry import REGISTRY, MetricSpec
@@ -201,9 +201,7 @@ class Monitor:
         self._overrides = settings.overrides
         self._needs_moments = any(s.kind == "spectrum" for s in candidates)
         self._needs_sample = any(s.kind == "sample" for s in candidates)
-        self._needs_views = any(
-            s.kind == "views" or s.name == "cluster_agreement" for s in candidates
-        )
+        self._needs_views = any(s.uses_views for s in candidates)
         self.name = name
         self.dim = dim
         self.process_group = process_group
@@ -379,7 +377,7 @@ class Monitor:
             dtype=dtype,
             sample=sample,
             views=views,
-            k=self.settings.k if self.settings.k is not None else default_k(n_sample, None),
+            k=resolve_k(self.settings.k, n_sample),
             seed=self.settings.seed,
             sample_size=self.settings.reservoir_size,
         )
