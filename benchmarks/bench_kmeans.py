@@ -46,8 +46,7 @@ from sklearn.datasets import make_blobs
 from threadpoolctl import threadpool_limits
 
 from machine import machine_line  # beside this file
-from sslwatch.metrics import clustering
-from sslwatch.metrics.clustering import kmeans
+from sslwatch.metrics.clustering import _lloyd, _nearest, _seeding, _workers, kmeans
 
 
 def interleaved_best(fns: list[Callable[[], Any]], repeats: int) -> list[tuple[float, Any]]:
@@ -170,14 +169,14 @@ def breakdown(name: str, x: np.ndarray, k: int, threads: int, args: argparse.Nam
     mean = xt.sum(dim=0, dtype=torch.float64) / len(x)
     xc = (xt - mean.float()).contiguous()
     x_sq = torch.einsum("ij,ij->i", xc, xc)
-    xa = clustering._augment(xc, x_sq)
+    xa = _nearest.augment(xc, x_sq)
     tol_abs = float(np.var(x, axis=0, dtype=np.float64).mean()) * args.tol
     box: dict[str, Any] = {}
 
     def seed_ours() -> None:  # the n_init runs in lockstep, as kmeans() seeds them
-        with clustering._cpu_workers(xc) as workers:
+        with _workers.cpu_workers(xc) as workers:
             gens = [torch.Generator().manual_seed(args.seed + r) for r in range(args.n_init)]
-            box["init"] = clustering._kmeans_plusplus(xa, xa.T.contiguous(), k, gens, workers)[0]
+            box["init"] = _seeding.kmeans_plusplus(xa, xa.T.contiguous(), k, gens, workers)[0]
 
     def seed_sk() -> None:
         with threadpool_limits(threads):
@@ -188,8 +187,8 @@ def breakdown(name: str, x: np.ndarray, k: int, threads: int, args: argparse.Nam
     init = box["init"]
 
     def lloyd_ours() -> int:
-        with clustering._cpu_workers(xc) as workers:
-            out = clustering._lloyd(xc, x_sq, init, args.max_iter, tol_abs, xa=xa, workers=workers)
+        with _workers.cpu_workers(xc) as workers:
+            out = _lloyd.lloyd(xc, x_sq, init, args.max_iter, tol_abs, xa=xa, workers=workers)
         return out[3]
 
     def lloyd_sk() -> int:
@@ -222,13 +221,13 @@ def breakdown(name: str, x: np.ndarray, k: int, threads: int, args: argparse.Nam
 def gemm_floor(xa: torch.Tensor, centres: torch.Tensor, repeats: int) -> float:
     """Best wall time of the bare (N, D + 2) x (D + 2, k) product on the same workers and
     blocks as Lloyd's full pass (no argmin, no bookkeeping): its physical floor here."""
-    cat = clustering._augment_centers(centres).T.contiguous().numpy()
+    cat = _nearest.augment_centers(centres).T.contiguous().numpy()
     a = xa.numpy()
     n = a.shape[0]
     best = float("inf")
-    with clustering._cpu_workers(xa) as workers:
+    with _workers.cpu_workers(xa) as workers:
         assert workers is not None
-        step = clustering._cpu_rows(clustering._CPU_ROWS, a.shape[1] * cat.shape[1])
+        step = _workers.cpu_rows(_nearest._CPU_ROWS, a.shape[1] * cat.shape[1])
 
         def block(s: int, e: int) -> None:
             np.matmul(a[s:e], cat, out=workers.scratch("d", (e - s, cat.shape[1]), a.dtype))

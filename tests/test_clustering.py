@@ -19,8 +19,19 @@ from sklearn.metrics import (
     silhouette_score,
 )
 
-from sslwatch.metrics import clustering
-from sslwatch.metrics.clustering import KMeansResult, cluster_agreement, kmeans, silhouette
+from sslwatch.metrics._scaling import unit_scaled
+from sslwatch.metrics.clustering import (
+    KMeansResult,
+    _kmeans,
+    _lloyd,
+    _nearest,
+    _seeding,
+    _workers,
+    cluster_agreement,
+    distance_pass,
+    kmeans,
+    silhouette,
+)
 
 METRICS = ["euclidean", "cosine"]
 
@@ -79,7 +90,7 @@ def test_silhouette_per_sample_values_match_sklearn_on_every_code_path(
     x, y = x[:400], y[:400].copy()
     y[5] = 42  # singleton
     codes = np.unique(y, return_inverse=True)[1]
-    ours = clustering.distance_pass(
+    ours = distance_pass(
         torch.from_numpy(x),
         torch.from_numpy(codes.astype(np.int64)),
         int(codes.max()) + 1,
@@ -100,7 +111,7 @@ def test_silhouette_many_small_clusters(digits, symmetric):
     x = x[:400]
     y = np.random.default_rng(1).permutation(np.arange(400) // 3)
     codes = np.unique(y, return_inverse=True)[1]
-    ours = clustering.distance_pass(
+    ours = distance_pass(
         torch.from_numpy(x),
         torch.from_numpy(codes.astype(np.int64)),
         int(codes.max()) + 1,
@@ -265,17 +276,17 @@ def test_kmeans_k1_and_k_equals_n_closed_forms(blobs):
 
 
 def _run_lloyd(x: np.ndarray, init: np.ndarray, tol: float, backend: str, **kw):
-    """clustering._lloyd on centred data with the numpy ("numpy") or torch kernels."""
+    """_lloyd.lloyd on centred data with the numpy ("numpy") or torch kernels."""
     mean = x.mean(axis=0)
     xc = torch.from_numpy(x - mean)
     tol_abs = float(np.var(x, axis=0).mean()) * tol
     args = (xc, (xc * xc).sum(1), torch.from_numpy(init - mean), 300, tol_abs)
     if backend == "torch":
-        labels, centers, inertia, n_iter = clustering._lloyd(*args, **kw)
+        labels, centers, inertia, n_iter = _lloyd.lloyd(*args, **kw)
     else:
-        with clustering._cpu_workers(xc) as workers:
+        with _workers.cpu_workers(xc) as workers:
             assert workers is not None
-            labels, centers, inertia, n_iter = clustering._lloyd(*args, workers=workers, **kw)
+            labels, centers, inertia, n_iter = _lloyd.lloyd(*args, workers=workers, **kw)
     return labels.numpy(), centers.numpy() + mean, inertia, n_iter
 
 
@@ -339,7 +350,7 @@ def test_cluster_sum_helper_matches_numpy(onehot):
     rows = rng.normal(size=(300, 5))
     index = rng.integers(0, 7, size=300)
     sums = torch.ones(7, 5, dtype=torch.float64)
-    clustering._add_rows(sums, torch.from_numpy(index), torch.from_numpy(rows), -0.5, onehot=onehot)
+    _lloyd.add_rows(sums, torch.from_numpy(index), torch.from_numpy(rows), -0.5, onehot=onehot)
     expected = np.ones((7, 5))
     np.add.at(expected, index, -0.5 * rows)
     np.testing.assert_allclose(sums.numpy(), expected, atol=1e-12)
@@ -402,9 +413,9 @@ def test_lloyd_from_given_centres_reproduces_sklearn_iterates(request, data, bou
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Many small blocks in the numpy kernels, so that several threads share the work."""
-    monkeypatch.setattr(clustering, "_CPU_ROWS", 256)
-    monkeypatch.setattr(clustering, "_CPU_SEED_ROWS", 512)
-    monkeypatch.setattr(clustering, "_MIN_BLOCK_WORK", 0)
+    monkeypatch.setattr(_nearest, "_CPU_ROWS", 256)
+    monkeypatch.setattr(_seeding, "_CPU_SEED_ROWS", 512)
+    monkeypatch.setattr(_workers, "_MIN_BLOCK_WORK", 0)
 
 
 @pytest.fixture(scope="module")
@@ -421,11 +432,11 @@ def test_bounds_skip_samples_and_still_match_plain_lloyd(
 ):
     # Same iterates as scikit-learn's plain Lloyd, while most passes compute the
     # distances of only a small part of the samples.
-    monkeypatch.setattr(clustering, "_GROUP_SIZE", group_size)
+    monkeypatch.setattr(_nearest, "_GROUP_SIZE", group_size)
     x = overlapping
     init = x[np.random.default_rng(1).choice(len(x), 12, replace=False)]
     computed: list[int] = []
-    original = clustering._Nearest.assign
+    original = _nearest.NearestCentres.assign
 
     def spy(self, centers):
         before = self.rows_computed
@@ -433,7 +444,7 @@ def test_bounds_skip_samples_and_still_match_plain_lloyd(
         computed.append(self.rows_computed - before)
         return out
 
-    monkeypatch.setattr(clustering._Nearest, "assign", spy)
+    monkeypatch.setattr(_nearest.NearestCentres, "assign", spy)
     ref = KMeans(12, init=init, n_init=1, algorithm="lloyd", tol=1e-4, max_iter=300).fit(x)
     for backend in ("numpy", "torch"):
         computed.clear()
@@ -453,11 +464,11 @@ def test_bounds_are_true_bounds_of_the_exact_distances(overlapping, monkeypatch,
     # to its centre, and each group's lower bound at most the exact distance to every
     # other centre of the group (float64 distances of the float32 data: the bounds must
     # absorb the float32 GEMM's rounding). Groups of 4 centres, so several groups.
-    monkeypatch.setattr(clustering, "_GROUP_SIZE", 4)
+    monkeypatch.setattr(_nearest, "_GROUP_SIZE", 4)
     x = overlapping.astype(np.float32)
     init = x[np.random.default_rng(2).choice(len(x), 12, replace=False)]
     checked = []
-    original = clustering._Nearest.assign
+    original = _nearest.NearestCentres.assign
 
     def spy(self, centers):
         out = original(self, centers)
@@ -478,7 +489,7 @@ def test_bounds_are_true_bounds_of_the_exact_distances(overlapping, monkeypatch,
         checked.append(self.lower.shape[0])
         return out
 
-    monkeypatch.setattr(clustering._Nearest, "assign", spy)
+    monkeypatch.setattr(_nearest.NearestCentres, "assign", spy)
     _run_lloyd(x, init.astype(np.float32), 1e-4, backend, bounds=True)
     assert len(checked) > 20 and checked[0] == 3
 
@@ -487,18 +498,18 @@ def test_bounds_are_true_bounds_of_the_exact_distances(overlapping, monkeypatch,
 def test_bounds_give_up_and_retry_still_match_plain_lloyd(overlapping, monkeypatch, backend):
     # Every bounded pass "recomputes too much": Lloyd alternates plain passes and fresh
     # bounded ones, and the iterates stay scikit-learn's.
-    monkeypatch.setattr(clustering, "_BOUNDS_GIVE_UP", 0.0)
-    monkeypatch.setattr(clustering, "_GROUP_SIZE", 4)
+    monkeypatch.setattr(_nearest, "_BOUNDS_GIVE_UP", 0.0)
+    monkeypatch.setattr(_nearest, "_GROUP_SIZE", 4)
     x = overlapping
     init = x[np.random.default_rng(1).choice(len(x), 12, replace=False)]
     plain = []
-    original = clustering._Nearest.assign
+    original = _nearest.NearestCentres.assign
 
     def spy(self, centers):
         plain.append(self.plain_left > 0)
         return original(self, centers)
 
-    monkeypatch.setattr(clustering._Nearest, "assign", spy)
+    monkeypatch.setattr(_nearest.NearestCentres, "assign", spy)
     ref = KMeans(12, init=init, n_init=1, algorithm="lloyd", tol=1e-4, max_iter=300).fit(x)
     labels, centers, inertia, n_iter = _run_lloyd(x, init, 1e-4, backend, bounds=True)
     assert n_iter == ref.n_iter_
@@ -512,24 +523,30 @@ def test_matmul_unit_roundoff_follows_torch_float32_precision():
     x32 = torch.zeros(3, 4)
     before = torch.get_float32_matmul_precision()
     try:
-        assert clustering._matmul_unit_roundoff(x32.double(), None) == 2.0**-53
+        assert _nearest.matmul_unit_roundoff(x32.double(), None) == 2.0**-53
         torch.set_float32_matmul_precision("highest")
-        assert clustering._matmul_unit_roundoff(x32, None) == 2.0**-24
+        assert _nearest.matmul_unit_roundoff(x32, None) == 2.0**-24
         torch.set_float32_matmul_precision("high")  # TF32 allowed
-        assert clustering._matmul_unit_roundoff(x32, None) == 2.0**-11
+        assert _nearest.matmul_unit_roundoff(x32, None) == 2.0**-11
         torch.set_float32_matmul_precision("medium")  # bfloat16 allowed
-        assert clustering._matmul_unit_roundoff(x32, None) == 2.0**-8
-        with clustering._cpu_workers(x32) as workers:  # numpy's BLAS: always IEEE float32
-            assert clustering._matmul_unit_roundoff(x32, workers) == 2.0**-24
+        assert _nearest.matmul_unit_roundoff(x32, None) == 2.0**-8
+        with _workers.cpu_workers(x32) as workers:  # numpy's BLAS: always IEEE float32
+            assert _nearest.matmul_unit_roundoff(x32, workers) == 2.0**-24
     finally:
         torch.set_float32_matmul_precision(before)
 
 
-def test_kmeans_numpy_and_torch_kernels_agree(overlapping, monkeypatch, small_blocks):
+def _kmeans_torch_kernels(x: np.ndarray, k: int, n_init: int, seed: int) -> KMeansResult:
+    """kmeans(x, k, ...) with the torch kernels the accelerators use, on the CPU."""
+    x0, exponent = unit_scaled(torch.from_numpy(x))
+    xa, mean, tol_abs = _kmeans.centred(x0, 1e-4)
+    return _kmeans.best_run(xa, k, n_init, 300, tol_abs, seed, None).result(mean, exponent)
+
+
+def test_kmeans_numpy_and_torch_kernels_agree(overlapping, small_blocks):
     x = overlapping.astype(np.float32)
     a = kmeans(x, 12, n_init=2, seed=3)
-    monkeypatch.setattr(clustering, "_CPU_NUMPY", False)
-    b = kmeans(x, 12, n_init=2, seed=3)
+    b = _kmeans_torch_kernels(x, 12, n_init=2, seed=3)
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_allclose(a.centroids, b.centroids, rtol=0, atol=1e-4)
     assert a.inertia == pytest.approx(b.inertia, rel=1e-5)
@@ -557,14 +574,14 @@ def test_kmeans_result_does_not_depend_on_thread_count(overlapping, small_blocks
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
 def test_kmeans_plusplus_runs_in_lockstep_equal_runs_seeded_alone(overlapping, backend):
     xt = torch.from_numpy(overlapping.astype(np.float32))
-    xa = clustering._augment(xt, (xt * xt).sum(1))
+    xa = _nearest.augment(xt, (xt * xt).sum(1))
 
     def seed(seeds: list[int]) -> list[torch.Tensor]:
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         if backend == "torch":
-            return clustering._kmeans_plusplus(xa, xa.T, 12, gens, None)
-        with clustering._cpu_workers(xt) as workers:
-            return clustering._kmeans_plusplus(xa, xa.T.contiguous(), 12, gens, workers)
+            return _seeding.kmeans_plusplus(xa, xa.T, 12, gens, None)
+        with _workers.cpu_workers(xt) as workers:
+            return _seeding.kmeans_plusplus(xa, xa.T.contiguous(), 12, gens, workers)
 
     together = seed([5, 6, 7])
     for s, centres in zip([5, 6, 7], together, strict=True):
@@ -579,7 +596,7 @@ def test_kmeans_plusplus_runs_in_lockstep_equal_runs_seeded_alone(overlapping, b
 def test_kmeans_result_does_not_depend_on_lockstep_grouping(overlapping, monkeypatch):
     x = overlapping.astype(np.float32)
     grouped = kmeans(x, 12, n_init=3, seed=2)
-    monkeypatch.setattr(clustering, "_SEED_BYTES", 1)  # every run seeded on its own
+    monkeypatch.setattr(_seeding, "_SEED_BYTES", 1)  # every run seeded on its own
     alone = kmeans(x, 12, n_init=3, seed=2)
     np.testing.assert_array_equal(grouped.labels, alone.labels)
     assert grouped.inertia == alone.inertia
@@ -588,7 +605,7 @@ def test_kmeans_result_does_not_depend_on_lockstep_grouping(overlapping, monkeyp
 def test_kmeans_restores_torch_thread_count(blobs):
     before = torch.get_num_threads()
     seen: list[int] = []
-    real = clustering._lloyd
+    real = _kmeans.lloyd
 
     def spy(*args, **kwargs):
         seen.append(torch.get_num_threads())
@@ -597,7 +614,7 @@ def test_kmeans_restores_torch_thread_count(blobs):
     try:
         torch.set_num_threads(2)
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(clustering, "_lloyd", spy)
+            mp.setattr(_kmeans, "lloyd", spy)
             kmeans(blobs[0].astype(np.float32), 3, n_init=1)
         assert seen == [1]  # torch's own ops run single-threaded beside the workers
         assert torch.get_num_threads() == 2
@@ -620,14 +637,14 @@ def test_seed_candidate_potentials_match_numpy(backend, small_blocks):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(2000, 5))  # several blocks of the numpy kernel, the last one partial
     xt = torch.from_numpy(x)
-    xa = clustering._augment(xt, (xt * xt).sum(1))
+    xa = _nearest.augment(xt, (xt * xt).sum(1))
     rows = torch.tensor([[3, 1000, 1999], [7, 3, 1500]])  # two runs, three candidates each
     closest = torch.from_numpy(rng.uniform(0.0, 30.0, size=(2, 2000)))
     if backend == "numpy":
-        with clustering._cpu_workers(xt) as workers:
-            d, pots = clustering._seed_candidates(xa, xa.T.contiguous(), rows, closest, workers)
+        with _workers.cpu_workers(xt) as workers:
+            d, pots = _seeding.seed_candidates(xa, xa.T.contiguous(), rows, closest, workers)
     else:
-        d, pots = clustering._seed_candidates(xa, xa.T, rows, closest, None)
+        d, pots = _seeding.seed_candidates(xa, xa.T, rows, closest, None)
     sq = ((x[None, None, :, :] - x[rows.numpy()][:, :, None, :]) ** 2).sum(-1)
     expected = np.minimum(sq, closest.numpy()[:, None, :])
     np.testing.assert_allclose(d.numpy(), expected, rtol=1e-9, atol=1e-9)
@@ -639,8 +656,6 @@ def test_seed_candidate_potentials_match_numpy(backend, small_blocks):
 def test_distance_pass_shortlist_holds_the_true_nearest(symmetric: bool, tile: int) -> None:
     """The running top-m per row equals scipy's exact m nearest others, on every tiling."""
     from scipy.spatial.distance import cdist
-
-    from sslwatch.metrics.clustering import distance_pass
 
     rng = np.random.default_rng(5)
     x = rng.normal(size=(150, 6)) + rng.integers(0, 3, size=(150, 1)) * 4.0
