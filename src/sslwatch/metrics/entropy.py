@@ -33,10 +33,8 @@ _ESTIMATORS = ("knn", "gaussian")
 # k-th neighbour distances are floored at _R_FLOOR_REL * scale (see `entropy`).
 _R_FLOOR_REL = 1e-10
 
-# On CPU, a KD-tree beats the chunked brute force only in low dimension. Measured
-# single-threaded on Gaussian data (k=3), KD-tree vs brute force: N=20,000: D=4 0.19 vs
-# 4.1 s, D=8 1.9 vs 4.6 s, D=12 11.7 vs 4.8 s, D=16 29 vs 6.3 s; N=5,000: D=8 0.22 vs
-# 0.31 s, D=12 0.80 vs 0.30 s; N=2,000: D=8 0.041 vs 0.052 s, D=12 0.10 vs 0.05 s.
+# On CPU, a KD-tree beats the blocked brute force only in low dimension: its cost grows
+# steeply with D (the curse of dimensionality), the brute force's only linearly.
 _KDTREE_MAX_DIM = 8
 
 # The brute force keeps at most this many (chunk x N) distance entries in memory.
