@@ -353,76 +353,23 @@ class Monitor:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*was called before the ``update``")
             snap = self._state.compute()
-        st = self._state
-        if st.dim and self.dim is None:
-            self.dim = st.dim
+        if self._state.dim and self.dim is None:
+            self.dim = self._state.dim
         self._flush_pending_nonfinite()
-        rows: torch.Tensor | None = snap["rows"]
-        view_rows: torch.Tensor | None = snap["view_rows"]
-        q, dv = st.view_shape
-        views = None
-        if view_rows is not None and view_rows.shape[0] and q and dv:
-            views = view_rows.reshape(-1, q, dv)
-        specs = self._specs(has_views=views is not None)
-        n, seen = snap["count"], snap["seen"]
-        d = st.dim or (self.dim or 0)
-        dtype = self._input_dtype or _dtype_name(
-            torch.empty(0, dtype=st.row_dtype or torch.float32)
-        )
-        sample = rows if rows is not None and rows.shape[0] else None
-        n_sample = 0 if sample is None else int(sample.shape[0])
-        ctx = MetricContext(
-            n_total=n if self._needs_moments else seen,
-            d=d,
-            dtype=dtype,
-            sample=sample,
-            views=views,
-            k=resolve_k(self.settings.k, n_sample),
-            seed=self.settings.seed,
-            sample_size=self.settings.reservoir_size,
-        )
-        records: list[MetricValue]
-        if seen == 0 and views is None:
-            records = self._nan_records(specs, ctx, "no finite embeddings since the last reset")
-        else:
-            try:
-                if self._needs_moments and n >= 1 and snap["total"].numel():
-                    total, outer = snap["total"], snap["outer"]
-                    ctx.moments = SecondMoments(n=n, total=total, outer=outer)
-                    self._warn_float32_rank_deficient(n, d, specs)
-                records = compute_metrics(
-                    ctx, specs, self._overrides, on_error=self.settings.on_error
-                )
-            except Exception as exc:
-                if self.settings.on_error == "raise":
-                    raise
-                records = self._nan_records(specs, ctx, f"{type(exc).__name__}: {exc}")
-        if self.settings.moment_fraction < 1.0:
-            records = [self._with_fraction(r) for r in records]
-        agreed = st.broadcast_values([r.value for r in records])
-        records = [
-            r if _same(r.value, v) else replace(r, value=v)
-            for r, v in zip(records, agreed, strict=True)
-        ]
+        ctx = self._context(snap)
         result = MonitorResult(
-            records,
+            self._records(snap, ctx),
             ctx.timings,
             name=self.name,
             step=step,
             epoch=epoch,
-            n_rows=seen,
+            n_rows=snap["seen"],
             n_nonfinite=snap["nonfinite"],
-            n_sample=n_sample,
+            n_sample=0 if ctx.sample is None else int(ctx.sample.shape[0]),
             nonfinite_steps=tuple(self._nonfinite_steps),
         )
-        if self._tracker is not None and seen > 0:
-            events = self._tracker.check(dict(result), d, step, self.name)
-            for event in events:
-                warnings.warn(event.message, CollapseWarning, stacklevel=2)
-            if events and self._tracker.config.stop_on_collapse:
-                self.should_stop = True
-            self.alarm_events.extend(events)
-            result.alarms = tuple(events)
+        if self._tracker is not None and snap["seen"] > 0:
+            result.alarms = self._raise_alarms(self._tracker, result, ctx.d, step)
         return result
 
     def sample(self) -> torch.Tensor | None:
@@ -466,6 +413,71 @@ class Monitor:
         )
 
     # -- internals ------------------------------------------------------------------------
+
+    def _context(self, snap: Mapping[str, Any]) -> MetricContext:
+        """The metrics' inputs from the synced state: N, D, the sample, the views, k."""
+        st = self._state
+        rows: torch.Tensor | None = snap["rows"]
+        view_rows: torch.Tensor | None = snap["view_rows"]
+        q, dv = st.view_shape
+        views = None
+        if view_rows is not None and view_rows.shape[0] and q and dv:
+            views = view_rows.reshape(-1, q, dv)
+        sample = rows if rows is not None and rows.shape[0] else None
+        n_sample = 0 if sample is None else int(sample.shape[0])
+        dtype = self._input_dtype or _dtype_name(
+            torch.empty(0, dtype=st.row_dtype or torch.float32)
+        )
+        return MetricContext(
+            n_total=snap["count"] if self._needs_moments else snap["seen"],
+            d=st.dim or (self.dim or 0),
+            dtype=dtype,
+            sample=sample,
+            views=views,
+            k=resolve_k(self.settings.k, n_sample),
+            seed=self.settings.seed,
+            sample_size=self.settings.reservoir_size,
+        )
+
+    def _records(self, snap: Mapping[str, Any], ctx: MetricContext) -> list[MetricValue]:
+        """Every selected metric's value (NaN where it failed, with a warning), the same
+        on every rank."""
+        specs = self._specs(has_views=ctx.views is not None)
+        n = snap["count"]
+        records: list[MetricValue]
+        if snap["seen"] == 0 and ctx.views is None:
+            records = self._nan_records(specs, ctx, "no finite embeddings since the last reset")
+        else:
+            try:
+                if self._needs_moments and n >= 1 and snap["total"].numel():
+                    ctx.moments = SecondMoments(n=n, total=snap["total"], outer=snap["outer"])
+                    self._warn_float32_rank_deficient(n, ctx.d, specs)
+                records = compute_metrics(
+                    ctx, specs, self._overrides, on_error=self.settings.on_error
+                )
+            except Exception as exc:
+                if self.settings.on_error == "raise":
+                    raise
+                records = self._nan_records(specs, ctx, f"{type(exc).__name__}: {exc}")
+        if self.settings.moment_fraction < 1.0:
+            records = [self._with_fraction(r) for r in records]
+        agreed = self._state.broadcast_values([r.value for r in records])
+        return [
+            r if _same(r.value, v) else replace(r, value=v)
+            for r, v in zip(records, agreed, strict=True)
+        ]
+
+    def _raise_alarms(
+        self, tracker: AlarmTracker, result: MonitorResult, d: int, step: int | None
+    ) -> tuple[AlarmEvent, ...]:
+        """Check the alarms, warn for each that fires and stop if told to."""
+        events = tracker.check(dict(result), d, step, self.name)
+        for event in events:
+            warnings.warn(event.message, CollapseWarning, stacklevel=3)
+        if events and tracker.config.stop_on_collapse:
+            self.should_stop = True
+        self.alarm_events.extend(events)
+        return tuple(events)
 
     def _specs(self, *, has_views: bool) -> list[MetricSpec]:
         if self.settings.metrics is None:
@@ -519,7 +531,7 @@ class Monitor:
             f"{', '.join(hit)} are unreliable; feed more than D rows or use "
             "gram_dtype='float64'.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
     def _gram32(self, z: torch.Tensor) -> bool:
@@ -579,7 +591,7 @@ class Monitor:
         warnings.warn(
             f"sslwatch monitor {self.name!r}: {reason}; every metric is NaN",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         out = []
         for spec in specs:
