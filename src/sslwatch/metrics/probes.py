@@ -291,6 +291,36 @@ def fit_linear_probe(
     xs = (x.index_select(0, perm) - mean) * inv_std
     y = y.index_select(0, perm)
     n_tr = int(tr_idx.size)
+    path = _l2_path(xs, y, n_tr, n_classes, grid, max_iter, tol_value)
+    refit_tol = tol_value if tol is not None else _REFIT_TOL
+    final = _fit(xs, y, n_classes, path.l2, path.theta, max_iter, refit_tol)
+    return _make_fit(
+        final, mean, inv_std, classes, path.l2, path.val_accuracy, path.passes + final.n_evals
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class _L2Path:
+    """The outcome of :func:`_l2_path`: the selected strength and its solution."""
+
+    l2: float
+    theta: torch.Tensor | None
+    val_accuracy: tuple[tuple[float, float], ...]
+    passes: int
+
+
+def _l2_path(
+    xs: torch.Tensor,
+    y: torch.Tensor,
+    n_tr: int,
+    n_classes: int,
+    grid: tuple[float, ...],
+    max_iter: int,
+    tol: float,
+) -> _L2Path:
+    """Walk ``grid`` from the strongest value down, each fit on the first ``n_tr`` rows
+    warm-started from the previous one and stopped by the held-out rule on the rest;
+    the walk ends ``_PATH_PATIENCE`` values past the best held-out accuracy."""
     val_scores: list[tuple[float, float]] = []
     best_l2, best_acc, init = 0.0, -1.0, None
     best_theta: torch.Tensor | None = None
@@ -299,7 +329,7 @@ def fit_linear_probe(
         rule = _HeldOutRule(
             SoftmaxObjective(xs[:n_tr], y[:n_tr], n_classes, value), xs[n_tr:], y[n_tr:]
         )
-        res = _fit(xs[:n_tr], y[:n_tr], n_classes, value, init, max_iter, tol_value, rule)
+        res = _fit(xs[:n_tr], y[:n_tr], n_classes, value, init, max_iter, tol, rule)
         passes += res.n_evals
         init = res.theta
         acc = rule.accuracy(res.theta)
@@ -310,11 +340,7 @@ def fit_linear_probe(
             worse += 1
             if worse >= _PATH_PATIENCE:  # past the peak: weaker values only cost more
                 break
-    refit_tol = tol_value if tol is not None else _REFIT_TOL
-    final = _fit(xs, y, n_classes, best_l2, best_theta, max_iter, refit_tol)
-    return _make_fit(
-        final, mean, inv_std, classes, best_l2, tuple(val_scores), passes + final.n_evals
-    )
+    return _L2Path(best_l2, best_theta, tuple(val_scores), passes)
 
 
 def linear_probe(
