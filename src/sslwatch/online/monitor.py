@@ -269,11 +269,8 @@ class Monitor:
             ValueError: a wrongly shaped input, or a width different from earlier updates.
         """
         device = embeddings.device if isinstance(embeddings, torch.Tensor) else torch.device("cpu")
-        blas = (
-            blas_threads(self.settings.blas_threads)
-            if device.type == "cpu"
-            else contextlib.nullcontext()
-        )
+        threads = self.settings.blas_threads
+        blas = blas_threads(threads) if device.type == "cpu" else contextlib.nullcontext()
         with torch.no_grad(), _no_autocast(device), blas:
             self._update(embeddings, views, step)
 
