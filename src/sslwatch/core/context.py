@@ -53,11 +53,6 @@ def resolve_k(k: Any, n: int, labels: np.ndarray | None = None) -> int:
     return int(min(max(2, DEFAULT_K), max(2, n - 1)))
 
 
-def default_k(n: int, labels: np.ndarray | None) -> int:
-    """:func:`resolve_k` without a user's k (kept for callers not yet switched)."""
-    return resolve_k(None, n, labels)
-
-
 @dataclass
 class MetricContext:
     """Inputs and shared intermediate results for one evaluation.
