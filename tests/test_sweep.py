@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -453,6 +454,30 @@ def test_parsers_and_exit_code() -> None:
     with pytest.raises(SweepSetupError, match="twice"):
         parse_layers("a=x,a=y")
     assert [exit_code(n) for n in (0, 1, 7, 100, 250)] == [0, 1, 7, 100, 100]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("k", 1, "k must be an integer >= 2"),
+        ("k", 2.5, "k must be an integer >= 2"),
+        ("sample_size", 1, "sample_size must be an integer >= 2 or None"),
+        ("workers", 0, "workers must be an integer >= 1"),
+        ("batch_size", True, "batch_size must be an integer >= 1"),
+        ("bn_batches", 1.0, "bn_batches must be an integer >= 1"),
+        ("views", 1, "views must be 0"),
+        ("views", 2.0, "views must be 0"),
+        ("shard", (2, 2), "shard must be"),
+        ("shard", (0.0, 2), "shard must be"),
+    ],
+)
+def test_integer_settings_are_checked(
+    ckpt_root: Path, tmp_path: Path, option: str, value: Any, message: str
+) -> None:
+    with pytest.raises(SweepSetupError, match=re.escape(message)):
+        config(ckpt_root, tmp_path / "x.db", **{option: value})
+    accepted = config(ckpt_root, tmp_path / "x.db", k=np.int64(3), workers=np.int32(2))
+    assert accepted.k == 3 and accepted.workers == 2
 
 
 def test_setup_errors_are_one_line_and_name_the_problem(ckpt_root: Path, tmp_path: Path) -> None:

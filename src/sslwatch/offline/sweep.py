@@ -94,6 +94,7 @@ from sslwatch.core.definitions import MetricDefinition
 from sslwatch.core.evaluate import definition_for, evaluate
 from sslwatch.core.registry import REGISTRY, MetricSpec, check_params
 from sslwatch.metrics._threads import torch_threads
+from sslwatch.metrics._validation import as_int, is_int
 from sslwatch.offline.checkpoints import import_factory, load_model, parse_checkpoint_path
 from sslwatch.offline.data import Dataset, load_dataset
 from sslwatch.offline.embed import (
@@ -214,9 +215,9 @@ class SweepConfig:
             object.__setattr__(self, "checkpoints", (self.checkpoints,))
         if not self.checkpoints:
             raise SweepSetupError("no checkpoints given; pass one or more globs or files.")
-        if self.views < 0 or self.views == 1:
+        if not is_int(self.views) or self.views < 0 or self.views == 1:
             raise SweepSetupError(
-                f"views must be 0 (none) or >= 2 augmented views per sample; got {self.views}."
+                f"views must be 0 (none) or >= 2 augmented views per sample; got {self.views!r}."
             )
         if self.views and self.augment is None:
             raise SweepSetupError(f"views={self.views} needs an augmentation; pass augment.")
@@ -228,21 +229,27 @@ class SweepConfig:
                 )
             if self.labels is False:
                 raise SweepSetupError("labelled_fraction needs labels; do not pass labels=False.")
-        if self.sample_size is not None and self.sample_size < 2:
-            raise SweepSetupError(
-                f"sample_size must be >= 2 or None (all rows); got {self.sample_size}."
-            )
-        if self.k is not None and self.k < 2:
-            raise SweepSetupError(f"k must be >= 2 k-means clusters; got {self.k}.")
+        if self.sample_size is not None:
+            _check_int(self.sample_size, "sample_size", low=2, hint=" or None (all rows)")
+        if self.k is not None:
+            _check_int(self.k, "k", low=2, hint=" (k-means clusters) or None")
         for name in ("workers", "batch_size", "bn_batches"):
-            if int(getattr(self, name)) < 1:
-                raise SweepSetupError(f"{name} must be >= 1; got {getattr(self, name)}.")
+            _check_int(getattr(self, name), name, low=1)
         if self.shard is not None:
             i, n = self.shard
-            if n < 1 or not 0 <= i < n:
+            if not (is_int(i) and is_int(n)) or n < 1 or not 0 <= i < n:
                 raise SweepSetupError(f"shard must be (i, n) with 0 <= i < n; got {self.shard}.")
         if self.layers is not None and not self.layers:
             raise SweepSetupError("layers is empty; pass None to score the model output.")
+
+
+def _check_int(value: Any, name: str, *, low: int, hint: str = "") -> None:
+    """The metrics' integer check (:func:`~sslwatch.metrics._validation.as_int`), failing
+    as a :class:`SweepSetupError`."""
+    try:
+        as_int(value, name, low=low, hint=hint)
+    except ValueError as exc:
+        raise SweepSetupError(str(exc)) from None
 
 
 def parse_shard(text: str) -> tuple[int, int]:
