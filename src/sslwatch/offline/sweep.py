@@ -26,7 +26,7 @@ Conventions (also shown by ``sslwatch sweep --help``):
   class-stratified fraction (:meth:`~sslwatch.offline.data.Dataset.with_labelled_fraction`).
   ``labels=None`` uses labels when the data set has any, ``False`` ignores them, ``True``
   requires them. k (k-means clusters) defaults to the number of classes when labels are
-  used, else to 10 (:func:`sslwatch.core.context.default_k`), and is the same for every
+  used, else to 10 (:func:`sslwatch.core.context.resolve_k`), and is the same for every
   checkpoint.
 * **Definitions.** Every stored value carries the metric definition it was computed with
   (:class:`~sslwatch.core.definitions.MetricDefinition`), extended by the sweep with
@@ -89,7 +89,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sslwatch.core.context import MetricContext, default_k
+from sslwatch.core.context import MetricContext, resolve_k
 from sslwatch.core.definitions import MetricDefinition
 from sslwatch.core.evaluate import definition_for, evaluate
 from sslwatch.core.registry import REGISTRY, MetricSpec, check_params
@@ -623,25 +623,13 @@ def _resolve_augment(
 
 
 def _prepare(config: SweepConfig, dataset: Dataset | None = None) -> _Prepared:
+    """Everything a process needs before its first checkpoint; raises only
+    :class:`SweepSetupError`."""
     ds = _load_data(config) if dataset is None else dataset
     n = len(ds)
     if n < 2:
         raise SweepSetupError(f"data set {ds.name!r} has {n} sample(s); need at least 2.")
-
-    if isinstance(config.model, str):
-        try:
-            factory = import_factory(config.model)
-        except (ValueError, FileNotFoundError) as exc:
-            raise SweepSetupError(_one_line(f"model: {exc}")) from exc
-        model_name = config.model
-    elif callable(config.model):
-        factory = config.model
-        model_name = getattr(config.model, "__qualname__", type(config.model).__name__)
-    else:
-        raise SweepSetupError(
-            f"model must be a factory spec 'module:function' or a callable; got "
-            f"{type(config.model).__name__}."
-        )
+    factory, model_name = _resolve_factory(config)
     augment, augment_name = _resolve_augment(config, ds)
 
     has_labels = ds.y is not None and bool(ds.labelled_mask.any())
@@ -649,53 +637,21 @@ def _prepare(config: SweepConfig, dataset: Dataset | None = None) -> _Prepared:
         raise SweepSetupError(f"labels requested but data set {ds.name!r} has no labels.")
     use_labels = has_labels and config.labels is not False
     mask = ds.labelled_mask if use_labels else np.zeros(n, dtype=bool)
-    n_lab = int(mask.sum())
+    y_all = ds.y if use_labels else None
 
-    try:
-        specs = REGISTRY.select(
-            list(config.metrics) if config.metrics is not None else None,
-            has_views=config.views > 0,
-            has_labels=use_labels,
-        )
-    except ValueError as exc:
-        raise SweepSetupError(_one_line(f"metrics: {exc}")) from exc
-    if not specs:
-        raise SweepSetupError("no metric selected; check --metrics.")
+    specs = _select_metrics(config, use_labels)
     try:
         overrides = check_params(config.params or {}, specs)
     except ValueError as exc:
         raise SweepSetupError(str(exc)) from None
-
-    y_all = ds.y if use_labels else None
     k = config.k
-    if k is None and use_labels:
-        k = max(2, int(np.unique(y_all[mask]).size))  # type: ignore[index]
-
-    free = tuple(s for s in specs if not s.label_based)
-    labelled = tuple(s for s in specs if s.label_based)
-    passes: list[_Pass] = []
-    if labelled and n_lab == n:
-        # Every sample is labelled: one pass, the k-means shared by all metrics.
-        passes.append(_Pass(tuple(specs), None, y_all, n, config.views > 0))
-    else:
-        if free:
-            passes.append(_Pass(free, None, None, n, config.views > 0))
-        if labelled:
-            rows = np.flatnonzero(mask)
-            passes.append(_Pass(labelled, rows, y_all[rows], n_lab, False))  # type: ignore[index]
+    if k is None and y_all is not None:  # the class count, the same for every checkpoint
+        k = resolve_k(None, n, y_all[mask])
+    passes = _plan_passes(config, specs, y_all, mask)
     for p in passes:
-        point_based = any(s.kind in ("sample", "labels") for s in p.specs)
-        n_points = p.n_total if config.sample_size is None else min(config.sample_size, p.n_total)
-        kk = k if k is not None else default_k(n_points, None)
-        if point_based and (n_points < 2 or kk >= n_points):
-            which = "labelled samples" if p.rows is not None else "samples"
-            raise SweepSetupError(
-                f"k={kk} k-means clusters need more than {n_points} {which}; lower k or use "
-                "more (labelled) data."
-            )
+        _check_k_fits(config, p, k)
 
     layers = dict(config.layers) if config.layers is not None else None
-    representations = tuple(layers) if layers is not None else (OUTPUT_REPRESENTATION,)
     base_extras: dict[str, Any] = {
         "data": ds.name,
         "bn_recalibrated": bool(config.recalibrate_bn),
@@ -703,7 +659,6 @@ def _prepare(config: SweepConfig, dataset: Dataset | None = None) -> _Prepared:
     if config.recalibrate_bn:
         base_extras["bn_batches"] = int(config.bn_batches)
     view_extras = {"views": int(config.views), "augment": augment_name} if config.views else {}
-    label_extras = {"labelled_fraction": config.labelled_fraction}
     run_meta = {
         "sweep": {
             "model": model_name,
@@ -721,15 +676,83 @@ def _prepare(config: SweepConfig, dataset: Dataset | None = None) -> _Prepared:
         dataset=ds,
         factory=factory,
         augment=augment,
-        representations=representations,
+        representations=tuple(layers) if layers is not None else (OUTPUT_REPRESENTATION,),
         passes=tuple(passes),
         k=k,
         overrides=overrides,
         base_extras=base_extras,
         view_extras=view_extras,
-        label_extras=label_extras,
+        label_extras={"labelled_fraction": config.labelled_fraction},
         run_meta=run_meta,
     )
+
+
+def _resolve_factory(config: SweepConfig) -> tuple[Callable[..., Any], str]:
+    """The model factory and the name recorded for it."""
+    if isinstance(config.model, str):
+        try:
+            return import_factory(config.model), config.model
+        except (ValueError, FileNotFoundError) as exc:
+            raise SweepSetupError(_one_line(f"model: {exc}")) from exc
+    if callable(config.model):
+        return config.model, getattr(config.model, "__qualname__", type(config.model).__name__)
+    raise SweepSetupError(
+        f"model must be a factory spec 'module:function' or a callable; got "
+        f"{type(config.model).__name__}."
+    )
+
+
+def _select_metrics(config: SweepConfig, use_labels: bool) -> list[MetricSpec]:
+    """The registry's metrics for ``config.metrics`` (``None``: the default set)."""
+    try:
+        specs = REGISTRY.select(
+            list(config.metrics) if config.metrics is not None else None,
+            has_views=config.views > 0,
+            has_labels=use_labels,
+        )
+    except ValueError as exc:
+        raise SweepSetupError(_one_line(f"metrics: {exc}")) from exc
+    if not specs:
+        raise SweepSetupError("no metric selected; check --metrics.")
+    return list(specs)
+
+
+def _plan_passes(
+    config: SweepConfig,
+    specs: Sequence[MetricSpec],
+    y_all: np.ndarray | None,
+    mask: np.ndarray,
+) -> list[_Pass]:
+    """The ``evaluate`` calls per representation: one when every sample is labelled (the
+    k-means shared by all metrics), else the label-free metrics on every sample and the
+    label-based ones on the labelled samples."""
+    n, n_lab = len(mask), int(mask.sum())
+    use_views = config.views > 0
+    free = tuple(s for s in specs if not s.label_based)
+    labelled = tuple(s for s in specs if s.label_based)
+    if labelled and n_lab == n:
+        return [_Pass(tuple(specs), None, y_all, n, use_views)]
+    passes = []
+    if free:
+        passes.append(_Pass(free, None, None, n, use_views))
+    if labelled:
+        rows = np.flatnonzero(mask)
+        passes.append(_Pass(labelled, rows, y_all[rows], n_lab, False))  # type: ignore[index]
+    return passes
+
+
+def _check_k_fits(config: SweepConfig, p: _Pass, k: int | None) -> None:
+    """Refuse k-means clusters that the pass's sample is too small for."""
+    if not any(s.kind in ("sample", "labels") for s in p.specs):
+        return
+    n_points = p.n_total if config.sample_size is None else min(config.sample_size, p.n_total)
+    kk = resolve_k(k, n_points)
+    if n_points < 2 or kk >= n_points:
+        which = "labelled samples" if p.rows is not None else "samples"
+        raise SweepSetupError(
+            f"k={kk} k-means clusters need more than {n_points} {which}; lower k or use "
+            "more (labelled) data."
+        )
 
 
 def _predict_pass(prep: _Prepared, p: _Pass, d: int) -> list[tuple[MetricSpec, MetricDefinition]]:
@@ -749,7 +772,7 @@ def _predict_pass(prep: _Prepared, p: _Pass, d: int) -> list[tuple[MetricSpec, M
     views = None
     if p.use_views:
         views = torch.empty((p.n_total, cfg.views, 0), device="meta")
-    kk = prep.k if prep.k is not None else default_k(n_sample, None)
+    kk = resolve_k(prep.k, n_sample)
     ctx = MetricContext(
         n_total=p.n_total,
         d=int(d),
