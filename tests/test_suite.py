@@ -369,3 +369,16 @@ def test_user_k_is_validated_by_the_one_rule() -> None:
     for bad in (1, 2.0, True, "3"):
         with pytest.raises(ValueError, match="k must be an integer >= 2"):
             resolve_k(bad, 500, None)
+
+
+def test_sample_size_is_validated_as_an_integer(rng) -> None:  # type: ignore[no-untyped-def]
+    z = rng.normal(size=(40, 3))
+    for bad in (1, 2.5, True):
+        with pytest.raises(ValueError, match="sample_size must be an integer >= 2 or None"):
+            evaluate(z, metrics=["collapse_std"], sample_size=bad)
+    assert (
+        evaluate(z, metrics=["collapse_std"], sample_size=np.int64(20))
+        .definitions["collapse_std"]
+        .n
+        == 20
+    )

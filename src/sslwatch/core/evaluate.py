@@ -23,7 +23,7 @@ from sslwatch.core.context import MetricContext, resolve_k
 from sslwatch.core.definitions import MetricDefinition
 from sslwatch.core.registry import REGISTRY, Measurement, MetricSpec, check_params
 from sslwatch.metrics._scaling import unit_scaled
-from sslwatch.metrics._validation import as_labels, as_matrix, as_views
+from sslwatch.metrics._validation import as_int, as_labels, as_matrix, as_views
 from sslwatch.metrics.spectrum import _safe_scale, second_moments, spectra
 
 OnError = Literal["raise", "warn"]
@@ -136,8 +136,8 @@ def evaluate(
     n, d = int(zt.shape[0]), int(zt.shape[1])
     vt = as_views(views, name="views") if views is not None else None
     y = as_labels(labels, n, name="labels") if labels is not None else None
-    if sample_size is not None and sample_size < 2:
-        raise ValueError(f"sample_size must be >= 2 or None (all rows); got {sample_size}")
+    if sample_size is not None:
+        sample_size = as_int(sample_size, "sample_size", low=2, hint=" or None (all rows)")
     if on_error not in ("raise", "warn"):
         raise ValueError(f"on_error must be 'raise' or 'warn'; got {on_error!r}")
     specs = REGISTRY.select(metrics, has_views=vt is not None, has_labels=y is not None)
