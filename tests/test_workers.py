@@ -35,8 +35,8 @@ def _values(db: Path) -> dict[tuple[str, str, str], float]:
 @pytest.mark.slow  # starts worker processes (imports of torch dominate)
 def test_values_and_merge_do_not_depend_on_the_worker_count(tmp_path: Path) -> None:
     """--workers 2 runs each forward pass with the sweep process's torch thread count:
-    the float32 rounding of the embeddings, and so every value, is the same bit for bit
-    (it used to differ by up to 2.5e-9 relative), and the two stores merge cleanly."""
+    the float32 rounding of the embeddings, and so every value, is the same bit for bit,
+    and the two stores merge cleanly."""
     root = tmp_path / "ckpts"
     sm.make_checkpoints(root)
     one, two = tmp_path / "one.db", tmp_path / "two.db"

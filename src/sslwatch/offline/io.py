@@ -155,7 +155,7 @@ def open_arrays(path: str | Path, *, trust: bool = False) -> ArrayFile:
                 warnings.filterwarnings("ignore", message=".*weights_only.*")
                 warnings.filterwarnings("ignore", message=".*pickle protocol.*")
                 obj = torch.load(p, map_location="cpu", weights_only=not trust)
-            tensors = _arrays_from_object(obj, p)
+            tensors = _arrays_from_object(obj)
     except Exception as exc:  # garbage bytes can raise anything inside a reader
         raise _refusal(p, exc) from None
     return ArrayFile(p, {k: tuple(v.shape) for k, v in tensors.items()}, tensors.__getitem__)
@@ -181,7 +181,7 @@ def _open_npz(p: Path) -> ArrayFile:
     return ArrayFile(p, shapes, read)
 
 
-def _arrays_from_object(obj: Any, path: Path) -> dict[str, Raw]:
+def _arrays_from_object(obj: Any) -> dict[str, Raw]:
     if isinstance(obj, torch.Tensor):
         return {"embeddings": obj}
     if isinstance(obj, np.ndarray):
@@ -263,18 +263,6 @@ def class_ids(raw: Raw | list[Any], name: str, path: Path) -> tuple[np.ndarray, 
             "use one type (all text or all numbers)"
         ) from None
     return codes.astype(np.int64).reshape(-1), [str(v) for v in values]
-
-
-def read_arrays(path: str | Path, *, trust: bool = False) -> dict[str, torch.Tensor]:
-    """Read every numeric array in ``path`` as a name -> tensor dict (no code execution).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: unsupported suffix, a file that cannot be read safely, or an array
-            that is not numeric.
-    """
-    arrays = open_arrays(path, trust=trust)
-    return {k: as_tensor(arrays.raw(k), k, arrays.path) for k in arrays.names()}
 
 
 def load_embedding_file(
