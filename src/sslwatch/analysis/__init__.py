@@ -26,7 +26,7 @@ What it computes:
 Modules, in the order data flows: :mod:`~sslwatch.analysis.observations` (the table, the
 registry's view of each metric, the shared conventions), ``comparability``,
 ``bootstrap`` (the statistics), ``correlation``, ``selection``, ``diagnosis``,
-``verdict`` and ``pipeline`` (:func:`analyze`).
+``verdict``, ``pipeline`` (:func:`analyze`) and ``summary`` (tables both front ends show).
 
 Conventions (documented once, used everywhere):
 
@@ -94,6 +94,7 @@ from sslwatch.analysis.selection import (
     select_checkpoints,
     select_runs,
 )
+from sslwatch.analysis.summary import TrustRow, several_definitions, trust_rows
 from sslwatch.analysis.verdict import TRUST_MIN_POINTS, KeepAdvice, MetricTrust, Verdict, verdict
 
 __all__ = [
@@ -113,6 +114,7 @@ __all__ = [
     "MetricTrust",
     "Observation",
     "RunSelection",
+    "TrustRow",
     "Verdict",
     "analysis_to_dict",
     "analyze",
@@ -125,5 +127,7 @@ __all__ = [
     "resampled_correlations",
     "select_checkpoints",
     "select_runs",
+    "several_definitions",
+    "trust_rows",
     "verdict",
 ]
