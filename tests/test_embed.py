@@ -139,6 +139,22 @@ def test_identity_views_equal_clean_embeddings(net: TinyNet, x_small: torch.Tens
         extract_embeddings(net, x_small, device="cpu", views=2)
 
 
+def test_integer_arguments_are_checked(net: TinyNet, x_small: torch.Tensor) -> None:
+    for kwargs, message in (
+        ({"batch_size": 0}, "batch_size must be an integer >= 1"),
+        ({"batch_size": 2.5}, "batch_size must be an integer >= 1"),
+        ({"views": -1}, "views must be an integer >= 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            extract_embeddings(net, x_small, device="cpu", **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="batches must be an integer >= 1"):
+        recalibrate_batchnorm(net, x_small, batches=0)
+    modes = [m.training for m in net.modules()]
+    with pytest.raises(ValueError, match="no submodule"):
+        extract_embeddings(net, x_small, device="cpu", layers={"z": "nope"})
+    assert [m.training for m in net.modules()] == modes
+
+
 def test_results_are_usable_with_autograd(net: TinyNet, x_small: torch.Tensor) -> None:
     emb = extract_embeddings(net, x_small, device="cpu")["output"]
     assert not emb.is_inference() and not emb.requires_grad

@@ -5,9 +5,9 @@
 submodules (captured with forward hooks in the same pass), optionally with ``q``
 augmented views per sample for multi-view metrics (clustering agreement across views,
 LiDAR). :func:`recalibrate_batchnorm` re-estimates BatchNorm running statistics, which
-an untrained network has not got yet (see DESIGN.md: at random initialisation the running
-statistics are the defaults, mean 0 and variance 1, so eval-mode embeddings can look
-collapsed or inflated).
+an untrained network has not got yet (at random initialisation the running statistics
+are the defaults, mean 0 and variance 1, so eval-mode embeddings can look collapsed or
+inflated).
 
 Accepted ``data`` (both functions):
 
@@ -37,6 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler
 from torch.utils.data import Dataset as TorchDataset
 
+from sslwatch.metrics._validation import as_int
 from sslwatch.offline.data import Dataset
 
 __all__ = [
@@ -116,10 +117,8 @@ def extract_embeddings(
     The module (and all its submodules) are put in eval mode for the pass and their
     previous train/eval flags are restored afterwards.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1; got {batch_size}.")
-    if views < 0:
-        raise ValueError(f"views must be >= 0; got {views}.")
+    as_int(batch_size, "batch_size")
+    as_int(views, "views", low=0)
     if views > 0 and augment is None:
         raise ValueError(
             f"views={views} needs an augment callable (batched tensor -> augmented tensor), "
@@ -136,58 +135,29 @@ def extract_embeddings(
     clean: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     aug: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     captured: dict[str, torch.Tensor] = {}
-    handles: list[torch.utils.hooks.RemovableHandle] = []
-    modes = [(m, m.training) for m in module.modules()] if module is not None else []
-    original_device = _module_device(module)
-    moved = module is not None and original_device is not None and original_device != dev
 
-    try:
-        if module is not None:
-            if moved:
-                module.to(dev)
-            module.eval()
-            if layer_map is not None:
-                for key, path in layer_map.items():
-                    sub = module.get_submodule(path)
-                    handles.append(sub.register_forward_hook(_make_hook(key, path, captured)))
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(torch.inference_mode())
+    def forward(x: torch.Tensor, bsz: int) -> dict[str, torch.Tensor]:
+        return _forward(model, x, dev, autocast, layer_map, captured, keys, bsz)
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_hooked_eval(module, dev, layer_map, captured))
+        stack.enter_context(torch.inference_mode())
+        if views > 0:
+            stack.enter_context(_seeded(seed, dev))
+        bar = _progress_bar(progress, n_batches)
+        for raw in batches:
+            xb = _prepare(raw, dev, in_dtype)
+            out = forward(xb, int(xb.shape[0]))
+            for k in keys:
+                clean[k].append(out[k])
             if views > 0:
-                stack.enter_context(_seeded(seed, dev))
-            bar = _progress_bar(progress, n_batches)
-            for raw in batches:
-                xb = _prepare(raw, dev, in_dtype)
-                bsz = int(xb.shape[0])
-                out = _forward(model, xb, dev, autocast, layer_map, captured, keys, bsz)
-                for k in keys:
-                    clean[k].append(out[k])
-                if views > 0:
-                    assert augment is not None
-                    per_view: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
-                    for _ in range(views):
-                        xa = augment(xb)
-                        if not isinstance(xa, torch.Tensor) or xa.shape[0] != bsz:
-                            raise ValueError(
-                                "augment must return a tensor with the same batch size as its "
-                                f"input ({bsz}); got {_describe(xa)}."
-                            )
-                        o = _forward(model, xa, dev, autocast, layer_map, captured, keys, bsz)
-                        for k in keys:
-                            per_view[k].append(o[k])
-                    for k in keys:
-                        aug[k].append(torch.stack(per_view[k], dim=1))
-                if bar is not None:
-                    bar.update(1)
+                assert augment is not None
+                for k, stacked in _view_outputs(forward, xb, augment, views, keys).items():
+                    aug[k].append(stacked)
             if bar is not None:
-                bar.close()
-    finally:
-        for h in handles:
-            h.remove()
-        if module is not None:
-            if moved and original_device is not None:
-                module.to(original_device)
-            for m, flag in modes:
-                m.training = flag
+                bar.update(1)
+        if bar is not None:
+            bar.close()
 
     if not clean[keys[0]]:
         raise ValueError("data is empty: no batch was produced, so there is nothing to embed.")
@@ -198,6 +168,62 @@ def extract_embeddings(
         if views > 0:
             result[k + VIEWS_SUFFIX] = _cat(aug[k], k)
     return result
+
+
+@contextlib.contextmanager
+def _hooked_eval(
+    module: nn.Module | None,
+    dev: torch.device,
+    layer_map: dict[str, str] | None,
+    captured: dict[str, torch.Tensor],
+) -> Iterator[None]:
+    """``module`` on ``dev``, in eval mode, its layers hooked into ``captured``; afterwards
+    (even on error) the hooks are removed and its device and train/eval flags restored."""
+    if module is None:
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    original_device = _module_device(module)
+    moved = original_device is not None and original_device != dev
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        if moved:
+            module.to(dev)
+        module.eval()
+        for key, path in (layer_map or {}).items():
+            sub = module.get_submodule(path)
+            handles.append(sub.register_forward_hook(_make_hook(key, path, captured)))
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+        if moved and original_device is not None:
+            module.to(original_device)
+        for m, flag in modes:
+            m.training = flag
+
+
+def _view_outputs(
+    forward: Callable[[torch.Tensor, int], dict[str, torch.Tensor]],
+    xb: torch.Tensor,
+    augment: Callable[[torch.Tensor], torch.Tensor],
+    views: int,
+    keys: Sequence[str],
+) -> dict[str, torch.Tensor]:
+    """Per key, the (B, q, D) outputs of ``views`` augmentations of the batch ``xb``."""
+    bsz = int(xb.shape[0])
+    per_view: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+    for _ in range(views):
+        xa = augment(xb)
+        if not isinstance(xa, torch.Tensor) or xa.shape[0] != bsz:
+            raise ValueError(
+                "augment must return a tensor with the same batch size as its "
+                f"input ({bsz}); got {_describe(xa)}."
+            )
+        o = forward(xa, bsz)
+        for k in keys:
+            per_view[k].append(o[k])
+    return {k: torch.stack(per_view[k], dim=1) for k in keys}
 
 
 def recalibrate_batchnorm(
@@ -238,8 +264,8 @@ def recalibrate_batchnorm(
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"recalibrate_batchnorm needs an nn.Module; got {type(model).__name__}.")
-    if batches < 1 or batch_size < 1:
-        raise ValueError(f"batches and batch_size must be >= 1; got {batches}, {batch_size}.")
+    as_int(batches, "batches")
+    as_int(batch_size, "batch_size")
     bns = [
         m
         for m in model.modules()
