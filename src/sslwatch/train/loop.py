@@ -451,71 +451,33 @@ def train(
     sample_shape = tuple(x.shape[1:])
     device = _resolve_device(config.device)
     augment = build_augment(config.augment, sample_shape, **config.augment_kwargs)
-    bkw = _backbone_kwargs(config, sample_shape)
-    method = build_from_config(config, sample_shape).to(device)
-    optimizer = _make_optimizer(config, method)
-    steps_per_epoch = n // config.batch_size
-    total_steps = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
-    generator = torch.Generator().manual_seed(config.seed)
-    fmt = config.checkpoint_format
+    session = _Session.start(config, sample_shape, n, device)
     out = Path(config.out_dir) if config.out_dir is not None else None
 
-    losses: list[float] = []
     start_epoch = 0
     resumed = False
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        latest = _latest_resumable(out, fmt)
+        latest = _latest_resumable(out, config.checkpoint_format)
         if latest is not None:
             if not config.resume:
                 raise ValueError(
                     f"{out} already holds checkpoints; use an empty out_dir or resume=True."
                 )
             _check_same_run(out, config)
-            start_epoch = latest
-            resumed = True
-            tensors, _ = _load_weights(checkpoint_path(out, latest, fmt))
-            method.load_state_dict(tensors, strict=True)
-            if latest > 0:
-                state = torch.load(state_path(out, latest), map_location="cpu", weights_only=True)
-                optimizer.load_state_dict(state["optimizer"])
-                scheduler.load_state_dict(state["scheduler"])
-                generator.set_state(state["generator"])
-                losses = [float(v) for v in state["losses"].tolist()]
+            session.resume(out, latest)
+            start_epoch, resumed = latest, True
         config_json = json.dumps(config.to_dict(), indent=2)
         with atomic_path(out / "config.json") as tmp:
             tmp.write_text(config_json)
 
     def save(epoch: int) -> Path | None:
-        if out is None:
-            return None
-        path = checkpoint_path(out, epoch, fmt)
-        _save_weights(path, method, _metadata(method, config, bkw, epoch), fmt)
-        if epoch > 0:
-            state = {
-                "epoch": epoch,
-                "global_step": epoch * steps_per_epoch,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "generator": generator.get_state(),
-                "losses": torch.tensor(losses, dtype=torch.float64),
-                "config": json.dumps(config.to_dict()),
-            }
-            with atomic_path(state_path(out, epoch)) as tmp:
-                torch.save(state, tmp)
-            if not config.keep_all_states:
-                for old in range(epoch - 1, -1, -1):
-                    stale = state_path(out, old)
-                    if not stale.exists():
-                        break
-                    stale.unlink()
-        return path
+        return None if out is None else session.save(out, epoch)
 
     def run_callbacks(epoch: int, path: Path | None) -> bool:
         for cb in callbacks:
             try:
-                cb(epoch, method, path)
+                cb(epoch, session.method, path)
             except StopTraining:
                 return True
         return False
@@ -536,41 +498,124 @@ def train(
     for epoch in bar:
         if stopped:
             break
+        session.run_epoch(x, augment, epoch)
+        bar.set_postfix(loss=f"{session.losses[-1]:.4f}")
+        last_epoch = epoch
+        stopped = run_callbacks(epoch, save(epoch))
+    bar.close()
+    session.method.eval()
+    fmt = config.checkpoint_format
+    checkpoints = [p for _, p in list_checkpoints(out) if p.suffix == f".{fmt}"] if out else []
+    return TrainResult(
+        method=session.method,
+        config=config,
+        losses=session.losses,
+        checkpoints=checkpoints,
+        start_epoch=start_epoch,
+        last_epoch=last_epoch,
+        stopped_early=stopped,
+    )
+
+
+@dataclass
+class _Session:
+    """What one training run updates: the method, its optimizer and schedule, the one
+    generator of every random draw, and the epoch losses so far."""
+
+    config: TrainConfig
+    method: SSLMethod
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    generator: torch.Generator
+    backbone_kwargs: dict[str, Any]
+    n: int
+    steps_per_epoch: int
+    losses: list[float] = field(default_factory=list)
+
+    @classmethod
+    def start(
+        cls, config: TrainConfig, sample_shape: tuple[int, ...], n: int, device: torch.device
+    ) -> _Session:
+        """A fresh run: seeded initial weights on ``device``, optimizer, schedule."""
+        bkw = _backbone_kwargs(config, sample_shape)
+        method = build_from_config(config, sample_shape).to(device)
+        optimizer = _make_optimizer(config, method)
+        steps_per_epoch = n // config.batch_size
+        factor = _lr_factor(config, steps_per_epoch)
+        return cls(
+            config=config,
+            method=method,
+            optimizer=optimizer,
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, factor),
+            generator=torch.Generator().manual_seed(config.seed),
+            backbone_kwargs=bkw,
+            n=n,
+            steps_per_epoch=steps_per_epoch,
+        )
+
+    def resume(self, out: Path, epoch: int) -> None:
+        """Load the weights of ``epoch`` and, after epoch 0, the training state."""
+        tensors, _ = _load_weights(checkpoint_path(out, epoch, self.config.checkpoint_format))
+        self.method.load_state_dict(tensors, strict=True)
+        if epoch > 0:
+            state = torch.load(state_path(out, epoch), map_location="cpu", weights_only=True)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.generator.set_state(state["generator"])
+            self.losses = [float(v) for v in state["losses"].tolist()]
+
+    def save(self, out: Path, epoch: int) -> Path:
+        """Write the weights of ``epoch`` and, after epoch 0, the state to resume from (the
+        older state files removed unless ``keep_all_states``); return the weights' path."""
+        config, fmt = self.config, self.config.checkpoint_format
+        path = checkpoint_path(out, epoch, fmt)
+        metadata = _metadata(self.method, config, self.backbone_kwargs, epoch)
+        _save_weights(path, self.method, metadata, fmt)
+        if epoch > 0:
+            state = {
+                "epoch": epoch,
+                "global_step": epoch * self.steps_per_epoch,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "generator": self.generator.get_state(),
+                "losses": torch.tensor(self.losses, dtype=torch.float64),
+                "config": json.dumps(config.to_dict()),
+            }
+            with atomic_path(state_path(out, epoch)) as tmp:
+                torch.save(state, tmp)
+            if not config.keep_all_states:
+                for old in range(epoch - 1, -1, -1):
+                    stale = state_path(out, old)
+                    if not stale.exists():
+                        break
+                    stale.unlink()
+        return path
+
+    def run_epoch(self, x: torch.Tensor, augment: Callable[..., torch.Tensor], epoch: int) -> None:
+        """One pass over ``x`` in seeded random batches (the last incomplete one dropped);
+        appends the epoch's mean loss to :attr:`losses`."""
+        config, method, batch = self.config, self.method, self.config.batch_size
+        total_steps = self.steps_per_epoch * config.epochs
         method.train()
-        perm = torch.randperm(n, generator=generator).to(device)
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        for b in range(steps_per_epoch):
-            xb = x[perm[b * config.batch_size : (b + 1) * config.batch_size]]
-            v1 = augment(xb, generator)
-            v2 = augment(xb, generator)
+        perm = torch.randperm(self.n, generator=self.generator).to(x.device)
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
+        for b in range(self.steps_per_epoch):
+            xb = x[perm[b * batch : (b + 1) * batch]]
+            v1 = augment(xb, self.generator)
+            v2 = augment(xb, self.generator)
             loss = method(v1, v2)
             if not bool(torch.isfinite(loss)):
                 raise FloatingPointError(
                     f"{config.method} loss became {float(loss)} at epoch {epoch}, step {b + 1}; "
                     f"lower the learning rate (lr={config.lr}) or check the inputs."
                 )
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            scheduler.step()
-            method.on_after_step((epoch - 1) * steps_per_epoch + b + 1, total_steps)
+            self.optimizer.step()
+            self.scheduler.step()
+            method.on_after_step((epoch - 1) * self.steps_per_epoch + b + 1, total_steps)
             total += loss.detach().to(torch.float64)
-        losses.append(float(total) / steps_per_epoch)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        last_epoch = epoch
-        stopped = run_callbacks(epoch, save(epoch))
-    bar.close()
-    method.eval()
-    checkpoints = [p for _, p in list_checkpoints(out) if p.suffix == f".{fmt}"] if out else []
-    return TrainResult(
-        method=method,
-        config=config,
-        losses=losses,
-        checkpoints=checkpoints,
-        start_epoch=start_epoch,
-        last_epoch=last_epoch,
-        stopped_early=stopped,
-    )
+        self.losses.append(float(total) / self.steps_per_epoch)
 
 
 def _check_same_run(out: Path, config: TrainConfig) -> None:
