@@ -454,6 +454,12 @@ def test_train_rejects_bad_input(signals: torch.Tensor) -> None:
         train(_config(None), bad)
     with pytest.raises(ValueError, match="optimizer"):
         TrainConfig(optimizer="lamb")
+    with pytest.raises(ValueError, match="epochs must be an integer >= 1"):
+        TrainConfig(epochs=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"batch_size must be an integer >= 2"):
+        TrainConfig(batch_size=1)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(epochs=5, warmup_epochs=1.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="JSON"):
         TrainConfig(method_kwargs={"temperature": object()})
 

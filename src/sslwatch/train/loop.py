@@ -46,6 +46,7 @@ from torch import nn
 
 from sslwatch._files import atomic_path
 from sslwatch._version import __version__
+from sslwatch.metrics._validation import as_int, is_int
 from sslwatch.train.augment import build_augment
 from sslwatch.train.backbones import build_backbone
 from sslwatch.train.methods import SSLMethod, build_method, canonical_method_name
@@ -147,17 +148,13 @@ class TrainConfig:
             raise ValueError(
                 f"checkpoint_format must be one of {_FORMATS}; got {self.checkpoint_format!r}."
             )
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1; got {self.epochs}.")
-        if self.batch_size < 2:
-            raise ValueError(
-                f"batch_size must be >= 2 (BatchNorm needs 2 samples); got {self.batch_size}."
-            )
+        as_int(self.epochs, "epochs")
+        as_int(self.batch_size, "batch_size", low=2, hint=" (BatchNorm needs 2 samples)")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr must be a positive finite number; got {self.lr}.")
         if self.weight_decay < 0:
             raise ValueError(f"weight_decay must be >= 0; got {self.weight_decay}.")
-        if not 0 <= self.warmup_epochs <= self.epochs:
+        if not is_int(self.warmup_epochs) or not 0 <= self.warmup_epochs <= self.epochs:
             raise ValueError(
                 f"warmup_epochs must be in [0, epochs={self.epochs}]; got {self.warmup_epochs}."
             )
