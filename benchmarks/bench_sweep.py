@@ -82,9 +82,9 @@ def write_checkpoints(root: Path, n: int) -> list[Path]:
 def bare(
     paths: list[Path], ds: Any, *, sample_size: int, params: dict[str, Any]
 ) -> tuple[float, dict[tuple[str, str, str], float]]:
-    from sslwatch.checkpoints import import_factory, load_model
-    from sslwatch.embed import extract_embeddings
-    from sslwatch.suite import evaluate
+    from sslwatch.core.evaluate import evaluate
+    from sslwatch.offline.checkpoints import import_factory, load_model
+    from sslwatch.offline.embed import extract_embeddings
 
     factory = import_factory(FACTORY)
     values: dict[tuple[str, str, str], float] = {}
@@ -104,7 +104,7 @@ def bare(
 def swept(
     root: Path, db: Path, ds: Any, *, sample_size: int, params: dict[str, Any]
 ) -> tuple[float, Any]:
-    from sslwatch.sweep import SweepConfig, run_sweep
+    from sslwatch.offline.sweep import SweepConfig, run_sweep
 
     cfg = SweepConfig(
         model=FACTORY,
@@ -127,8 +127,8 @@ def main() -> None:
     n_ckpt, repeats, sample_size = (3, 3, 1000) if args.quick else (6, 5, 2000)
     params = {"linear_probe": {"l2": 1e-3}}
 
-    from sslwatch.data import load_dataset
-    from sslwatch.store import ResultStore
+    from sslwatch.offline.data import load_dataset
+    from sslwatch.offline.store import ResultStore
 
     ds = load_dataset("mnist1d")
     with tempfile.TemporaryDirectory() as tmp:

@@ -112,7 +112,7 @@ def _check_args(n: int, dim: int, epochs: int) -> None:
 
 def _build(n: int, dim: int, epochs: int, seed: int, log: Log) -> tuple[np.ndarray, np.ndarray]:
     """Generate the signals, train SimCLR, embed: ((n, dim) float32, (n,) int64)."""
-    from sslwatch.embed import extract_embeddings
+    from sslwatch.offline.embed import extract_embeddings
     from sslwatch.train.data import mnist1d_tensors
     from sslwatch.train.loop import TrainConfig, train
 
