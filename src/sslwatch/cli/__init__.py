@@ -1,6 +1,9 @@
 """The ``sslwatch`` command line (typer). Thin adapters only: no maths here.
 
-Each sub-command lives in its own module and registers itself on :data:`app`.
+Each command group lives in its own module and registers its commands on :data:`app`:
+``score`` (score, metrics), ``sweep`` (sweep, merge, export), ``report`` (analyze,
+report), ``doctor`` and ``reproduce`` (demo, reproduce). Values are formatted by
+:mod:`sslwatch.report.formatting`, as on the HTML report.
 
 Exit codes, the same for every command:
 
@@ -110,15 +113,6 @@ def check_output(path: Path, option: str, *, make_parents: bool = False) -> None
         raise fail(f"{option} {path}: {parent} is a file, not a folder; pass another path")
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise fail(f"{option} {path} is not writable; pass a path you may write to")
-
-
-def format_value(value: float) -> str:
-    """Compact human formatting of a metric value (NaN and infinities spelled out)."""
-    if math.isnan(value):
-        return "nan"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
 
 
 def json_value(value: float) -> Any:

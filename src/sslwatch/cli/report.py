@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import statistics
-from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,10 +11,17 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
-from sslwatch.cli import app, check_output, console, fail, format_value, store_failure
+from sslwatch.cli import app, check_output, console, fail, store_failure
+from sslwatch.report.formatting import (
+    estimate_text,
+    format_value,
+    interval_side,
+    last_line,
+    metric_arrow,
+)
 
 _GROUP_BY = ("method", "architecture", "none")
-_ARROWS = {"higher": "↑", "lower": "↓", "none": "·"}
+_SIDE_STYLE = {1: "green", -1: "red", 0: ""}
 _SEVERITY_STYLE = {"critical": "bold white on red", "warning": "black on yellow", "info": "dim"}
 
 
@@ -126,20 +131,6 @@ MinEpochOpt = Annotated[
 NBootOpt = Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")]
 ConfidenceOpt = Annotated[float, typer.Option(help="Confidence level of the intervals.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed of the bootstrap.")]
-
-
-def _ci(est: Any) -> str:
-    text = format_value(est.value)
-    if math.isfinite(est.low):
-        text += f" [{format_value(est.low)}, {format_value(est.high)}]"
-    return text
-
-
-def _trust_style(c: Any) -> str:
-    s = c.stats.spearman
-    if not c.oriented or not math.isfinite(s.low):
-        return ""
-    return "green" if s.low > 0 else "red" if s.high < 0 else ""
 
 
 @app.command()
@@ -372,32 +363,16 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _group_label(result: Any, run: str) -> str:
-    group_by = result.settings.get("group_by")
-    for name, method, arch in result.runs:
-        if name == run:
-            value = method if group_by == "method" else arch
-            return "all runs" if group_by is None else value or f"(no {group_by})"
-    return run
+def _ci(est: Any) -> str:
+    return estimate_text(est, format_value)
 
 
 def _print_trust(result: Any) -> None:
-    from sslwatch.analysis import TRUST_MIN_POINTS
+    from sslwatch.analysis import TRUST_MIN_POINTS, several_definitions, trust_rows
 
-    per_run: dict[tuple[str, str, str, str], list[float]] = defaultdict(list)
-    for c in result.correlations:
-        if c.scope == "run" and math.isfinite(c.stats.spearman.value):
-            key = (_group_label(result, c.group), c.representation, c.metric, c.digest)
-            per_run[key].append(c.stats.spearman.value)
-    finals = {
-        (c.group, c.representation, c.metric, c.digest): c
-        for c in result.correlations
-        if c.scope == "final"
-    }
-    counts = Counter(d.metric for d in result.definitions)
-    several = {m for m, count in counts.items() if count > 1}
-    pooled = [c for c in result.correlations if c.scope == "pooled"]
-    for group in sorted({c.group for c in pooled}):
+    several = several_definitions(result)
+    rows = trust_rows(result)
+    for group in sorted({row.pooled.group for row in rows}):
         table = Table(
             title=f"{escape(str(group))}: correlation with {escape(str(result.reference))} "
             "(pooled over checkpoints; ↓ metrics negated, · raw)",
@@ -406,11 +381,10 @@ def _print_trust(result: Any) -> None:
         for col in ("repr.", "metric", "n", "Spearman [CI]", "Kendall [CI]", "Pearson [CI]",
                     "final ρs", "runs ρs median (min..max)"):  # fmt: skip
             table.add_column(col, justify="left" if col in ("repr.", "metric") else "right")
-        for c in (c for c in pooled if c.group == group):
-            fin = finals.get((c.group, c.representation, c.metric, c.digest))
-            rs = per_run.get((c.group, c.representation, c.metric, c.digest), [])
-            name = f"{c.metric} {_ARROWS[c.direction]}"
-            if c.architecture and not _cross_architecture(c.metric):
+        for row in (row for row in rows if row.pooled.group == group):
+            c, fin, rs = row.pooled, row.final, row.run_spearman
+            name = f"{c.metric} {metric_arrow(c.metric)}"
+            if c.architecture_bound:
                 name += f" ({c.architecture})"
             if c.metric in several:
                 name += f" N={c.definition.n}"
@@ -433,12 +407,14 @@ def _print_trust(result: Any) -> None:
                     if rs
                     else "-"
                 ),
-                style=_trust_style(c),
+                style=_SIDE_STYLE[interval_side(c.stats.spearman, c.oriented)],
             )
         _emit(table)
 
 
 def _print_selection(result: Any) -> None:
+    from sslwatch.analysis import several_definitions
+
     ref = result.reference or "reference"
     if result.run_selections:
         table = Table(
@@ -449,13 +425,13 @@ def _print_selection(result: Any) -> None:
         for col in ("group", "repr.", "metric", "epoch", "selected", "value", ref, "oracle",
                     "regret", "runs"):  # fmt: skip
             table.add_column(escape(col))
-        counts = Counter(d.metric for d in result.definitions)
+        several = several_definitions(result)
         for s in result.run_selections:
             table.add_row(
                 escape(s.group + (f" ({s.architecture})" if s.architecture else "")),
                 escape(s.representation),
-                escape(f"{s.metric} {_ARROWS[_direction(s.metric)]}")
-                + (f" N={s.definition.n}" if counts[s.metric] > 1 else ""),
+                escape(f"{s.metric} {metric_arrow(s.metric)}")
+                + (f" N={s.definition.n}" if s.metric in several else ""),
                 str(s.epoch),
                 escape(s.selected_run),
                 format_value(s.value),
@@ -473,7 +449,7 @@ def _print_selection(result: Any) -> None:
             table.add_row(
                 escape(ck.run),
                 escape(ck.representation),
-                escape(f"{ck.metric} {_ARROWS[_direction(ck.metric)]}"),
+                escape(f"{ck.metric} {metric_arrow(ck.metric)}"),
                 str(ck.epoch),
                 format_value(ck.value),
                 format_value(ck.reference_value),
@@ -505,29 +481,16 @@ def _print_warnings_and_findings(result: Any, failures: list[dict[str, Any]]) ->
             escape(f.message),
         )
     for failure in failures:
-        error = str(failure.get("error") or "").strip().splitlines()
         table.add_row(
             f"[{_SEVERITY_STYLE['warning']}]failed[/]",
             escape(str(failure["run"])),
             "-",
             "-",
-            escape(f"{failure.get('path') or failure.get('epoch')}: {error[-1] if error else ''}"),
+            escape(
+                f"{failure.get('path') or failure.get('epoch')}: {last_line(failure.get('error'))}"
+            ),
         )
     _emit(table)
-
-
-def _direction(metric: str) -> str:
-    from sslwatch.core.registry import REGISTRY
-
-    spec = REGISTRY.get(metric)
-    return "none" if spec is None else spec.direction
-
-
-def _cross_architecture(metric: str) -> bool:
-    from sslwatch.core.registry import REGISTRY
-
-    spec = REGISTRY.get(metric)
-    return False if spec is None else spec.cross_architecture
 
 
 def _load_spectra(items: list[str], runs: set[str]) -> dict[Any, Any]:

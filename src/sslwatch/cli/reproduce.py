@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sslwatch.cli import app, console, fail
+from sslwatch.report.formatting import direction_arrow
 
 EPOCH_COLUMNS = (
     ("backbone/rankme", "RankMe", "{:9.2f}"),
@@ -73,7 +74,6 @@ def _correlation_table(rows: list[dict[str, Any]]) -> Table:
         ("ρ late", "right"),
     ):
         table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
-    arrows = {"higher": "↑", "lower": "↓", "none": "·"}
     later = {
         (r["method"], r["representation"], r["metric"]): r
         for r in rows
@@ -87,7 +87,7 @@ def _correlation_table(rows: list[dict[str, Any]]) -> Table:
             str(r["method"]),
             str(r["representation"]),
             str(r["metric"]),
-            arrows.get(str(r["direction"]), "·"),
+            direction_arrow(str(r["direction"])),
             str(r["n"]),
             f"{_rho(r['spearman'])} [{_rho(r['spearman_lo'])}, {_rho(r['spearman_hi'])}]",
             "" if half is None else _rho(half["spearman"]),

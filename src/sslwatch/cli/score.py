@@ -12,7 +12,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from sslwatch._version import __version__
-from sslwatch.cli import app, check_output, console, fail, format_value, json_value
+from sslwatch.cli import app, check_output, console, fail, json_value
+from sslwatch.report.formatting import direction_arrow, format_value
 
 
 def _metric_list(metrics: str | None) -> list[str] | None:
@@ -103,13 +104,12 @@ def score(
         ("what it is", "left"),
     ):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    arrows = {"higher": "↑", "lower": "↓", "none": "·"}
     for name, rec in result.records.items():
         spec = REGISTRY[name]
         table.add_row(
             name,
             format_value(rec.value),
-            arrows[spec.direction],
+            direction_arrow(spec.direction),
             str(rec.definition.n),
             f"{rec.seconds:.2f}",
             spec.description,

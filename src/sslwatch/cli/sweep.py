@@ -34,11 +34,6 @@ from sslwatch.cli import (
 __all__ = ["EXIT_SETUP_ERROR", "EXIT_USAGE", "ProgressLog", "format_seconds"]
 
 
-def _error(message: str, code: int) -> typer.Exit:
-    """Print ``error: message`` on ONE stderr line (never wrapped) and return the Exit."""
-    return fail(message, code)
-
-
 def format_seconds(seconds: float) -> str:
     """Human duration: ``0.42 s``, ``12.3 s``, ``4 min 05 s``."""
     if not math.isfinite(seconds):
@@ -204,7 +199,7 @@ def sweep(
         )
         summary = _run_with_progress(config, run_sweep)
     except SweepSetupError as exc:
-        raise _error(str(exc), EXIT_SETUP_ERROR) from None
+        raise fail(str(exc), EXIT_SETUP_ERROR) from None
     except KeyboardInterrupt:
         err_console.print("interrupted: every finished checkpoint is stored; re-run to go on.")
         raise typer.Exit(130) from None
@@ -383,10 +378,10 @@ def merge(
     out_resolved = output.resolve()
     for src in sources:
         if src.resolve() == out_resolved:
-            raise _error(f"{src} is both a source and the output; pick another -o.", EXIT_USAGE)
+            raise fail(f"{src} is both a source and the output; pick another -o.", EXIT_USAGE)
         if not src.is_file():
             what = "is a folder, not a results store" if src.is_dir() else "does not exist"
-            raise _error(f"merge source {src} {what}.", EXIT_USAGE)
+            raise fail(f"merge source {src} {what}.", EXIT_USAGE)
     check_output(output, "-o", make_parents=True)
     try:
         result = merge_stores(sources, output)
@@ -431,13 +426,13 @@ def export(
     from sslwatch.offline.store import ResultStore
 
     if csv_out is None and json_out is None:
-        raise _error("pass --csv PATH and/or --json PATH.", EXIT_USAGE)
+        raise fail("pass --csv PATH and/or --json PATH.", EXIT_USAGE)
     if not db.exists():
-        raise _error(f"results store {db} does not exist.", EXIT_USAGE)
+        raise fail(f"results store {db} does not exist.", EXIT_USAGE)
     for out, option in ((csv_out, "--csv"), (json_out, "--json")):
         if out is not None:
             if out.resolve() == db.resolve():
-                raise _error(
+                raise fail(
                     f"{option} {out} is the results store itself; pass another path.", EXIT_USAGE
                 )
             check_output(out, option, make_parents=True)
