@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -160,3 +161,17 @@ def test_full_preset_pipeline_runs_on_cpu_at_toy_size(tmp_path) -> None:  # type
     assert "backbone/linear_probe" in rows[0] and "correlations.csv" in {
         p.name for p in result.files
     }
+
+
+def test_the_study_skips_its_report_without_the_report_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """render_report raises ImportError without matplotlib or jinja2: no report, no crash."""
+    from sslwatch.study import reproduce
+
+    def missing(*args: object, **kwargs: object) -> None:
+        raise ImportError("the HTML report needs matplotlib and jinja2")
+
+    monkeypatch.setattr(reproduce, "write_report", missing)
+    assert reproduce._write_report(tmp_path / "results.db", tmp_path, {}) == []
+    assert not (tmp_path / "report.html").exists()

@@ -13,7 +13,8 @@ Two studies, both stored in one results database and written as CSV and Markdown
 
 Scoring protocol (recorded in every definition through the run metadata): embeddings in
 eval mode on all samples of the data set; the random initialisation (epoch 0) is scored
-after re-estimating BatchNorm statistics on the training inputs (DESIGN.md); label-based
+after re-estimating BatchNorm statistics on the training inputs (its running statistics
+are still the initial ones, which eval mode would otherwise use); label-based
 references use a seeded stratified 80/20 split (see :func:`sslwatch.evaluate`); views for
 LiDAR, alignment, uniformity and cross-view clustering agreement are two augmentations of
 the first ``views_samples`` inputs. Epoch 0 is stored and shown but kept out of the
@@ -42,19 +43,19 @@ from sslwatch.metrics.spectrum import singular_values
 from sslwatch.offline.data import Dataset, load_dataset
 from sslwatch.offline.embed import VIEWS_SUFFIX, extract_embeddings, recalibrate_batchnorm
 from sslwatch.offline.store import ResultStore
+from sslwatch.report import SpectrumKey, write_report
 from sslwatch.train import SSLMethod, TrainConfig, build_augment, list_checkpoints, train
 from sslwatch.train.loop import load_checkpoint
 from sslwatch.train.recipes import mnist1d_config
 
 REPRESENTATIONS = ("backbone", "projector")
-SpectrumKey = str | tuple[str, str]  # as in sslwatch.report (run, representation)
 REFERENCE = "linear_probe"
 LABEL_METRICS = ("linear_probe", "knn_accuracy", "label_ami")
 PROBE_L2 = 1e-3
 """Fixed L2 strength of the study's linear probe (on standardised features).
 
-Searching L2 on a held-out split at every checkpoint costs about 7x more; the fixed value
-is recorded in every probe definition."""
+Fixed rather than searched on a held-out split, so each checkpoint's probe is one fit;
+the value is recorded in every probe definition."""
 
 
 @dataclass(frozen=True)
@@ -679,10 +680,10 @@ def latest_spectra(data: Dataset, out: Path, runs: Sequence[str]) -> dict[Spectr
 
 
 def _write_report(db: Path, out: Path, spectra: dict[SpectrumKey, np.ndarray]) -> list[Path]:
-    try:
-        from sslwatch.report import write_report
-    except ImportError:  # the report extra (matplotlib, jinja2) is not installed
-        return []
+    """The study's HTML report; none when the report extra (matplotlib, jinja2) is missing."""
     path = out / "report.html"
-    write_report(db, path, spectra=spectra, title="sslwatch reproduction study")
+    try:
+        write_report(db, path, spectra=spectra, title="sslwatch reproduction study")
+    except ImportError:
+        return []
     return [path]
