@@ -268,6 +268,39 @@ def test_write_report_refuses_a_missing_store(tmp_path: Path) -> None:
     assert not (tmp_path / "missing.db").exists() and not (tmp_path / "r.html").exists()
 
 
+def test_the_css_is_page_text_not_an_escaped_value(page: str) -> None:
+    """Inside <style> character references are not decoded: quotes must stay quotes."""
+    style = page[page.index("<style>") : page.index("</style>")]
+    assert '"Segoe UI"' in style and "&#34;" not in style
+
+
+def test_the_template_ships_as_package_data() -> None:
+    """Every file under report/templates matches a [tool.setuptools.package-data] glob,
+    so wheels and sdists carry the page's template and CSS."""
+    import fnmatch
+    import importlib.resources
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    config = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    globs = config["tool"]["setuptools"]["package-data"]["sslwatch.report"]
+    folder = importlib.resources.files("sslwatch.report") / "templates"
+    names = sorted(f.name for f in folder.iterdir() if f.is_file())
+    assert {"report.html.j2", "report.css"} <= set(names)
+    for name in names:
+        assert any(fnmatch.fnmatch(f"templates/{name}", g) for g in globs), name
+
+
+def test_one_arrow_per_direction() -> None:
+    from sslwatch.report import direction_arrow, metric_arrow
+
+    assert [direction_arrow(d) for d in ("higher", "lower", "none", "sideways")] == [
+        "↑", "↓", "·", "·",
+    ]  # fmt: skip
+    assert metric_arrow("rankme") == "↑" and metric_arrow("alignment") == "↓"
+    assert metric_arrow("entropy") == "·" and metric_arrow("not_registered") == "·"
+
+
 # --------------------------------------------------------------------------- CLI
 
 
