@@ -57,6 +57,14 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+# Options of the commands that compute metrics (``score`` and ``sweep``).
+MetricsOpt = Annotated[
+    str | None, typer.Option(help="Comma-separated metric names (default: the default set).")
+]
+KOpt = Annotated[int | None, typer.Option(help="k-means clusters (default: classes, else 10).")]
+SampleSizeOpt = Annotated[int, typer.Option(help="Points for point-based metrics (0 = all).")]
+
+
 def _version_callback(value: bool) -> None:
     if value:
         console.print(f"sslwatch {__version__}")

@@ -12,7 +12,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from sslwatch._version import __version__
-from sslwatch.cli import app, check_output, console, fail, json_value
+from sslwatch.cli import (
+    KOpt,
+    MetricsOpt,
+    SampleSizeOpt,
+    app,
+    check_output,
+    console,
+    fail,
+    json_value,
+)
 from sslwatch.report.formatting import direction_arrow, format_value
 
 
@@ -39,15 +48,9 @@ def score(
     views_key: Annotated[
         str | None, typer.Option(help="Name of an (n, q, d) views array in FILE.")
     ] = None,
-    metrics: Annotated[
-        str | None, typer.Option(help="Comma-separated metric names (default: the default set).")
-    ] = None,
-    k: Annotated[
-        int | None, typer.Option(help="k-means clusters (default: classes, else 10).")
-    ] = None,
-    sample_size: Annotated[
-        int, typer.Option(help="Points for point-based metrics (0 = all).")
-    ] = 10000,
+    metrics: MetricsOpt = None,
+    k: KOpt = None,
+    sample_size: SampleSizeOpt = 10000,
     seed: Annotated[int, typer.Option(help="Seed for sampling, k-means and splits.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write results as JSON.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write results as CSV.")] = None,

@@ -23,6 +23,9 @@ from rich.table import Table
 from sslwatch.cli import (
     EXIT_SETUP_ERROR,
     EXIT_USAGE,
+    KOpt,
+    MetricsOpt,
+    SampleSizeOpt,
     app,
     check_output,
     console,
@@ -104,19 +107,13 @@ def sweep(
             "(default: the model output)."
         ),
     ] = None,
-    metrics: Annotated[
-        str | None, typer.Option(help="Comma-separated metric names (default: the default set).")
-    ] = None,
+    metrics: MetricsOpt = None,
     param: Annotated[
         list[str] | None,
         typer.Option(help="Metric parameter METRIC.NAME=VALUE (repeatable)."),
     ] = None,
-    k: Annotated[
-        int | None, typer.Option(help="k-means clusters (default: classes, else 10).")
-    ] = None,
-    sample_size: Annotated[
-        int, typer.Option(help="Points for point-based metrics (0 = all).")
-    ] = 10000,
+    k: KOpt = None,
+    sample_size: SampleSizeOpt = 10000,
     seed: Annotated[int, typer.Option(help="Seed: samples, k-means, splits, views.")] = 0,
     recalibrate_bn: Annotated[
         bool,
