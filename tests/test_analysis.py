@@ -427,6 +427,37 @@ def test_analyze_splits_and_warns_instead_of_raising(tmp_path: Path) -> None:
     assert no_labels.notes and all(math.isnan(s.regret) for s in no_labels.run_selections)
 
 
+def test_trust_rows_pair_each_pooled_correlation_with_its_final_and_runs(
+    sweep: list[dict[str, Any]],
+) -> None:
+    """The trust table both front ends show, against the correlations it summarises."""
+    from sslwatch.analysis import several_definitions, trust_rows
+
+    a = analyze(sweep, n_boot=50)
+    rows = trust_rows(a)
+    pooled = [c for c in a.correlations if c.scope == "pooled"]
+    assert [r.pooled for r in rows] == pooled
+    methods = {name: method for name, method, _ in a.runs}
+    for r in rows:
+        c = r.pooled
+        finals = [
+            f for f in a.correlations
+            if f.scope == "final" and (f.group, f.representation, f.metric, f.digest)
+            == (c.group, c.representation, c.metric, c.digest)
+        ]  # fmt: skip
+        assert r.final is (finals[0] if finals else None)
+        assert (r.final is None) == (c.group == "simsiam")  # one run: no final scope
+        within = [
+            w.stats.spearman.value for w in a.correlations
+            if w.scope == "run" and methods[w.group] == c.group and w.metric == c.metric
+            and w.representation == c.representation and math.isfinite(w.stats.spearman.value)
+        ]  # fmt: skip
+        assert r.run_spearman == tuple(within)
+    assert {r.pooled.group for r in rows} == {"simclr", "simsiam"}
+    assert all(len(r.run_spearman) == 3 for r in rows if r.pooled.group == "simclr")
+    assert several_definitions(a) == set()
+
+
 def test_observations_accept_a_dataframe(sweep: list[dict[str, Any]]) -> None:
     pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(sweep)
