@@ -45,8 +45,8 @@ from torch import nn
 
 import sslwatch
 from machine import machine_line
-from sslwatch.data import load_dataset
 from sslwatch.metrics.probes import fit_linear_probe, stratified_split
+from sslwatch.offline.data import load_dataset
 
 FACTORY = f"{Path(__file__).resolve()}:small_cnn2d"
 
@@ -244,10 +244,10 @@ def main() -> None:
     )
 
     # 5. A sweep of one checkpoint with labels, against its forward pass.
-    from sslwatch.checkpoints import import_factory, load_model
-    from sslwatch.data import Dataset
-    from sslwatch.embed import extract_embeddings
-    from sslwatch.sweep import SweepConfig, run_sweep
+    from sslwatch.offline.checkpoints import import_factory, load_model
+    from sslwatch.offline.data import Dataset
+    from sslwatch.offline.embed import extract_embeddings
+    from sslwatch.offline.sweep import SweepConfig, run_sweep
 
     ds = Dataset("mnist10k", torch.from_numpy(x), y, None, {"source": "mnist5k + shift"})
     with tempfile.TemporaryDirectory() as tmp:
