@@ -108,6 +108,17 @@ def test_3d_outputs_follow_the_module_or_the_layout_given() -> None:
     torch.testing.assert_close(captured(net, "mlp", x, tokens="cls"), out[:, 0])
     torch.testing.assert_close(captured(net, "mlp", x, layout="channels_first"), out.mean(dim=2))
     torch.testing.assert_close(captured(net, "block", x, layout="tokens"), fmap.mean(dim=1))
+    # a module of no known kind (the ReLU) is read by the layers registered before it
+    torch.testing.assert_close(captured(net, "block.1", x), fmap.mean(dim=2))
+    mlp = nn.Sequential(nn.Linear(4, 8), nn.GELU(), nn.Dropout(0.0))
+    t = torch.randn(3, 7, 4)
+    torch.testing.assert_close(captured(mlp, "2", t), mlp(t).mean(dim=1))
+    # nothing decides: a 3-D output is an error naming the two readings
+    with pytest.raises(ValueError, match=r"shape \(3, 7, 4\).*layout='channels_first'.*'tokens'"):
+        captured(nn.Sequential(nn.Identity()), "0", t)
+    torch.testing.assert_close(
+        captured(nn.Sequential(nn.Identity()), "0", t, layout="tokens"), t.mean(dim=1)
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nothing to compute here; only the rules
         lw = watch(net, {"conv": "block", "tok": "mlp"}, metrics=["rankme"])

@@ -24,11 +24,16 @@ Pooling: how one layer's output becomes the (N, D) rows a
   ``"max"`` the global maximum (N, C); ``"flatten"`` every value (N, C * prod(spatial)).
 * (N, T, D) token sequences (transformers): ``tokens="mean"`` (default) the mean over
   the T tokens (N, D); ``"cls"`` the first token ``x[:, 0]`` (N, D).
-* A 3-D output is either (N, C, L) (a 1-D convolution) or (N, T, D) (tokens):
-  ``layout="auto"`` (default) reads it as a convolution map when the watched module is,
-  or contains, a 1-D convolution, batch norm, instance norm or pooling layer, and as
-  tokens otherwise; ``layout="channels_first"`` or ``"tokens"`` says it outright.
-  :attr:`LayerWatch.pooling` states the rule each layer got.
+* A 3-D output is either (N, C, L) (a 1-D convolution) or (N, T, D) (tokens).
+  ``layout="auto"`` (default) reads it by the last layer of a known kind that the
+  watched module registers (itself included): a convolution, batch/group/instance
+  norm or pooling layer means (N, C, L), a Linear, attention, LayerNorm, RMSNorm,
+  Embedding or transformer layer means (N, T, D). A module with none (an activation,
+  a dropout) is read by the modules registered before it in its parent (in
+  ``nn.Sequential``, those that ran before it), then its parent's, and so on; when
+  nothing decides, a 3-D output is an error asking for ``layout="channels_first"``
+  or ``"tokens"``, which say it outright. :attr:`LayerWatch.pooling` states the rule
+  each layer got.
 * A tuple, list, dict or other non-tensor output (an attention block's ``(out,
   weights)``, a Hugging Face ``ModelOutput``) is an error naming the layer: pass
   ``select=`` a function picking the tensor, e.g. ``select=lambda out: out[0]``.
@@ -69,16 +74,36 @@ _TOKENS = ("mean", "cls")
 _LAYOUTS = ("auto", "channels_first", "tokens")
 _WHEN = ("train", "eval", "always")
 
-# modules whose 3-D output is (N, C, L): channels first, a length axis last
-_CHANNELS_FIRST_1D: tuple[type[nn.Module], ...] = (
+# layers whose output is channels first, (N, C, *spatial)
+_CHANNELS_FIRST: tuple[type[nn.Module], ...] = (
     nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
     nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
     nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.GroupNorm,
     nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
     nn.MaxPool1d,
     nn.AvgPool1d,
     nn.AdaptiveAvgPool1d,
     nn.AdaptiveMaxPool1d,
+)
+# layers that act on the last axis: a 3-D output is (N, T, D)
+_TOKEN_WISE: tuple[type[nn.Module], ...] = (
+    nn.Linear,
+    nn.Bilinear,
+    nn.MultiheadAttention,
+    nn.LayerNorm,
+    nn.RMSNorm,
+    nn.Embedding,
+    nn.TransformerEncoderLayer,
+    nn.TransformerDecoderLayer,
 )
 
 T = TypeVar("T")
@@ -115,12 +140,12 @@ class Pooling:
                 f"select must be a function output -> tensor; got {type(self.select).__name__}"
             )
 
-    def resolve(self, module: nn.Module) -> Pooling:
-        """This pooling with ``layout="auto"`` decided for ``module``."""
+    def resolve(self, model: nn.Module, path: str) -> Pooling:
+        """This pooling with ``layout="auto"`` decided for ``model``'s submodule ``path``
+        (it stays ``"auto"`` when nothing decides; a 3-D output is then an error)."""
         if self.layout != "auto":
             return self
-        conv = any(isinstance(m, _CHANNELS_FIRST_1D) for m in module.modules())
-        return Pooling(self.pool, self.tokens, "channels_first" if conv else "tokens", self.select)
+        return Pooling(self.pool, self.tokens, _infer_layout(model, path), self.select)
 
     def describe(self, ndim: int | None = None) -> str:
         """The rule in words, e.g. ``"(N, C, *spatial) -> mean over spatial dims"``."""
@@ -133,7 +158,7 @@ class Pooling:
         three = {
             "channels_first": f"(N, C, L) -> {conv}",
             "tokens": f"(N, T, D) -> {seq}",
-            "auto": "3-D: by the module",
+            "auto": "3-D: undecided (an error; pass layout=)",
         }[self.layout]
         rules = {2: "(N, D) as is", 3: three, 4: f"(N, C, H, W) -> {conv}"}
         if ndim is not None:
@@ -160,13 +185,45 @@ class Pooling:
         if x.ndim == 3 and self.layout == "tokens":
             return x.mean(dim=1) if self.tokens == "mean" else x[:, 0]
         if x.ndim == 3 and self.layout == "auto":
-            raise ValueError(  # resolve() decides before any output is pooled
-                f"layer {name!r}: a 3-D output needs layout 'channels_first' or 'tokens'"
+            raise ValueError(
+                f"layer {name!r} returned shape {tuple(x.shape)}, and neither it nor the "
+                "modules before it tell whether that is (N, C, L) or (N, T, D); pass "
+                "layout='channels_first' (a 1-D convolution map: pooled over L) or "
+                "layout='tokens' (a sequence: pooled over T), or a {layer: layout} mapping"
             )
         if self.pool == "flatten":
             return x.flatten(1)
         spatial = tuple(range(2, x.ndim))
         return x.mean(dim=spatial) if self.pool == "avg" else x.amax(dim=spatial)
+
+
+def _last_kind(module: nn.Module) -> Layout | None:
+    """The layout of the last layer of a known kind that ``module`` registers, or None."""
+    kind: Layout | None = None
+    for m in module.modules():
+        if isinstance(m, _CHANNELS_FIRST):
+            kind = "channels_first"
+        elif isinstance(m, _TOKEN_WISE):
+            kind = "tokens"
+    return kind
+
+
+def _infer_layout(model: nn.Module, path: str) -> Layout:
+    """How a 3-D output of ``model.get_submodule(path)`` is read (see the module docstring):
+    by its own layers, else by those registered before it, one parent at a time."""
+    kind = _last_kind(model.get_submodule(path))
+    parts = path.split(".") if path else []
+    while kind is None and parts:
+        parent = model.get_submodule(".".join(parts[:-1]))
+        children = list(parent.named_children())
+        names = [n for n, _ in children]
+        before = children[: names.index(parts[-1])] if parts[-1] in names else []
+        for _, sibling in reversed(before):
+            kind = _last_kind(sibling)
+            if kind is not None:
+                break
+        parts = parts[:-1]
+    return kind or "auto"
 
 
 def _not_a_tensor(output: Any, name: str, selected: bool) -> str:
@@ -297,7 +354,7 @@ class LayerHooks:
         try:
             for name, path in self.paths.items():
                 module = model.get_submodule(path)
-                self.pooling[name] = pooling[name].resolve(module)
+                self.pooling[name] = pooling[name].resolve(model, path)
                 self._handles.append(module.register_forward_hook(self._hook(name)))
         except BaseException:
             self.remove()
