@@ -20,13 +20,14 @@ pl = pytest.importorskip("lightning.pytorch")
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 
 from sslwatch.core.registry import REGISTRY  # noqa: E402
+from sslwatch.metrics.spectrum import rankme  # noqa: E402
 from sslwatch.online.alarms import CollapseAlarms, CollapseWarning  # noqa: E402
 from sslwatch.online.lightning import (  # noqa: E402
     ENV_FLAG,
     SSLWatchCallback,
     callbacks_factory,
 )
-from sslwatch.online.monitor import NonFiniteWarning  # noqa: E402
+from sslwatch.online.monitor import Monitor, NonFiniteWarning  # noqa: E402
 from sslwatch.online.settings import MonitorSettings  # noqa: E402
 
 METRICS = ["rankme", "stable_rank", "silhouette", "collapse_std"]
@@ -362,3 +363,223 @@ def test_logged_names_drive_modelcheckpoint_and_earlystopping(tmp_path: Path) ->
     assert float(ckpt.best_model_score) == pytest.approx(best, rel=1e-6)
     assert Path(ckpt.best_model_path).is_file()
     assert float(stop.best_score) == pytest.approx(best, rel=1e-6)
+
+
+# -- layers through forward hooks ------------------------------------------------------------
+
+
+class TinyConvSSL(pl.LightningModule):
+    """A 1-D CNN backbone (two conv blocks, global pooling) and a linear projector, trained
+    on two noisy views: the backbone runs twice per step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(
+            nn.Conv1d(1, 6, 5, padding=2),
+            nn.ReLU(),
+            nn.Conv1d(6, 10, 5, padding=2),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+        )
+        self.projector = nn.Linear(10, 8)
+
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        (x,) = batch
+        x = x.unsqueeze(1)
+        h1 = self.backbone(x + 0.1 * torch.randn_like(x))
+        h2 = self.backbone(x + 0.1 * torch.randn_like(x))
+        z1 = nn.functional.normalize(self.projector(h1), dim=1)
+        z2 = nn.functional.normalize(self.projector(h2), dim=1)
+        loss = nn.functional.cross_entropy(z1 @ z2.T / 0.5, torch.arange(len(x)))
+        return {"loss": loss, "z": z1}
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        (x,) = batch
+        return {"z": self.projector(self.backbone(x.unsqueeze(1)))}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+def all_hooks(module: nn.Module) -> dict[str, dict[int, Any]]:
+    return {name: dict(m._forward_hooks) for name, m in module.named_modules()}
+
+
+def test_layers_are_fed_through_forward_hooks_and_removed_after(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = TinyConvSSL()
+    # the oracle: the layers' raw training outputs, recorded by plain hooks of our own
+    raw: dict[str, list[torch.Tensor]] = {"backbone": [], "block": []}
+    for name, module in (("backbone", model.backbone), ("block", model.backbone[3])):
+        module.register_forward_hook(
+            lambda m, a, o, name=name: raw[name].append(o.detach().clone()) if m.training else None
+        )
+    before = all_hooks(model)
+    metrics = ["rankme", "stable_rank", "collapse_std"]
+    callback = SSLWatchCallback(
+        {"projector": "z"},
+        layers={"backbone": "backbone", "block": "backbone.3"},
+        metrics=metrics,
+        reservoir_size=64,
+        alarms=None,
+    )
+    fit(trainer(tmp_path, callback, max_epochs=2, logger=False), model)
+    assert all_hooks(model) == before  # the callback's hooks are gone, the user's stay
+    results = {(r.name, r.epoch): r for r in callback.results}
+    assert set(results) == {(n, e) for n in ("projector", "backbone", "block") for e in (0, 1)}
+    # two views per step, 4 batches of 24 per epoch: 8 calls of each layer per epoch
+    assert len(raw["backbone"]) == len(raw["block"]) == 16
+    for epoch in (0, 1):
+        calls = slice(8 * epoch, 8 * (epoch + 1))
+        hand = {
+            "backbone": Monitor(metrics, name="backbone", alarms=None, reservoir_size=64),
+            "block": Monitor(metrics, name="block", alarms=None, reservoir_size=64),
+        }
+        for out in raw["backbone"][calls]:
+            hand["backbone"].update(out)
+        for out in raw["block"][calls]:  # (N, 10, 16) conv maps: the mean over length
+            assert out.shape == (24, 10, 16)
+            hand["block"].update(out.mean(dim=2))
+        for name, monitor in hand.items():
+            expected, got = monitor.compute(), results[(name, epoch)]
+            assert got.n_rows == expected.n_rows == 2 * 96
+            for metric in metrics:
+                assert got[metric] == pytest.approx(expected[metric], rel=1e-9, abs=1e-12)
+    assert results[("projector", 0)].n_rows == 96  # the output key: one view per step
+
+
+def test_layers_in_validation_and_bad_layer_arguments(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = TinyConvSSL()
+    callback = SSLWatchCallback(
+        layers=["backbone"], metrics=["rankme"], validation=True, alarms=None
+    )
+    assert callback.key is None  # layers only: no output key is looked up
+    tr = trainer(tmp_path, callback, max_epochs=1, logger=False)
+    fit(tr, model, val=True)
+    names = sorted({r.name for r in callback.results})
+    assert names == ["backbone", "val/backbone"]
+    val = next(r for r in callback.results if r.name == "val/backbone")
+    assert val.n_rows == 48  # one eval pass over the 48 validation rows
+    expected = rankme(model.backbone(loader(48, seed=1).dataset.tensors[0].unsqueeze(1)))
+    assert val["rankme"] == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match=r"no submodule 'backbone\.9'.*close names"):
+        fit(trainer(tmp_path, SSLWatchCallback(layers={"b": "backbone.9"})), TinyConvSSL())
+    with pytest.raises(ValueError, match=r"\['z'\] name both a layer and an output key"):
+        SSLWatchCallback({"z": "z"}, layers={"z": "projector"})
+    with pytest.raises(ValueError, match="layers must be a"):
+        SSLWatchCallback(layers="backbone")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="pool must be one of"):
+        SSLWatchCallback(layers=["backbone"], pool="mean")  # type: ignore[arg-type]
+
+
+# -- Lightning reads what the callback logs -------------------------------------------------
+
+
+@pytest.mark.parametrize("ours_first", [True, False])
+def test_modelcheckpoint_keeps_the_best_logged_layer_value(
+    tmp_path: Path, ours_first: bool
+) -> None:
+    """ModelCheckpoint and EarlyStopping decide at train epoch end, after every other
+    callback (Lightning runs monitoring callbacks last): the place of the callback in the
+    list does not matter."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    torch.manual_seed(0)
+    name = "sslwatch/backbone/rankme"
+    callback = SSLWatchCallback(layers={"backbone": "backbone"}, metrics=["rankme"], alarms=None)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor=name, mode="max", save_top_k=-1)
+    stop = EarlyStopping(monitor=name, mode="max", patience=10)
+    order = [callback, ckpt, stop] if ours_first else [ckpt, stop, callback]
+    tr = trainer(
+        tmp_path, callback, max_epochs=3, enable_checkpointing=True, callbacks=order,
+        logger=CSVLogger(tmp_path, name="csv"),
+    )  # fmt: skip
+    fit(tr, TinyConvSSL())
+    logged = {int(r["epoch"]): float(r[name]) for r in read_csv_metrics(tmp_path) if r.get(name)}
+    assert sorted(logged) == [0, 1, 2]
+    computed = {r.epoch: r["rankme"] for r in callback.results}
+    for epoch, value in logged.items():
+        assert value == pytest.approx(computed[epoch], rel=1e-6)
+    # one checkpoint per epoch, each scored with that epoch's value
+    saved = {
+        int(torch.load(p, weights_only=False)["epoch"]): float(s)
+        for p, s in ckpt.best_k_models.items()
+    }
+    assert saved == pytest.approx(logged, rel=1e-6)
+    best_epoch = max(logged, key=logged.__getitem__)
+    assert float(ckpt.best_model_score) == pytest.approx(logged[best_epoch], rel=1e-6)
+    assert torch.load(ckpt.best_model_path, weights_only=False)["epoch"] == best_epoch
+    assert float(stop.best_score) == pytest.approx(logged[best_epoch], rel=1e-6)
+
+
+def test_earlystopping_on_a_logged_metric_stops_training(tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    torch.manual_seed(0)
+    callback = SSLWatchCallback(layers={"backbone": "backbone"}, metrics=["rankme"], alarms=None)
+    # no value can improve by 1e6: epoch 0 sets the best, epoch 1 exhausts the patience
+    stop = EarlyStopping(monitor="sslwatch/backbone/rankme", mode="max", min_delta=1e6, patience=1)
+    tr = trainer(tmp_path, callback, max_epochs=10, logger=False, callbacks=[stop, callback])
+    fit(tr, TinyConvSSL())
+    assert tr.should_stop and stop.stopped_epoch == 1
+    assert tr.global_step == 8 and tr.current_epoch == 2
+    assert float(stop.best_score) == pytest.approx(callback.results[0]["rankme"], rel=1e-6)
+
+
+def test_epoch_end_computes_the_tail_when_every_n_steps_does_not_divide(tmp_path: Path) -> None:
+    def run(every: int, path: Path) -> SSLWatchCallback:
+        callback = SSLWatchCallback(
+            "feats", name="backbone", metrics=["rankme"], every_n_steps=every
+        )
+        tr = trainer(path, callback, max_epochs=2, logger=CSVLogger(path, name="csv"))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(workers|LeafSpec|training batches)")
+            tr.fit(TinySimCLR(), loader(7 * 8, batch=8))  # 7 batches per epoch
+        return callback
+
+    cb = run(3, tmp_path / "three")
+    # by step: 3, 6 | 9, 12; each epoch end (7, 14) computes the batches since the last log
+    assert [r.step for r in cb.results] == [3, 6, 7, 9, 12, 14]
+    assert [r.n_rows for r in cb.results] == [24, 24, 8, 16, 24, 16]
+    assert [r.epoch for r in cb.results] == [0, 0, 0, 1, 1, 1]
+    rows = read_csv_metrics(tmp_path / "three")
+    epoch_rows = [r for r in rows if r.get("sslwatch/backbone/rankme") and r["step"] in ("6", "13")]
+    assert {int(r["epoch"]) for r in epoch_rows} == {0, 1}  # each epoch end logged a value
+    # a dividing N: the step log at the epoch's last step is not repeated
+    assert [r.step for r in run(7, tmp_path / "seven").results] == [7, 14]
+
+
+@pytest.mark.parametrize("when", ["every_2nd_epoch", "twice_per_epoch"])
+def test_decisions_at_validation_end_read_a_fresh_value(tmp_path: Path, when: str) -> None:
+    """ModelCheckpoint saves (and EarlyStopping checks) at the end of validation when
+    validation does not run once per epoch; validation runs before the epoch's end, so
+    the callback computes the training window as each validation run starts."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    torch.manual_seed(0)
+    name = "sslwatch/backbone/rankme"
+    callback = SSLWatchCallback(layers={"backbone": "backbone"}, metrics=["rankme"], alarms=None)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor=name, mode="max", save_top_k=-1)
+    stop = EarlyStopping(monitor=name, mode="max", patience=10)
+    schedule = (
+        {"check_val_every_n_epoch": 2} if when == "every_2nd_epoch" else {"val_check_interval": 0.5}
+    )
+    tr = trainer(
+        tmp_path, callback, max_epochs=2 if when == "twice_per_epoch" else 4, logger=False,
+        enable_checkpointing=True, callbacks=[stop, ckpt, callback], **schedule,
+    )  # fmt: skip
+    fit(tr, TinyConvSSL(), val=True)
+    assert not ckpt._should_save_on_train_epoch_end(tr)  # decisions at validation end
+    computed = {r.step: r["rankme"] for r in callback.results}
+    val_steps = [8, 16] if when == "every_2nd_epoch" else [2, 4, 6, 8]
+    assert all(step in computed for step in val_steps)
+    saved = {
+        int(torch.load(p, weights_only=False)["global_step"]): float(s)
+        for p, s in ckpt.best_k_models.items()
+    }
+    assert sorted(saved) == val_steps
+    for step, score in saved.items():  # each checkpoint scored with its own step's value
+        assert score == pytest.approx(computed[step], rel=1e-6)
+    assert float(stop.best_score) == pytest.approx(max(saved.values()), rel=1e-6)

@@ -13,15 +13,28 @@ Usage::
         SSLWatchCallback({"backbone": "feats", "projector": "z"}, every_n_steps=200)
     ])
 
-Where the embeddings come from (``key``):
+    # or any submodule, without returning anything: forward hooks
+    SSLWatchCallback(layers={"backbone": "backbone", "block3": "backbone.layer3"})
 
-* a string: ``outputs[key]`` of ``training_step`` (default ``"embeddings"``); the
-  representation is named after the key (``name=`` overrides it);
+Where the embeddings come from (``key`` and ``layers``, either or both):
+
+* a string: ``outputs[key]`` of ``training_step`` (default ``"embeddings"`` when no
+  ``layers`` are given); the representation is named after the key (``name=``
+  overrides it);
 * a mapping ``{representation: output key}``: one :class:`~sslwatch.online.monitor.Monitor` per
   representation;
 * a function ``(outputs, batch, pl_module) -> tensor | {representation: tensor}``; a value
   may also be an ``(embeddings, views)`` pair. Under DDP it must return the same
-  representations on every rank (each one's compute is a collective).
+  representations on every rank (each one's compute is a collective);
+* ``layers={representation: submodule path}`` (or a list of paths): forward hooks on
+  submodules of the LightningModule (:mod:`sslwatch.online.hooks`), registered at
+  ``setup`` (a bad path fails there, listing the close names) and removed at
+  ``teardown``. They record only during the batches that are fed (training batches,
+  and validation batches with ``validation=True``); every forward call of a layer in
+  the step is fed (a two-view step feeds both views). Outputs are pooled by ``pool``,
+  ``tokens``, ``layout`` and ``select``, as in :func:`sslwatch.online.hooks.watch`:
+  convolution maps by their global spatial average, (N, T, D) sequences by the mean
+  over tokens, by default.
 
 ``views_key`` (a string, or ``{representation: key}``) names an output holding (n, q, d)
 augmented views for LiDAR, alignment and uniformity; view metrics in an explicit
@@ -38,17 +51,29 @@ that stage, then the window is cleared):
   its own ``self.log`` values get: ``global_step - 1`` with one optimizer), and put into
   ``trainer.callback_metrics``. ``MonitorResult.step`` is ``trainer.global_step``.
 * ``on_epoch_end``: at the end of each training epoch, through
-  ``pl_module.log_dict(on_epoch=True)``. By default (``None``) always without
-  ``every_n_steps``, and with it whenever optimizer steps ran since the last step log
-  (an epoch whose length N does not divide ends with its tail computed, so epoch-level
-  monitors always see fresh values; ``global_step`` decides, the same on every rank).
-  The values reach
-  every logger (TensorBoard, CSV, W&B, MLflow, ...) and ``trainer.callback_metrics``
-  (``ModelCheckpoint(monitor="sslwatch/backbone/rankme", mode="max")`` works). Values are
-  already identical on every rank, so ``sync_dist`` is not used.
+  ``pl_module.log_dict(on_epoch=True)``. By default (``None``) whenever optimizer steps
+  ran since the last compute: with ``every_n_steps`` an epoch whose length N does not
+  divide ends with its tail computed, and an epoch that ended on a step log is not
+  computed twice (``global_step`` decides, the same on every rank); ``True`` always,
+  ``False`` never. The values reach every logger (TensorBoard, CSV, W&B, MLflow, ...)
+  and ``trainer.callback_metrics``. Values are already identical on every rank, so
+  ``sync_dist`` is not used.
+* before each validation run inside ``fit`` (unless ``on_epoch_end=False``), when
+  optimizer steps ran since the last compute, as for ``every_n_steps``. Lightning runs
+  validation *before* the epoch's end, and ModelCheckpoint saves (EarlyStopping checks)
+  at the end of validation when validation does not run exactly once per epoch
+  (``check_val_every_n_epoch > 1``, ``val_check_interval < 1``): this compute gives them
+  the value of the steps up to that validation. With validation once per epoch it is
+  the epoch-end compute, done a little earlier.
 * ``validation=True``: the same for ``validation_step`` outputs, logged at the end of
   each validation run (not during the sanity check) as ``sslwatch/val/<name>/<metric>``.
 
+ModelCheckpoint and EarlyStopping: the logged names work as their ``monitor=``
+(``ModelCheckpoint(monitor="sslwatch/backbone/rankme", mode="max")``) wherever the
+callback sits in ``callbacks=[...]``: at epoch end Lightning runs their
+``on_train_epoch_end`` after every other callback's (and moves ModelCheckpoint to the
+end of the list), and decisions at validation end read the compute made as that
+validation started.
 Names: ``<prefix>/<representation>/<metric>`` (``prefix="sslwatch"``), plus
 ``<prefix>/<representation>/nonfinite_rows``.
 
@@ -73,10 +98,12 @@ from typing import Any, Unpack
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 from sslwatch.core.registry import REGISTRY
 from sslwatch.metrics._validation import as_int
 from sslwatch.online.budget import UpdateBudget
+from sslwatch.online.hooks import LayerHooks, Layout, Pool, Select, Tokens, poolings, resolve_layers
 from sslwatch.online.monitor import Monitor, MonitorResult
 from sslwatch.online.settings import MonitorOptions, MonitorSettings
 
@@ -96,14 +123,23 @@ class SSLWatchCallback(pl.Callback):
     Args:
         key: where the embeddings are (see the module docstring): an output key, a
             mapping ``{representation: output key}``, or a function
-            ``(outputs, batch, pl_module)``.
+            ``(outputs, batch, pl_module)``; ``None`` (default): ``"embeddings"``, or no
+            output key when ``layers`` are given.
+        layers: ``{representation: submodule path}`` of the LightningModule (or a list of
+            paths), watched through forward hooks (:mod:`sslwatch.online.hooks`).
+        pool: how a watched layer's convolution maps are pooled: ``"avg"`` (default),
+            ``"max"`` or ``"flatten"`` (or a ``{layer: value}`` mapping).
+        tokens: how (N, T, D) sequence outputs are pooled: ``"mean"`` (default) or ``"cls"``.
+        layout: how 3-D layer outputs are read: ``"auto"`` (default), ``"channels_first"``
+            or ``"tokens"``.
+        select: a function picking the tensor of a layer's tuple/dict output.
         views_key: output key (or ``{representation: key}``) of (n, q, d) views, or None.
         name: representation name for a single string ``key`` (default: the key).
         metrics: registry names (``None``: the default label-free set).
         every_n_steps: compute and log every N optimizer steps (``None``: not by step).
-        on_epoch_end: compute and log at the end of each training epoch: ``True``
-            always, ``False`` never, ``None`` (default) always without ``every_n_steps``
-            and with it when steps ran since the last step log.
+        on_epoch_end: compute and log at the end of each training epoch (and before each
+            validation run inside ``fit``): ``True`` always, ``False`` never, ``None``
+            (default) when optimizer steps ran since the last compute.
         validation: also monitor ``validation_step`` outputs (logged per validation run).
         update_every_n_batches: feed the monitor only every N-th training batch (a cheap
             way to bound the cost; 1 = every batch).
@@ -123,8 +159,13 @@ class SSLWatchCallback(pl.Callback):
 
     def __init__(
         self,
-        key: str | Mapping[str, str] | Extractor = "embeddings",
+        key: str | Mapping[str, str] | Extractor | None = None,
         *,
+        layers: Mapping[str, str] | Iterable[str] | None = None,
+        pool: Pool | Mapping[str, Pool] = "avg",
+        tokens: Tokens | Mapping[str, Tokens] = "mean",
+        layout: Layout | Mapping[str, Layout] = "auto",
+        select: Select | Mapping[str, Select] | None = None,
         views_key: str | Mapping[str, str] | None = None,
         name: str | None = None,
         metrics: Iterable[str] | None = None,
@@ -137,7 +178,9 @@ class SSLWatchCallback(pl.Callback):
         **monitor_options: Unpack[MonitorOptions],
     ) -> None:
         super().__init__()
-        if not (isinstance(key, str | Mapping) or callable(key)):
+        if key is None:
+            key = None if layers is not None else "embeddings"
+        if key is not None and not (isinstance(key, str | Mapping) or callable(key)):
             raise ValueError(
                 "key must be an output key (str), a {representation: key} mapping or a "
                 f"function (outputs, batch, pl_module) -> tensor; got {type(key).__name__}"
@@ -151,8 +194,28 @@ class SSLWatchCallback(pl.Callback):
             if n is not None:
                 as_int(n, what)
         self.key = key
-        self.views_key = views_key
         self.name = name
+        self.layers: dict[str, str] = {}
+        if layers is not None:
+            if isinstance(layers, str):
+                raise ValueError(
+                    f"layers must be a {{name: path}} mapping or a list of paths; got the "
+                    f"string {layers!r} (write [{layers!r}])"
+                )
+            self.layers = dict(layers) if isinstance(layers, Mapping) else {p: p for p in layers}
+            if not self.layers:
+                raise ValueError("layers is empty; give at least one {name: submodule path}")
+        self.pooling = poolings(self.layers, pool=pool, tokens=tokens, layout=layout, select=select)
+        clash = sorted(set(self.layers) & set(self._key_names()))
+        if clash:
+            raise ValueError(
+                f"{clash} name both a layer and an output key; give them different names"
+            )
+        self._hooks: LayerHooks | None = None
+        self._capturing: str | None = None  # the stage whose batch is being captured
+        self._captured: dict[str, list[torch.Tensor]] = {}
+        self._feed = False
+        self.views_key = views_key
         self.every_n_steps = every_n_steps
         self.on_epoch_end = on_epoch_end
         self.validation = validation
@@ -170,7 +233,7 @@ class SSLWatchCallback(pl.Callback):
         self.monitors: dict[str, dict[str, Monitor]] = {"train": {}, "val": {}}
         self.results: list[MonitorResult] = []
         self._warned: set[str] = set()
-        self._last_logged_step = -1
+        self._last_compute_step = -1
         self._saved_state: dict[str, Any] = {}
         for stage in ("train", "val"):
             for rep in self._static_names():
@@ -178,12 +241,15 @@ class SSLWatchCallback(pl.Callback):
 
     # -- monitors -------------------------------------------------------------------------
 
-    def _static_names(self) -> list[str]:
+    def _key_names(self) -> list[str]:
         if isinstance(self.key, str):
             return [self.name or self.key]
         if isinstance(self.key, Mapping):
             return list(self.key)
         return []
+
+    def _static_names(self) -> list[str]:
+        return [*self._key_names(), *self.layers]
 
     def _monitor(self, stage: str, rep: str) -> Monitor:
         monitors = self.monitors[stage]
@@ -202,6 +268,8 @@ class SSLWatchCallback(pl.Callback):
         return monitors[rep]
 
     def _has_views_source(self, rep: str) -> bool:
+        if rep in self.layers:
+            return False  # a layer's output has no views
         if callable(self.key) and not isinstance(self.key, str | Mapping):
             return True  # the function may return (embeddings, views) pairs
         if isinstance(self.views_key, Mapping):
@@ -233,6 +301,8 @@ class SSLWatchCallback(pl.Callback):
         self, outputs: Any, batch: Any, pl_module: pl.LightningModule, stage: str
     ) -> dict[str, tuple[Any, Any]]:
         out: dict[str, tuple[Any, Any]] = {}
+        if self.key is None:
+            return out
         if callable(self.key) and not isinstance(self.key, str | Mapping):
             got = self.key(outputs, batch, pl_module)
             if got is None:
@@ -269,8 +339,23 @@ class SSLWatchCallback(pl.Callback):
         outputs: Any,
         batch: Any,
     ) -> None:
+        step = trainer.global_step
         for rep, (embeddings, views) in self._extract(outputs, batch, pl_module, stage).items():
-            self._monitor(stage, rep).update(embeddings, views, step=trainer.global_step)
+            self._monitor(stage, rep).update(embeddings, views, step=step)
+        captured, self._captured = self._captured, {}
+        for rep, calls in captured.items():
+            for rows in calls:  # one entry per forward call of the layer (e.g. per view)
+                self._monitor(stage, rep).update(rows, step=step)
+
+    # -- layers ---------------------------------------------------------------------------
+
+    def _capture(self, rep: str, rows: torch.Tensor) -> None:
+        self._captured.setdefault(rep, []).append(rows)
+
+    def _start_capture(self, stage: str | None) -> None:
+        """Record the watched layers' outputs of the batch that starts (``None``: don't)."""
+        self._capturing = stage if self._hooks is not None else None
+        self._captured = {}
 
     # -- computing and logging ------------------------------------------------------------
 
@@ -314,12 +399,35 @@ class SSLWatchCallback(pl.Callback):
 
     # -- hooks ----------------------------------------------------------------------------
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Register the forward hooks of ``layers`` on the LightningModule's submodules."""
+        if self.layers and self._hooks is None:
+            resolve_layers(pl_module, self.layers)  # a bad path fails here, before training
+            self._hooks = LayerHooks(
+                pl_module,
+                self.layers,
+                self.pooling,
+                self._capture,
+                active=lambda module: self._capturing is not None,
+            )
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Remove the forward hooks: the module is left as it was."""
+        if self._hooks is not None:
+            self._hooks.remove()
+            self._hooks = None
+        self._start_capture(None)
+
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """Start timing the step (only with ``overhead_budget``)."""
-        if self.budget is not None:
+        """Decide whether this batch is fed (and only then capture the watched layers)."""
+        if self.budget is None:
+            self._feed = batch_idx % self.update_every_n_batches == 0
+        else:
+            self._feed = self.budget.should_update()
             self._batch_started = time.perf_counter()
+        self._start_capture("train" if self._feed else None)
 
     def on_train_batch_end(
         self,
@@ -330,34 +438,61 @@ class SSLWatchCallback(pl.Callback):
         batch_idx: int,
     ) -> None:
         """Feed the batch's embeddings; every ``every_n_steps`` steps compute and log."""
-        if self.budget is None:
-            if batch_idx % self.update_every_n_batches == 0:
-                self._update("train", trainer, pl_module, outputs, batch)
-        else:
-            if self._batch_started is not None:
-                self.budget.record_step(time.perf_counter() - self._batch_started)
-            if self.budget.should_update():
-                started = time.perf_counter()
-                self._update("train", trainer, pl_module, outputs, batch)
+        self._capturing = None
+        if self.budget is not None and self._batch_started is not None:
+            self.budget.record_step(time.perf_counter() - self._batch_started)
+        if self._feed:
+            started = time.perf_counter()
+            self._update("train", trainer, pl_module, outputs, batch)
+            if self.budget is not None:
                 self.budget.record_update(time.perf_counter() - started)
+        self._captured = {}
         step = trainer.global_step
         if (
             self.every_n_steps is not None
             and step > 0
             and step % self.every_n_steps == 0
-            and step != self._last_logged_step
+            and step != self._last_compute_step
         ):
-            self._last_logged_step = step
-            self._log_to_loggers(trainer, self._compute("train", trainer))
+            self._log_train_now(trainer)
+
+    def _log_train_now(self, trainer: pl.Trainer) -> None:
+        """Compute the training window and write it to the loggers and callback_metrics."""
+        self._last_compute_step = trainer.global_step
+        self._log_to_loggers(trainer, self._compute("train", trainer))
+
+    def _steps_since_compute(self, trainer: pl.Trainer) -> bool:
+        return trainer.global_step != self._last_compute_step
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Inside ``fit``: compute the training window first when steps ran since the last
+        compute, so that ModelCheckpoint and EarlyStopping deciding at the end of this
+        validation run read a fresh value (see ``on_epoch_end``)."""
+        if (
+            self.on_epoch_end is not False
+            and not trainer.sanity_checking
+            and trainer.state.fn == TrainerFn.FITTING
+            and self._steps_since_compute(trainer)
+        ):
+            self._log_train_now(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Compute and log the epoch's window (see ``on_epoch_end``)."""
-        if self.on_epoch_end is None:
-            due = self.every_n_steps is None or trainer.global_step != self._last_logged_step
-        else:
-            due = self.on_epoch_end
+        due = self._steps_since_compute(trainer) if self.on_epoch_end is None else self.on_epoch_end
         if due:
+            self._last_compute_step = trainer.global_step
             self._log_epoch(pl_module, self._compute("train", trainer))
+
+    def on_validation_batch_start(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        """Capture the watched layers during validation (when ``validation``)."""
+        self._start_capture("val" if self._monitors_validation(trainer) else None)
 
     def on_validation_batch_end(
         self,
@@ -369,12 +504,17 @@ class SSLWatchCallback(pl.Callback):
         dataloader_idx: int = 0,
     ) -> None:
         """Feed validation embeddings (when ``validation``; not during the sanity check)."""
-        if self.validation and not trainer.sanity_checking:
+        self._capturing = None
+        if self._monitors_validation(trainer):
             self._update("val", trainer, pl_module, outputs, batch)
+        self._captured = {}
+
+    def _monitors_validation(self, trainer: pl.Trainer) -> bool:
+        return self.validation and not trainer.sanity_checking
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Compute and log the validation run's values (when ``validation``)."""
-        if self.validation and not trainer.sanity_checking:
+        if self._monitors_validation(trainer):
             self._log_epoch(pl_module, self._compute("val", trainer))
 
     # -- checkpointing --------------------------------------------------------------------
