@@ -20,6 +20,13 @@ step (amortised) and the ratio mean(update) / mean(step), for several configurat
   measured with the same kernel, to show that batching the Gram does not save work);
 * ``keys+reservoir only`` / ``spectrum only``: the two halves of ``default``.
 
+Then the cost of watching layers through forward hooks (:mod:`sslwatch.online.hooks`):
+the same CNN's forward pass (train mode, with autograd, as in a training step) plain,
+with hooks that only pool each watched layer's output (global average of the conv maps),
+and with a :class:`~sslwatch.online.hooks.LayerWatch` (pooling + ``Monitor.update`` per
+layer), for 1, 2 and 4 watched layers; printed as overhead over the plain forward, in
+total and per watched layer.
+
 Then ``compute()`` with the default reservoir (4096 rows) and the default metric set,
 next to the reference a user would otherwise run (``torch.linalg.svdvals`` of all stored
 embeddings, for RankMe), and a check that the streamed RankMe equals the one-shot value.
@@ -44,6 +51,7 @@ from torch import nn
 
 from sslwatch.metrics.spectrum import rankme
 from sslwatch.online.budget import UpdateBudget
+from sslwatch.online.hooks import LayerHooks, poolings, watch
 from sslwatch.online.keys import content_keys
 from sslwatch.online.monitor import Monitor
 from sslwatch.online.settings import DEFAULT_RESERVOIR_SIZE
@@ -222,6 +230,54 @@ def bench_dim(dim: int, batch: int, steps: int, warmup: int) -> list[tuple[str, 
     return rows
 
 
+HOOKED_LAYERS = {
+    1: ["head"],
+    2: ["features.2", "head"],
+    4: ["features.0", "features.1", "features.2", "head"],
+}
+
+
+def bench_hooks(dim: int, batch: int, steps: int, warmup: int) -> list[tuple[str, float, float]]:
+    """Forward pass with 1/2/4 watched layers vs plain: (name, ms/forward, overhead ratio)."""
+    torch.manual_seed(0)
+    model = SmallCNN(dim).train()
+    x = torch.randn(batch, 3, 32, 32)
+    widths = {name: module for name, module in model.named_modules()}
+    configs: dict[str, Callable[[], Any]] = {"plain forward": lambda: None}
+    for n, layers in HOOKED_LAYERS.items():
+        configs[f"{n} layer(s), pooling only"] = functools.partial(
+            LayerHooks, model, layers, poolings(layers), lambda name, rows: None
+        )
+        configs[f"{n} layer(s), + Monitor.update"] = functools.partial(
+            watch, model, layers, alarms=None
+        )
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for i in range(warmup + steps):
+        for name, attach in configs.items():  # interleaved: each config once per round
+            hooks = attach()
+            t, out = timed(lambda: model(x + 0.01 * torch.randn_like(x)))
+            out.sum().backward()  # free the graph as a step would
+            model.zero_grad(set_to_none=True)
+            if hooks is not None:
+                hooks.remove()
+            if i >= warmup:
+                times[name].append(t)
+    plain = statistics.fmean(times["plain forward"])
+    rows = [("plain forward", 1e3 * plain, 0.0)]
+    for name, ts in times.items():
+        if name == "plain forward":
+            continue
+        n = int(name.split()[0])
+        over = (statistics.fmean(ts) - plain) / plain
+        rows.append((f"{name} (per layer {over / n:+.2%})", 1e3 * statistics.fmean(ts), over))
+    sizes = {  # a block's pooled width is its convolution's channel count
+        name: dim if name == "head" else widths[name][0].out_channels for name in HOOKED_LAYERS[4]
+    }
+    described = ", ".join(f"{k} (D={v})" for k, v in sizes.items())
+    rows.append((f"watched: {described}", 0.0, 0.0))
+    return rows
+
+
 def bench_compute(dim: int, reservoir: int, n_rows: int) -> list[tuple[str, float]]:
     gen = torch.Generator().manual_seed(1)
     z = torch.randn(n_rows, dim, generator=gen) @ torch.randn(dim, dim, generator=gen) / dim**0.5
@@ -269,6 +325,13 @@ def main() -> None:
                 print(f"  {name}")
             else:
                 print(f"  {name:<24} {ms:9.2f} {ratio:9.2%}")
+    print(f"\nforward hooks on watched layers (D = 512 head), batch {batch}")
+    print(f"  {'configuration':<52} {'ms/fwd':>8} {'overhead':>9}")
+    for name, ms, over in bench_hooks(512, batch, steps, warmup):
+        if name.startswith("watched"):
+            print(f"  {name}")
+        else:
+            print(f"  {name:<52} {ms:8.2f} {over:9.2%}")
     reservoir = 256 if args.quick else DEFAULT_RESERVOIR_SIZE
     for dim in (512, 2048) if not args.quick else (512,):
         n_rows = 2 * reservoir if args.quick else 4 * reservoir
