@@ -228,6 +228,7 @@ def test_rerun_of_a_finished_sweep_does_no_model_work(
     shutil.copy(reference["db"], db)
     calls = {"load": 0, "embed": 0}
     real_load, real_embed = sweep_mod.load_model, sweep_mod.extract_embeddings
+    real_iter = sweep_mod.iter_embeddings
 
     def counting_load(*a: Any, **k: Any) -> Any:
         calls["load"] += 1
@@ -237,8 +238,13 @@ def test_rerun_of_a_finished_sweep_does_no_model_work(
         calls["embed"] += 1
         return real_embed(*a, **k)
 
+    def counting_iter(*a: Any, **k: Any) -> Any:
+        calls["embed"] += 1
+        return real_iter(*a, **k)
+
     monkeypatch.setattr(sweep_mod, "load_model", counting_load)
     monkeypatch.setattr(sweep_mod, "extract_embeddings", counting_embed)
+    monkeypatch.setattr(sweep_mod, "iter_embeddings", counting_iter)
     summary = run_sweep(config(ckpt_root, db))
     assert calls == {"load": 0, "embed": 0}
     assert (summary.n_skipped, summary.n_loaded, summary.n_values) == (4, 0, 0)

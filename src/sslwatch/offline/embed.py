@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import random
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ __all__ = [
     "VIEWS_SUFFIX",
     "best_device",
     "extract_embeddings",
+    "iter_embeddings",
     "recalibrate_batchnorm",
 ]
 
@@ -115,7 +116,64 @@ def extract_embeddings(
             an output that is not a tensor or whose first dimension is not the batch.
 
     The module (and all its submodules) are put in eval mode for the pass and their
-    previous train/eval flags are restored afterwards.
+    previous train/eval flags are restored afterwards. :func:`iter_embeddings` gives the
+    same embeddings batch by batch, for data too large to hold as one matrix.
+    """
+    parts: dict[str, list[torch.Tensor]] = {}
+    with contextlib.closing(
+        iter_embeddings(
+            model,
+            data,
+            layers=layers,
+            batch_size=batch_size,
+            device=device,
+            autocast=autocast,
+            views=views,
+            augment=augment,
+            seed=seed,
+            progress=progress,
+        )
+    ) as batches:
+        for out in batches:
+            for k, t in out.items():
+                parts.setdefault(k, []).append(t)
+    if not parts:
+        raise ValueError("data is empty: no batch was produced, so there is nothing to embed.")
+    # Concatenated outside inference mode: the results are ordinary tensors.
+    return {k: _cat(v, k.removesuffix(VIEWS_SUFFIX)) for k, v in parts.items()}
+
+
+def iter_embeddings(
+    model: nn.Module | Callable[[torch.Tensor], Any],
+    data: Any,
+    *,
+    layers: Mapping[str, str] | Sequence[str] | str | None = None,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    autocast: bool = False,
+    views: int = 0,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> Generator[dict[str, torch.Tensor], None, None]:
+    """The embeddings of :func:`extract_embeddings`, one batch at a time, in data order.
+
+    Takes the same arguments. Each item is a dict with the same keys as
+    :func:`extract_embeddings` returns, holding that batch's rows: ``(B, D)`` float32
+    CPU tensors (and ``(B, q, D)`` views), which are inference tensors: use them as
+    inputs to other operations (``clone()`` one to change it in place). Concatenated,
+    the batches are exactly :func:`extract_embeddings`'s result, so a caller can reduce
+    them as they come (second moments, a sample of rows) and never hold all N rows.
+
+    While the iteration runs (until it is exhausted or closed, e.g. by
+    ``contextlib.closing``) the module stays in eval mode with its hooks in place, and
+    with ``views`` the random generators stay seeded: code between batches should not run
+    the module or draw random numbers. The forward passes run under
+    ``torch.inference_mode``; the caller's code between batches does not.
+
+    Raises:
+        ValueError: as :func:`extract_embeddings`, when the first batch is requested;
+            also a batch whose embedding size differs from the first batch's.
     """
     as_int(batch_size, "batch_size")
     as_int(views, "views", low=0)
@@ -131,43 +189,37 @@ def extract_embeddings(
     dev = _choose_device(module, device)
     in_dtype = _param_dtype(module)
     batches, n_batches = _batches(data, batch_size, shuffle_seed=None)
-
-    clean: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
-    aug: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     captured: dict[str, torch.Tensor] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
 
     def forward(x: torch.Tensor, bsz: int) -> dict[str, torch.Tensor]:
         return _forward(model, x, dev, autocast, layer_map, captured, keys, bsz)
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(_hooked_eval(module, dev, layer_map, captured))
-        stack.enter_context(torch.inference_mode())
         if views > 0:
             stack.enter_context(_seeded(seed, dev))
         bar = _progress_bar(progress, n_batches)
+        if bar is not None:
+            stack.callback(bar.close)
         for raw in batches:
-            xb = _prepare(raw, dev, in_dtype)
-            out = forward(xb, int(xb.shape[0]))
+            with torch.inference_mode():
+                xb = _prepare(raw, dev, in_dtype)
+                out = forward(xb, int(xb.shape[0]))
+                if views > 0:
+                    assert augment is not None
+                    for k, stacked in _view_outputs(forward, xb, augment, views, keys).items():
+                        out[k + VIEWS_SUFFIX] = stacked
             for k in keys:
-                clean[k].append(out[k])
-            if views > 0:
-                assert augment is not None
-                for k, stacked in _view_outputs(forward, xb, augment, views, keys).items():
-                    aug[k].append(stacked)
+                shape = tuple(out[k].shape[1:])
+                if shapes.setdefault(k, shape) != shape:
+                    raise ValueError(
+                        f"layer {k!r} produced embeddings of different sizes across batches "
+                        f"{sorted({shapes[k], shape})}; inputs must share one shape."
+                    )
             if bar is not None:
                 bar.update(1)
-        if bar is not None:
-            bar.close()
-
-    if not clean[keys[0]]:
-        raise ValueError("data is empty: no batch was produced, so there is nothing to embed.")
-    # Concatenate outside inference mode: the results are ordinary tensors.
-    result: dict[str, torch.Tensor] = {}
-    for k in keys:
-        result[k] = _cat(clean[k], k)
-        if views > 0:
-            result[k + VIEWS_SUFFIX] = _cat(aug[k], k)
-    return result
+            yield out
 
 
 @contextlib.contextmanager

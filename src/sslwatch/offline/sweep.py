@@ -74,6 +74,7 @@ Conventions (also shown by ``sslwatch sweep --help``):
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -82,8 +83,9 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -91,16 +93,24 @@ import torch
 
 from sslwatch.core.context import MetricContext, resolve_k
 from sslwatch.core.definitions import MetricDefinition
-from sslwatch.core.evaluate import definition_for, evaluate
+from sslwatch.core.evaluate import (
+    Evaluation,
+    compute_metrics,
+    definition_for,
+    evaluate,
+    sample_indices,
+)
 from sslwatch.core.registry import REGISTRY, MetricSpec, check_params
 from sslwatch.metrics._threads import torch_threads
 from sslwatch.metrics._validation import as_int, is_int
+from sslwatch.metrics.spectrum import SecondMoments, second_moments
 from sslwatch.offline.checkpoints import import_factory, load_model, parse_checkpoint_path
 from sslwatch.offline.data import Dataset, load_dataset
 from sslwatch.offline.embed import (
     VIEWS_SUFFIX,
     best_device,
     extract_embeddings,
+    iter_embeddings,
     recalibrate_batchnorm,
 )
 from sslwatch.offline.store import ResultStore
@@ -112,6 +122,7 @@ __all__ = [
     "SweepConfig",
     "SweepSetupError",
     "SweepSummary",
+    "TorchrunEnv",
     "exit_code",
     "expected_definitions",
     "find_checkpoints",
@@ -119,6 +130,10 @@ __all__ = [
     "parse_shard",
     "plan_checkpoints",
     "run_sweep",
+    "shard_store_path",
+    "shard_stores",
+    "slurm_array_shard",
+    "torchrun_env",
 ]
 
 #: Exit codes count failed checkpoints up to this value.
@@ -181,6 +196,10 @@ class SweepConfig:
         architecture: recorded on every run of the sweep (optional).
         workers: processes evaluating checkpoints in parallel.
         shard: ``(i, n)``: evaluate only slice ``i`` of ``n`` of the sorted checkpoints.
+        distributed: split the checkpoints across torchrun ranks (see *Distributed* in
+            the module docstring): ``False`` (default) never, ``True`` always (the
+            torchrun variables must be set), ``None`` when they are (the command line).
+        keep_shards: keep every rank's shard store after rank 0 merged it into ``db``.
     """
 
     model: str | Callable[..., Any]
@@ -209,6 +228,8 @@ class SweepConfig:
     architecture: str | None = None
     workers: int = 1
     shard: tuple[int, int] | None = None
+    distributed: bool | None = False
+    keep_shards: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.checkpoints, str):
@@ -252,16 +273,21 @@ def _check_int(value: Any, name: str, *, low: int, hint: str = "") -> None:
         raise SweepSetupError(str(exc)) from None
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse ``"I/N"`` (0-based slice ``I`` of ``N``) as ``(I, N)``.
+def parse_shard(text: str, env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """Parse ``"I/N"`` (0-based slice ``I`` of ``N``) as ``(I, N)``; ``"auto"`` reads the
+    SLURM job array's variables (:func:`slurm_array_shard`).
 
     Raises:
-        SweepSetupError: malformed text or ``I`` outside ``[0, N)``.
+        SweepSetupError: malformed text or ``I`` outside ``[0, N)``; for ``auto``, no
+            SLURM array variables.
     """
+    if (text or "").strip().lower() == "auto":
+        return slurm_array_shard(env)
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text or "")
     if m is None:
         raise SweepSetupError(
-            f"--shard must look like I/N (e.g. 0/4: the first of 4 slices); got {text!r}."
+            f"--shard must look like I/N (e.g. 0/4: the first of 4 slices) or auto (inside a "
+            f"SLURM job array); got {text!r}."
         )
     i, n = int(m.group(1)), int(m.group(2))
     if n < 1 or i >= n:
@@ -270,6 +296,50 @@ def parse_shard(text: str) -> tuple[int, int]:
             "--array=0-{N-1})."
         )
     return i, n
+
+
+def slurm_array_shard(env: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """``(I, N)`` of this SLURM array task: ``--shard auto``.
+
+    ``N`` is ``SLURM_ARRAY_TASK_COUNT``; ``I = (SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN)
+    / SLURM_ARRAY_TASK_STEP`` (``MIN`` 0 and ``STEP`` 1 when unset), so ``--array=0-7``,
+    ``--array=1-8`` and ``--array=0-14:2`` all give ``I`` in 0..7. The map from task ids
+    to ``I`` is one-to-one; an array whose ids are not evenly spaced (``--array=1,4,5``)
+    makes some task's ``I`` fall outside ``[0, N)``, which is an error, never a silent
+    overlap.
+
+    Raises:
+        SweepSetupError: a variable is missing or not an integer, or ``I`` is out of range.
+    """
+    env = os.environ if env is None else env
+    names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT")
+    missing = [name for name in names if not env.get(name, "").strip()]
+    if missing:
+        raise SweepSetupError(
+            f"--shard auto reads SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT, but "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set: run it "
+            "inside a SLURM job array (sbatch --array=0-N) or pass --shard I/N."
+        )
+    values: dict[str, int] = {}
+    for name, default in (*((n, None) for n in names), ("SLURM_ARRAY_TASK_MIN", "0")):
+        raw = env.get(name, "").strip() or default
+        try:
+            values[name] = int(str(raw))
+        except ValueError:
+            raise SweepSetupError(
+                f"--shard auto: {name}={raw!r} is not an integer; pass --shard I/N instead."
+            ) from None
+    step_raw = env.get("SLURM_ARRAY_TASK_STEP", "").strip() or "1"
+    step = int(step_raw) if step_raw.isdigit() and int(step_raw) >= 1 else 1
+    task, count = values["SLURM_ARRAY_TASK_ID"], values["SLURM_ARRAY_TASK_COUNT"]
+    offset = task - values["SLURM_ARRAY_TASK_MIN"]
+    if count < 1 or offset < 0 or offset % step or offset // step >= count:
+        raise SweepSetupError(
+            f"--shard auto: array task {task} is not one of {count} evenly spaced ids from "
+            f"{values['SLURM_ARRAY_TASK_MIN']} (step {step}); launch the array as "
+            f"--array=0-{max(count, 1) - 1} or pass --shard I/N."
+        )
+    return offset // step, count
 
 
 def parse_layers(text: str | None) -> dict[str, str] | None:
@@ -385,6 +455,8 @@ class CheckpointOutcome:
         costs: seconds inside ``metrics``, per metric (its own time) and per shared step
             (``kmeans[sample,seed=0]``, ``second_moments``, ``spectra``, ...), summed over
             representations and passes.
+        rank: the torchrun rank that evaluated it (``None`` in a one-process sweep and for
+            checkpoints skipped before any rank started).
     """
 
     path: str
@@ -398,6 +470,7 @@ class CheckpointOutcome:
     warnings: tuple[str, ...] = ()
     timings: Mapping[str, float] = field(default_factory=dict)
     costs: Mapping[str, float] = field(default_factory=dict)
+    rank: int | None = None
 
     def top_costs(self, n: int = 3, *, group_steps: bool = True) -> list[tuple[str, float]]:
         """The ``n`` most expensive stages (load, recalibrate, embed, store), metrics and
@@ -425,7 +498,13 @@ class CheckpointOutcome:
 
 @dataclass(frozen=True)
 class SweepSummary:
-    """The result of :func:`run_sweep`: one outcome per checkpoint, in checkpoint order."""
+    """The result of :func:`run_sweep`: one outcome per checkpoint, in checkpoint order.
+
+    Under torchrun (``rank``/``world_size`` set), rank 0's summary covers every rank's
+    checkpoints, with ``shards`` (the shard stores it merged into ``db``),
+    ``shards_kept`` and ``merge_problem`` (why the merge did not finish cleanly); another
+    rank's covers only the checkpoints it evaluated.
+    """
 
     db: str
     outcomes: tuple[CheckpointOutcome, ...]
@@ -434,6 +513,11 @@ class SweepSummary:
     shard: tuple[int, int] | None = None
     representations: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
+    rank: int | None = None
+    world_size: int | None = None
+    shards: tuple[str, ...] = ()
+    shards_kept: bool = False
+    merge_problem: str | None = None
 
     def _count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -475,8 +559,9 @@ class SweepSummary:
 
     @property
     def exit_code(self) -> int:
-        """``min(failed, 100)``: 0 when no checkpoint failed (see :func:`exit_code`)."""
-        return exit_code(self.n_failed)
+        """``min(failed, 100)``: 0 when no checkpoint failed (see :func:`exit_code`); at
+        least 1 when rank 0 could not merge the shard stores (:attr:`merge_problem`)."""
+        return max(exit_code(self.n_failed), 1 if self.merge_problem else 0)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able summary with counts and every outcome."""
@@ -491,6 +576,11 @@ class SweepSummary:
             "seconds": self.seconds,
             "workers": self.workers,
             "shard": list(self.shard) if self.shard else None,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "shards": list(self.shards),
+            "shards_kept": self.shards_kept,
+            "merge_problem": self.merge_problem,
             "representations": list(self.representations),
             "metrics": list(self.metrics),
             "exit_code": self.exit_code,
@@ -837,8 +927,20 @@ def _is_complete(prep: _Prepared, reps: Mapping[str, tuple[set[str], set[int]]] 
 # --------------------------------------------------------------------------- one checkpoint
 
 
-def _process(task: CheckpointTask, prep: _Prepared, store: ResultStore) -> CheckpointOutcome:
-    """Load, embed, score what is missing and store it; never raises an ``Exception``."""
+def _process(
+    task: CheckpointTask,
+    prep: _Prepared,
+    store: ResultStore,
+    *,
+    known: Iterable[tuple[str, str]] = (),
+    rank: int | None = None,
+) -> CheckpointOutcome:
+    """Load, embed, score what is missing and store it; never raises an ``Exception``.
+
+    ``known``: ``(representation, digest)`` pairs stored elsewhere (a distributed sweep's
+    ``--db`` while this rank writes its shard), not computed again. ``rank`` is recorded
+    on the outcome.
+    """
     cfg = prep.config
     timings = dict.fromkeys(("load", "recalibrate", "embed", "metrics", "store"), 0.0)
     steps: dict[str, dict[str, float]] = {}
@@ -860,6 +962,7 @@ def _process(task: CheckpointTask, prep: _Prepared, store: ResultStore) -> Check
             tuple(dict.fromkeys(seen)),
             dict(timings),
             dict(costs),
+            rank,
         )
 
     def save_timings(point: int) -> None:
@@ -876,7 +979,7 @@ def _process(task: CheckpointTask, prep: _Prepared, store: ResultStore) -> Check
             task.run, method=cfg.method, architecture=cfg.architecture, meta=prep.run_meta
         )
         point = store.ensure_point(run_id, path=task.path, epoch=task.epoch, step=task.step)
-        stored_before = store.stored_digests(point)
+        stored_before = store.stored_digests(point) | set(known)
     except Exception as exc:  # a conflicting stored point, a locked database...
         timings["store"] += time.perf_counter() - t
         return outcome("failed", _error_text(exc, task.path, "recording"), False, 0)
@@ -909,17 +1012,22 @@ def _process(task: CheckpointTask, prep: _Prepared, store: ResultStore) -> Check
             return fail(_error_text(exc, task.path, "loading the model"), False)
         try:
             dev = torch.device(cfg.device) if cfg.device else best_device()
-            threads = torch_threads(prep.model_threads) if dev.type == "cpu" else nullcontext()
+            threads = (
+                torch_threads(prep.model_threads) if dev.type == "cpu" else contextlib.nullcontext()
+            )
             with threads:
-                emb = _forward(model, prep, dev, timings)
+                if cfg.views:  # views metrics read every sample's (q, D) views
+                    source: _Embedded | _Streamed = _Embedded(_forward(model, prep, dev, timings))
+                else:
+                    source = _stream_forward(model, prep, dev, timings, stored_before)
         except Exception as exc:
             seen.extend(_warning_texts(caught))
             return fail(_error_text(exc, task.path, "embedding"), True)
         del model
 
         t = time.perf_counter()
-        rows, errors = _score(prep, emb, stored_before, steps, costs)
-        timings["metrics"] = time.perf_counter() - t
+        rows, errors = _score(prep, source, stored_before, steps, costs)
+        timings["metrics"] = time.perf_counter() - t + source.reduce_seconds
         seen.extend(_warning_texts(caught))
 
     t = time.perf_counter()
@@ -967,9 +1075,238 @@ def _forward(
     return emb
 
 
+class _Embedded:
+    """Every representation's (N, D) embeddings (and views), held whole."""
+
+    reduce_seconds = 0.0
+
+    def __init__(self, emb: Mapping[str, torch.Tensor]) -> None:
+        self.emb = emb
+
+    def dim(self, rep: str) -> int:
+        return int(self.emb[rep].shape[1])
+
+    def evaluate(self, prep: _Prepared, rep: str, index: int, names: list[str]) -> Evaluation:
+        p = prep.passes[index]
+        z = self.emb[rep]
+        views = self.emb.get(rep + VIEWS_SUFFIX)
+        return evaluate(
+            z if p.rows is None else z[torch.from_numpy(p.rows)],
+            views=views if p.use_views else None,
+            labels=p.labels,
+            k=prep.k,
+            metrics=names,
+            sample_size=prep.config.sample_size,
+            seed=prep.config.seed,
+            params={n: v for n, v in prep.overrides.items() if n in names},
+            on_error="warn",
+        )
+
+
+@dataclass
+class _PassStream:
+    """One pass of one representation, reduced while the embedding batches stream by.
+
+    Route (fixed by the pass's metrics, N and D, never by what is missing, so a value is
+    computed the same way in every sweep): ``keep_all`` keeps every row of the pass and
+    scores it with ``evaluate`` as an embedded matrix, when the point sample is every row
+    anyway or the spectrum metrics take the N x N Gram route of N < D. Otherwise only
+    the float64 second moments of the pass's rows (spectrum metrics) and the rows of its
+    seeded sample (point metrics: :func:`~sslwatch.core.evaluate.sample_indices`, the rows
+    ``evaluate`` would draw) are kept: memory O(D^2 + sample_size * D), flat in N.
+    """
+
+    names: list[str]  # the metrics to compute (those not stored yet)
+    rows: np.ndarray | None  # sorted row ids of the pass; None = every row
+    keep_all: bool
+    accumulate: bool  # second moments wanted (streamed route)
+    sample_rows: np.ndarray | None  # sorted row ids of the sample (streamed route), or None
+    sample_labels: np.ndarray | None
+    moments: SecondMoments | None = None
+    parts: list[torch.Tensor] = field(default_factory=list)
+    seconds: float = 0.0  # accumulating the moments
+    seen: int = 0
+    bad_rows: int = 0
+
+    @classmethod
+    def plan(
+        cls, prep: _Prepared, p: _Pass, rep: str, d: int, stored: set[tuple[str, str]]
+    ) -> _PassStream:
+        cfg = prep.config
+        expected = prep.expected(d)
+        missing = [s for s in p.specs if (rep, expected[s.name][1]) not in stored]
+        point_kinds = ("sample", "labels")
+        index = sample_indices(p.n_total, cfg.sample_size, cfg.seed)
+        keep_all = (any(s.kind in point_kinds for s in p.specs) and index is None) or (
+            any(s.kind == "spectrum" for s in p.specs) and p.n_total < d
+        )
+        wants_sample = not keep_all and any(s.kind in point_kinds for s in missing)
+        sample_rows = sample_labels = None
+        if wants_sample and index is not None:
+            sample_rows = index if p.rows is None else p.rows[index]
+            sample_labels = None if p.labels is None else p.labels[index]
+        return cls(
+            names=[s.name for s in missing],
+            rows=p.rows,
+            keep_all=keep_all,
+            accumulate=not keep_all and any(s.kind == "spectrum" for s in missing),
+            sample_rows=sample_rows,
+            sample_labels=sample_labels,
+        )
+
+    def feed(self, zb: torch.Tensor, start: int) -> None:
+        """Take the batch of rows ``start .. start + len(zb)`` of the data set."""
+        if not self.names:
+            return
+        zp = zb if self.rows is None else zb[_rows_within(self.rows, start, len(zb))]
+        self.seen += int(zp.shape[0])
+        if zp.shape[0] == 0:
+            return
+        if not bool(torch.isfinite(zp).all()):
+            self.bad_rows += int((~torch.isfinite(zp)).any(dim=1).sum())
+        if self.bad_rows:  # the pass cannot be scored; only the count goes on
+            self.parts.clear()
+            self.moments = None
+            return
+        if self.keep_all:
+            self.parts.append(zp)
+            return
+        if self.accumulate:
+            t = time.perf_counter()
+            m = second_moments(zp)
+            self.moments = m if self.moments is None else self.moments.merge(m)
+            self.seconds += time.perf_counter() - t
+        if self.sample_rows is not None:
+            local = _rows_within(self.sample_rows, start, len(zb))
+            if local.numel():
+                self.parts.append(zb[local])
+
+
+def _rows_within(rows: np.ndarray, start: int, size: int) -> torch.Tensor:
+    """Positions, within the batch of rows ``start .. start + size``, of the sorted ``rows``
+    that fall in it."""
+    lo, hi = np.searchsorted(rows, [start, start + size])
+    return torch.from_numpy(rows[lo:hi] - start)
+
+
+class _Streamed:
+    """Every representation's passes, reduced batch by batch (:class:`_PassStream`)."""
+
+    def __init__(
+        self, dims: Mapping[str, int], streams: Mapping[str, list[_PassStream]], seconds: float
+    ) -> None:
+        self.dims = dict(dims)
+        self.streams = streams
+        self.reduce_seconds = seconds
+
+    def dim(self, rep: str) -> int:
+        return self.dims[rep]
+
+    def evaluate(self, prep: _Prepared, rep: str, index: int, names: list[str]) -> Evaluation:
+        """The pass's metrics ``names``, as :func:`evaluate` gives them on the whole
+        matrix: the same sample rows and labels, the second moments of the same rows."""
+        cfg, p, ps = prep.config, prep.passes[index], self.streams[rep][index]
+        params = {n: v for n, v in prep.overrides.items() if n in names}
+        if ps.bad_rows:
+            raise ValueError(
+                f"z contains NaN or Inf in {ps.bad_rows} of {ps.seen} rows; drop or fix those "
+                "rows (non-finite embeddings usually mean the training diverged)."
+            )
+        if ps.keep_all:
+            return evaluate(
+                torch.cat(ps.parts),
+                labels=p.labels,
+                k=prep.k,
+                metrics=names,
+                sample_size=cfg.sample_size,
+                seed=cfg.seed,
+                params=params,
+                on_error="warn",
+            )
+        specs = REGISTRY.select(names, has_views=False, has_labels=p.labels is not None)
+        overrides = check_params(params, specs)
+        point = any(s.kind in ("sample", "labels") for s in specs)
+        sample = torch.cat(ps.parts) if point and ps.parts else None
+        labels = ps.sample_labels if point else p.labels
+        n_points = p.n_total if sample is None else int(sample.shape[0])
+        k = resolve_k(prep.k, n_points, labels)
+        if point and k >= n_points:
+            raise ValueError(
+                f"the point metrics cluster {n_points} points into k={k} clusters, which "
+                f"needs at least {k + 1} points; lower k or raise sample_size."
+            )
+        ctx = MetricContext(
+            n_total=p.n_total,
+            d=self.dims[rep],
+            dtype=EMBEDDING_DTYPE,
+            sample=sample,
+            labels=labels,
+            k=k,
+            seed=cfg.seed,
+            sample_size=cfg.sample_size,
+        )
+        if ps.moments is not None:
+            moments = ps.moments
+            ctx.moments = ctx.cached("second_moments", lambda: moments)
+            ctx.timings["second_moments"] = ps.seconds  # accumulated during the pass
+        return Evaluation(compute_metrics(ctx, specs, overrides, on_error="warn"), ctx.timings)
+
+
+def _stream_forward(
+    model: torch.nn.Module,
+    prep: _Prepared,
+    dev: torch.device,
+    timings: dict[str, float],
+    stored: set[tuple[str, str]],
+) -> _Streamed:
+    """BatchNorm re-estimation (when asked) and the embedding pass, reduced batch by batch
+    into second moments and sample rows; ``embed`` excludes the reduction's seconds."""
+    cfg = prep.config
+    if cfg.recalibrate_bn:
+        t = time.perf_counter()
+        model.to(dev)
+        recalibrate_batchnorm(
+            model, prep.dataset, batches=cfg.bn_batches, batch_size=cfg.batch_size, seed=cfg.seed
+        )
+        timings["recalibrate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    dims: dict[str, int] = {}
+    streams: dict[str, list[_PassStream]] = {}
+    start, reduce_seconds = 0, 0.0
+    batches = iter_embeddings(
+        model,
+        prep.dataset,
+        layers=dict(cfg.layers) if cfg.layers is not None else None,
+        batch_size=cfg.batch_size,
+        device=dev,
+        autocast=cfg.autocast,
+        progress=False,
+    )
+    with contextlib.closing(batches):
+        for out in batches:
+            t0 = time.perf_counter()
+            if not streams:
+                for rep in prep.representations:
+                    dims[rep] = int(out[rep].shape[1])
+                    streams[rep] = [
+                        _PassStream.plan(prep, p, rep, dims[rep], stored) for p in prep.passes
+                    ]
+            size = 0
+            for rep in prep.representations:
+                size = int(out[rep].shape[0])
+                for ps in streams[rep]:
+                    ps.feed(out[rep], start)
+            start += size
+            reduce_seconds += time.perf_counter() - t0
+    if not streams:
+        raise ValueError("data is empty: no batch was produced, so there is nothing to embed.")
+    timings["embed"] = time.perf_counter() - t - reduce_seconds
+    return _Streamed(dims, streams, reduce_seconds)
+
+
 def _score(
     prep: _Prepared,
-    emb: Mapping[str, torch.Tensor],
+    source: _Embedded | _Streamed,
     stored: set[tuple[str, str]],
     steps: dict[str, dict[str, float]],
     costs: dict[str, float],
@@ -980,30 +1317,16 @@ def _score(
     steps to ``steps[representation]`` and those of metrics and steps, summed over
     representations, to ``costs``.
     """
-    cfg = prep.config
     rows: list[tuple[str, MetricDefinition, float, float]] = []
     errors: list[str] = []
     for rep in prep.representations:
-        z = emb[rep]
-        views = emb.get(rep + VIEWS_SUFFIX)
-        expected = prep.expected(int(z.shape[1]))
-        for p in prep.passes:
+        expected = prep.expected(source.dim(rep))
+        for index, p in enumerate(prep.passes):
             names = [s.name for s in p.specs if (rep, expected[s.name][1]) not in stored]
             if not names:
                 continue
-            zp = z if p.rows is None else z[torch.from_numpy(p.rows)]
             try:
-                result = evaluate(
-                    zp,
-                    views=views if p.use_views else None,
-                    labels=p.labels,
-                    k=prep.k,
-                    metrics=names,
-                    sample_size=cfg.sample_size,
-                    seed=cfg.seed,
-                    params={n: v for n, v in prep.overrides.items() if n in names},
-                    on_error="warn",
-                )
+                result = source.evaluate(prep, rep, index, names)
             except Exception as exc:
                 errors.append(f"{rep}: {type(exc).__name__}: {_one_line(str(exc), 300)}")
                 continue
@@ -1114,6 +1437,14 @@ def run_sweep(
             database); nothing has been evaluated.
     """
     start = time.perf_counter()
+    ranks = None if config.distributed is False else torchrun_env()
+    if config.distributed is True and ranks is None:
+        raise SweepSetupError(
+            "distributed=True needs the torchrun variables RANK, WORLD_SIZE and LOCAL_RANK "
+            "(launch with torchrun --nproc-per-node K); none are set."
+        )
+    if ranks is not None:
+        return _run_distributed(config, ranks, start, on_start, on_outcome)
     tasks = plan_checkpoints(config)
     prep = _prepare(config)
     try:
@@ -1202,3 +1533,318 @@ def _record_failure_safely(store: ResultStore, task: CheckpointTask, error: str)
         store.record_failure(point, error)
     except Exception:  # pragma: no cover - the failure is still reported to the caller
         return
+
+
+# --------------------------------------------------------------------------- torchrun
+
+#: How long a rank waits for the others (the plan from rank 0; the slowest rank at the
+#: end). Ranks get equal shares of the checkpoints, so the wait at the end is about one
+#: checkpoint's time; a rank that dies closes its connections, which ends the wait at
+#: once (and torchrun stops the other ranks when one fails).
+DIST_TIMEOUT = timedelta(hours=24)
+
+_SHARD_NAME = re.compile(r"\.rank(\d+)-of-(\d+)$")
+
+
+@dataclass(frozen=True)
+class TorchrunEnv:
+    """This process's place in a torchrun job: ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+
+
+def torchrun_env(env: Mapping[str, str] | None = None) -> TorchrunEnv | None:
+    """The torchrun variables, or ``None`` outside torchrun (or with one process).
+
+    Raises:
+        SweepSetupError: ``WORLD_SIZE`` is set but a variable is missing or malformed.
+    """
+    env = os.environ if env is None else env
+    if not env.get("WORLD_SIZE", "").strip():
+        return None
+    values = {}
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        raw = env.get(name, "").strip()
+        if not raw.isdigit():
+            raise SweepSetupError(
+                f"WORLD_SIZE is set (a torchrun job) but {name}={raw!r} is not a "
+                "non-negative integer; launch with torchrun, which sets RANK, WORLD_SIZE "
+                "and LOCAL_RANK."
+            )
+        values[name] = int(raw)
+    world = values["WORLD_SIZE"]
+    if world < 1 or values["RANK"] >= world:
+        raise SweepSetupError(
+            f"torchrun variables RANK={values['RANK']}, WORLD_SIZE={world}: need "
+            "0 <= RANK < WORLD_SIZE."
+        )
+    if world == 1:
+        return None
+    return TorchrunEnv(values["RANK"], world, values["LOCAL_RANK"])
+
+
+def shard_store_path(db: str | os.PathLike[str], rank: int, world_size: int) -> Path:
+    """The store rank ``rank`` of ``world_size`` writes: ``<db>.rank<R>-of-<W>``."""
+    return Path(f"{os.fspath(db)}.rank{int(rank)}-of-{int(world_size)}")
+
+
+def shard_stores(db: str | os.PathLike[str]) -> list[Path]:
+    """Every ``<db>.rank<R>-of-<W>`` file beside ``db``, in (W, R) order."""
+    found = []
+    for name in glob.glob(glob.escape(os.fspath(db)) + ".rank*-of-*"):
+        m = _SHARD_NAME.search(name)
+        if m and os.path.isfile(name):
+            found.append((int(m.group(2)), int(m.group(1)), Path(name)))
+    return [p for _, _, p in sorted(found)]
+
+
+def _rank_device(device: str | None, local_rank: int) -> str | None:
+    """``cuda:<LOCAL_RANK>`` (modulo the GPUs) when the device is unset or plain ``cuda``
+    and CUDA is available; otherwise the device as given."""
+    if device in (None, "cuda") and torch.cuda.is_available():
+        index = local_rank % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return f"cuda:{index}"
+    return device
+
+
+def _join_group(ranks: TorchrunEnv) -> tuple[Any, bool]:
+    """A gloo process group over every rank, and whether this call created it.
+
+    Gloo, whatever the devices: the sweep only exchanges a plan, outcomes and barriers
+    (small Python objects), never tensors, and gloo needs no GPU for that.
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        if dist.get_world_size() != ranks.world_size or dist.get_rank() != ranks.rank:
+            raise SweepSetupError(
+                f"the initialised process group has rank {dist.get_rank()} of "
+                f"{dist.get_world_size()}, but RANK={ranks.rank}, WORLD_SIZE="
+                f"{ranks.world_size}; run the sweep on every rank of the job."
+            )
+        if dist.get_backend() == "gloo":
+            return None, False
+        return dist.new_group(backend="gloo", timeout=DIST_TIMEOUT), False
+    missing = [n for n in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(n)]
+    if missing:
+        raise SweepSetupError(
+            f"WORLD_SIZE={ranks.world_size} is set but {' and '.join(missing)} not; launch "
+            "with torchrun (which sets them) or unset WORLD_SIZE."
+        )
+    dist.init_process_group(
+        backend="gloo",
+        rank=ranks.rank,
+        world_size=ranks.world_size,
+        timeout=DIST_TIMEOUT,
+    )
+    return None, True
+
+
+def _agree(group: Any, world: int, error: str | None) -> None:
+    """Raise the first rank's setup error on every rank (so that none waits forever)."""
+    import torch.distributed as dist
+
+    errors: list[Any] = [None] * world
+    dist.all_gather_object(errors, error, group=group)
+    for r, e in enumerate(errors):
+        if e:
+            raise SweepSetupError(e if r == 0 or e.startswith("rank ") else f"rank {r}: {e}")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Rank 0's plan, sent to every rank: which checkpoints are done, which to share."""
+
+    skipped: tuple[int, ...]  # indices into the task list
+    todo: tuple[tuple[int, frozenset[tuple[str, str]]], ...]  # (index, digests stored)
+    leftovers: tuple[str, ...]  # shard stores of an earlier run, merged into --db
+    problem: str | None  # why leftovers were kept
+
+
+def _leader_plan(config: SweepConfig, prep: _Prepared, tasks: list[CheckpointTask]) -> _Plan:
+    """Rank 0 before any rank starts: merge shard stores an interrupted run left beside
+    ``--db`` into it, then list what ``--db`` already holds."""
+
+    db = Path(config.db)
+    try:
+        ResultStore(db).close()  # created when missing; a damaged store fails here
+    except (ValueError, OSError) as exc:
+        raise SweepSetupError(_one_line(f"database {db}: {exc}")) from exc
+    leftovers = shard_stores(db)
+    problem = None
+    if leftovers:
+        problem = _merge_shards(
+            leftovers, db, keep=config.keep_shards, when="left by an earlier run"
+        )
+    with ResultStore(db, read_only=True) as store:
+        state = _stored_state(store)
+    skipped, todo = [], []
+    for i, task in enumerate(tasks):
+        reps = state.get((task.run, task.path))
+        if _is_complete(prep, reps):
+            skipped.append(i)
+        else:
+            known = frozenset(
+                (rep, dg) for rep, (digests, _) in (reps or {}).items() for dg in digests
+            )
+            todo.append((i, known))
+    return _Plan(tuple(skipped), tuple(todo), tuple(map(str, leftovers)), problem)
+
+
+def _merge_shards(shards: Sequence[Path], db: Path, *, keep: bool, when: str) -> str | None:
+    """Merge ``shards`` into ``db``; remove them unless ``keep`` or something went wrong.
+
+    Returns ``None``, or the one-line problem (a damaged shard, conflicting values) for
+    which the shards were kept.
+    """
+    from sslwatch.offline.store import merge_stores
+
+    names = ", ".join(map(str, shards))
+    try:
+        result = merge_stores(shards, db)
+    except (ValueError, OSError) as exc:
+        return _one_line(
+            f"merging the shard stores {when} ({names}) into {db} failed: {exc}; they are "
+            f"kept: repair them (sslwatch doctor) and run sslwatch merge ... -o {db}"
+        )
+    if result.n_conflicts:
+        first = result.conflicts[0]
+        return _one_line(
+            f"the shard stores {when} ({names}) disagree with {db} on {result.n_conflicts} "
+            f"value(s) (first: {first}); the first values were kept and the shards are kept"
+        )
+    if not keep:
+        for shard in shards:
+            for path in (shard, *(Path(f"{shard}{x}") for x in ("-wal", "-shm", "-journal"))):
+                path.unlink(missing_ok=True)
+    return None
+
+
+def _run_distributed(
+    config: SweepConfig,
+    ranks: TorchrunEnv,
+    start: float,
+    on_start: Callable[[int], None] | None,
+    on_outcome: Callable[[CheckpointOutcome], None] | None,
+) -> SweepSummary:
+    """:func:`run_sweep` on one torchrun rank; see *Distributed* in the module docstring."""
+    import torch.distributed as dist
+
+    group, owned = _join_group(ranks)
+    try:
+        return _distributed_sweep(config, ranks, group, start, on_start, on_outcome)
+    finally:
+        if owned:
+            dist.destroy_process_group()
+
+
+def _distributed_sweep(
+    config: SweepConfig,
+    ranks: TorchrunEnv,
+    group: Any,
+    start: float,
+    on_start: Callable[[int], None] | None,
+    on_outcome: Callable[[CheckpointOutcome], None] | None,
+) -> SweepSummary:
+    import torch.distributed as dist
+
+    rank, world = ranks.rank, ranks.world_size
+    config = replace(config, device=_rank_device(config.device, ranks.local_rank))
+    error = None
+    tasks: list[CheckpointTask] = []
+    try:
+        if int(config.workers) > 1:
+            raise SweepSetupError(
+                f"workers={config.workers} under torchrun: every rank is already one worker; "
+                "drop --workers and raise --nproc-per-node instead."
+            )
+        tasks = plan_checkpoints(config)
+        prep = _prepare(config)
+    except SweepSetupError as exc:
+        error = str(exc)
+    _agree(group, world, error)
+
+    box: list[Any] = [None]
+    if rank == 0:
+        try:
+            box[0] = _leader_plan(config, prep, tasks)
+        except SweepSetupError as exc:
+            box[0] = str(exc)
+    dist.broadcast_object_list(box, src=0, group=group)
+    if isinstance(box[0], str):
+        raise SweepSetupError(box[0])
+    plan: _Plan = box[0]
+    if plan.problem and rank == 0:
+        warnings.warn(plan.problem, RuntimeWarning, stacklevel=2)
+
+    mine = plan.todo[rank::world]  # equal shares of what is left, round robin
+    outcomes: dict[str, CheckpointOutcome] = {}
+
+    def report(o: CheckpointOutcome) -> None:
+        outcomes[o.path] = o
+        if on_outcome is not None:
+            on_outcome(o)
+
+    if on_start is not None:
+        on_start(len(mine) + (len(plan.skipped) if rank == 0 else 0))
+    if rank == 0:
+        for i in plan.skipped:
+            t = tasks[i]
+            report(CheckpointOutcome(t.path, t.run, t.epoch, t.step, "skipped"))
+    shard = shard_store_path(config.db, rank, world)
+    if mine:
+        try:
+            store = ResultStore(shard)
+        except (ValueError, OSError) as exc:
+            for i, _ in mine:
+                t = tasks[i]
+                error = _one_line(f"shard store {shard}: {exc}")
+                report(
+                    CheckpointOutcome(t.path, t.run, t.epoch, t.step, "failed", error, rank=rank)
+                )
+        else:
+            with store:
+                for i, known in mine:
+                    report(_process(tasks[i], prep, store, known=known, rank=rank))
+
+    gathered: list[Any] | None = [None] * world if rank == 0 else None
+    mine_out = (str(shard) if mine else None, list(outcomes.values()))
+    dist.gather_object(mine_out, gathered, dst=0, group=group)
+    problem: str | None = plan.problem
+    merged: tuple[str, ...] = ()
+    if rank == 0:
+        assert gathered is not None
+        for r, (path, outs) in enumerate(gathered):
+            if r:
+                for o in outs:
+                    outcomes[o.path] = o
+            if path is not None and not os.path.isfile(path):
+                problem = _one_line(
+                    f"rank {r} wrote {path}, which rank 0 cannot see; put --db on a file "
+                    "system every rank shares, then merge the shards with sslwatch merge"
+                )
+        shards = shard_stores(config.db)
+        merged = tuple(map(str, shards))
+        if shards and problem is None:
+            problem = _merge_shards(
+                shards, Path(config.db), keep=config.keep_shards, when="of this run"
+            )
+    dist.barrier(group=group)  # every rank ends after the merge
+    order = [t.path for t in tasks if t.path in outcomes]
+    return SweepSummary(
+        db=str(config.db),
+        outcomes=tuple(outcomes[p] for p in order),
+        seconds=time.perf_counter() - start,
+        workers=1,
+        shard=config.shard,
+        representations=prep.representations,
+        metrics=prep.metric_names,
+        rank=rank,
+        world_size=world,
+        shards=merged,
+        shards_kept=bool(merged) and (config.keep_shards or problem is not None),
+        merge_problem=problem,
+    )
