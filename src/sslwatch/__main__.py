@@ -1,5 +1,6 @@
-"""``python -m sslwatch`` runs the command line."""
+"""``python -m sslwatch`` runs the command line (also as ``torchrun -m sslwatch ...``)."""
 
 from sslwatch.cli import app
 
-app()
+if __name__ == "__main__":
+    app(prog_name="sslwatch")

@@ -144,16 +144,32 @@ def sweep(
     workers: Annotated[int, typer.Option(help="Parallel worker processes.")] = 1,
     shard: Annotated[
         str | None,
-        typer.Option(help="I/N: evaluate slice I (0-based) of N of the sorted checkpoints."),
+        typer.Option(
+            help="I/N: evaluate slice I (0-based) of N of the sorted checkpoints; auto: this "
+            "SLURM array task's slice (SLURM_ARRAY_TASK_ID/COUNT)."
+        ),
     ] = None,
+    keep_shards: Annotated[
+        bool,
+        typer.Option(
+            help="Under torchrun: keep each rank's shard store (<db>.rank<R>-of-<W>) after "
+            "rank 0 merged it into --db (default: removed once merged without conflict)."
+        ),
+    ] = False,
     summary_json: Annotated[
         Path | None, typer.Option(help="Write the sweep summary (counts, outcomes) as JSON.")
     ] = None,
 ) -> None:
     """Embed and score every checkpoint; store values; skip what is already stored.
 
+    Under torchrun (torchrun --nproc-per-node K -m sslwatch sweep ...) the checkpoints
+    are split across the ranks, each rank writes <db>.rank<R>-of-<W> on its own device
+    (cuda:LOCAL_RANK when CUDA is available) and rank 0 merges them into --db at the end;
+    each rank prefixes its progress lines with [rank R/W]; rank 0 prints the summary.
+
     Exit code: the number of failed checkpoints (capped at 100), 0 when all are ok;
-    101 when the sweep cannot start.
+    101 when the sweep cannot start. Under torchrun rank 0 exits with the count over
+    every rank (at least 1 when the shards could not be merged), the other ranks with 0.
     """
     from sslwatch.offline.sweep import (
         SweepConfig,
@@ -161,11 +177,13 @@ def sweep(
         parse_layers,
         parse_shard,
         run_sweep,
+        torchrun_env,
     )
 
     if summary_json is not None:
         check_output(summary_json, "--summary-json", make_parents=True)
     try:
+        ranks = torchrun_env()
         config = SweepConfig(
             model=model,
             checkpoints=tuple(checkpoints),
@@ -193,14 +211,26 @@ def sweep(
             architecture=architecture,
             workers=workers,
             shard=parse_shard(shard) if shard is not None else None,
+            distributed=None,  # torchrun's variables decide
+            keep_shards=keep_shards,
         )
-        summary = _run_with_progress(config, run_sweep)
+        prefix = "" if ranks is None else f"[rank {ranks.rank}/{ranks.world_size}] "
+        summary = _run_with_progress(config, run_sweep, prefix=prefix)
     except SweepSetupError as exc:
         raise fail(str(exc), EXIT_SETUP_ERROR) from None
     except KeyboardInterrupt:
         err_console.print("interrupted: every finished checkpoint is stored; re-run to go on.")
         raise typer.Exit(130) from None
 
+    if summary.rank:  # not rank 0: one line; rank 0 reports the whole sweep
+        console.print(
+            f"{prefix}{summary.n_loaded} checkpoint(s) evaluated, {summary.n_failed} failed; "
+            f"rank 0 merges them into {summary.db}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(0)
     _print_summary(summary)
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
@@ -272,7 +302,7 @@ class ProgressLog:
         return lines
 
 
-def _run_with_progress(config: Any, run_sweep: Any) -> Any:
+def _run_with_progress(config: Any, run_sweep: Any, prefix: str = "") -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     # User-provided names (runs, paths, metrics) are printed without markup.
@@ -285,13 +315,13 @@ def _run_with_progress(config: Any, run_sweep: Any) -> Any:
         TextColumn("{task.fields[left]}", markup=False),
         console=err_console,
         transient=True,
-        disable=not err_console.is_terminal,
+        disable=bool(prefix) or not err_console.is_terminal,  # ranks share one terminal
     )
     task_id = progress.add_task("checkpoints", total=None, last="", left="")
     log = ProgressLog(workers=int(getattr(config, "workers", 1)))
 
     def say(line: str) -> None:
-        progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        progress.console.print(prefix + line, markup=False, highlight=False, soft_wrap=True)
 
     def on_start(total: int) -> None:
         log.total = total
@@ -300,7 +330,7 @@ def _run_with_progress(config: Any, run_sweep: Any) -> Any:
     def on_outcome(outcome: Any) -> None:
         if outcome.status == "failed":
             progress.console.print(
-                f"[bold red]error:[/] {escape(outcome.error or 'failed')}",
+                f"[bold red]error:[/] {escape(prefix + (outcome.error or 'failed'))}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -339,10 +369,19 @@ def _print_summary(summary: Any) -> None:
     extras = ["skipped: already stored", "loaded: models loaded", "values: newly stored"]
     if summary.shard:
         extras.append(f"shard {summary.shard[0]}/{summary.shard[1]}")
+    if summary.world_size:
+        extras.append(f"{summary.world_size} torchrun ranks")
+        if summary.shards:
+            what = "kept" if summary.shards_kept else "merged and removed"
+            extras.append(f"{len(summary.shards)} shard store(s) {what}")
     if summary.workers > 1:
         extras.append(f"{summary.workers} workers")
     extras.append("representations: " + ", ".join(summary.representations))
-    console.print("; ".join(extras), style="dim", highlight=False, soft_wrap=True)
+    console.print(escape("; ".join(extras)), style="dim", highlight=False, soft_wrap=True)
+    if summary.merge_problem:
+        err_console.print(
+            f"[bold red]error:[/] {escape(summary.merge_problem)}", highlight=False, soft_wrap=True
+        )
     notes: list[str] = []
     for outcome in summary.outcomes:
         for w in outcome.warnings:

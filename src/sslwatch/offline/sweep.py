@@ -67,9 +67,42 @@ Conventions (also shown by ``sslwatch sweep --help``):
 * **Scale.** ``workers=N`` evaluates checkpoints in N processes (``spawn`` context) on
   one machine, each with its own store connection and ``max(1, cores // N)`` torch
   threads. ``shard=(i, n)`` (``--shard i/n``, 0 <= i < n) keeps checkpoints ``i, i + n,
-  i + 2n, ...`` of the sorted list: give each job (e.g. a SLURM array task) its own
-  database file and join them with :func:`~sslwatch.offline.store.merge_stores`
-  (``sslwatch merge``).
+  i + 2n, ...`` of the sorted list: give each job its own database file and join them
+  with :func:`~sslwatch.offline.store.merge_stores` (``sslwatch merge``). In a SLURM job
+  array ``--shard auto`` is this task's slice (:func:`slurm_array_shard`:
+  ``SLURM_ARRAY_TASK_ID``, ``_COUNT``, ``_MIN``, ``_STEP``).
+* **Distributed (torchrun).** With ``distributed=None`` (the command line) and the
+  torchrun variables set (``RANK``, ``WORLD_SIZE`` > 1, ``LOCAL_RANK``), every rank runs
+  the sweep: rank 0 first merges any shard stores an interrupted run left beside ``db``
+  into it, then lists what ``db`` holds; the checkpoints not complete there are dealt
+  round robin (rank r takes items r, r + W, ... of that list, so each is embedded by
+  exactly one rank), and the digests ``db`` already holds for them are sent along so
+  only the missing values are computed. Rank r works on ``cuda:LOCAL_RANK`` (modulo the
+  GPUs) when CUDA is available and ``device`` is unset or ``"cuda"``, else as for one
+  process, and writes its own store ``<db>.rank<r>-of-<W>`` (:func:`shard_store_path`),
+  so no two processes write one SQLite file (which network file systems do not lock
+  reliably). When every rank is done, rank 0 merges every ``<db>.rank*-of-*`` file into
+  ``db`` (:func:`~sslwatch.offline.store.merge_stores`) and removes them, unless
+  ``keep_shards`` or the merge failed or found conflicting values (then they are kept
+  and :attr:`SweepSummary.merge_problem` says why; the exit code is at least 1). A
+  crash at any moment loses at most the checkpoints in flight: the next run merges the
+  leftover shards first and computes only what is missing. Ranks meet through a gloo
+  process group (torchrun's rendezvous; gloo also when the ranks use GPUs, since only a
+  plan, outcomes and barriers travel, no tensors), rather than by polling marker files:
+  a rank that dies ends the others' wait at once instead of leaving rank 0 polling, and
+  one rank's setup error is raised on every rank. ``db`` must be on a file system every
+  rank sees. ``shard`` combines with torchrun (the ranks split the shard's slice);
+  ``workers > 1`` does not.
+* **Memory.** Without views, a checkpoint's embeddings are never held whole: batches
+  from :func:`~sslwatch.offline.embed.iter_embeddings` are reduced as they come into
+  float64 second moments over every row (spectrum metrics: RankMe, alpha-ReQ, stable
+  rank, Gaussian entropy, ...) and the rows of the seeded point sample
+  (:func:`~sslwatch.core.evaluate.sample_indices`, the rows ``evaluate`` would draw), so
+  memory is O(D^2 + sample_size * D) per representation, flat in N, and values equal
+  ``evaluate`` on the whole matrix (spectrum metrics to round-off, point metrics
+  exactly). Every row is kept only when it is needed anyway: ``sample_size=None`` (or
+  at least N) with point metrics, or N < D (spectra from the N x N Gram matrix). With
+  ``views`` every sample's (q, D) views are held, as the views metrics need them.
 """
 
 from __future__ import annotations
