@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -96,18 +97,41 @@ def test_reproduce_command_prints_epoch_rows_and_tables(tmp_path) -> None:  # ty
     assert "Rank correlation with backbone LP accuracy" in text
     assert "Selection without labels" in text
     assert (out / "results.db").exists() and (out / "correlations.md").exists()
+    # the judged claims are written, printed last, and head the report after the verdict
+    claims = json.loads((out / "claims.json").read_text())
+    assert claims and {"claim", "paper", "statistic", "value", "ci", "n", "verdict"} <= set(
+        claims[0]
+    )
+    block = text[text.index("The papers' claims, judged") :]
+    assert "done in" not in block and all(c["verdict"] in block for c in claims)
+    page = (out / "report.html").read_text()
+    assert page.index('id="verdict"') < page.index('id="claims-table"') < page.index('id="trust"')
+    assert page.count("<tr><td>Xu et al.") + page.count("<tr><td>Garrido et al.") == len(claims)
 
     bad = runner.invoke(app, ["reproduce", "--preset", "nope", "--out", str(out)])
     assert bad.exit_code == 2 and "unknown preset 'nope'" in bad.output
 
 
 def test_selection_summary_against_hand_computed_regrets() -> None:
-    from sslwatch.study.reproduce import _random_regret, selection_summary
+    from sslwatch.analysis.selection import RunSelection
+    from sslwatch.core.definitions import MetricDefinition
+    from sslwatch.study.reproduce import selection_summary
+
+    def selection(ranking: tuple[tuple[str, float, float], ...]) -> RunSelection:
+        definition = MetricDefinition("rankme", {}, n=10, d=4)
+        return RunSelection(
+            *("m", None, "backbone", "rankme", 1, "a", 3.0, "linear_probe", 0.6, "b", 0.8),
+            regret=0.2,
+            ranking=ranking,
+            excluded=(),
+            digest=definition.digest(),
+            definition=definition,
+        )
 
     # candidates' LP accuracies 0.8, 0.7, 0.6: a random pick loses 0.8 - 0.7 on average
     ranking = (("a", 3.0, 0.6), ("b", 2.0, 0.8), ("c", 1.0, 0.7))
-    assert _random_regret(0.8, ranking) == pytest.approx(0.1)
-    assert math.isnan(_random_regret(0.8, (("a", 1.0, math.nan),)))
+    assert selection(ranking).random_regret == pytest.approx(0.1)
+    assert math.isnan(selection((("a", 1.0, math.nan),)).random_regret)
     sel = [
         {"method": "m1", "metric": "rankme", "regret": 0.0, "random_regret": 0.1},
         {"method": "m2", "metric": "rankme", "regret": 0.3, "random_regret": 0.2},
@@ -173,5 +197,5 @@ def test_the_study_skips_its_report_without_the_report_extra(
         raise ImportError("the HTML report needs matplotlib and jinja2")
 
     monkeypatch.setattr(reproduce, "write_report", missing)
-    assert reproduce._write_report(tmp_path / "results.db", tmp_path, {}) == []
+    assert reproduce._write_report(tmp_path / "results.db", tmp_path, {}, []) == []
     assert not (tmp_path / "report.html").exists()

@@ -106,6 +106,15 @@ class RunSelection:
     digest: str
     definition: MetricDefinition
 
+    @property
+    def random_regret(self) -> float:
+        """The baseline a metric has to beat: the expected regret of a uniformly random
+        pick, ``oracle - mean(reference of the candidates)`` (NaN when unknown)."""
+        refs = [ref for _, _, ref in self.ranking if math.isfinite(ref)]
+        if not refs or not math.isfinite(self.oracle_value):
+            return math.nan
+        return float(self.oracle_value - sum(refs) / len(refs))
+
 
 def _require_direction(metric: str) -> None:
     if metric_direction(metric) == "none":

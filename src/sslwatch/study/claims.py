@@ -357,12 +357,6 @@ def _xu_claims(rows: Sequence[Mapping[str, Any]], epochs: int) -> list[Claim]:
     return out
 
 
-def _random_regret(oracle: float, ranking: Sequence[tuple[str, float, float]]) -> float:
-    """Expected regret of a uniformly random pick: ``oracle - mean(candidates' LP)``."""
-    refs = [ref for _, _, ref in ranking if math.isfinite(ref)]
-    return float(oracle - np.mean(refs)) if refs and math.isfinite(oracle) else math.nan
-
-
 def _garrido_claims(rows: Sequence[Mapping[str, Any]], epochs: int) -> list[Claim]:
     at_end = [
         r
@@ -387,7 +381,7 @@ def _garrido_claims(rows: Sequence[Mapping[str, Any]], epochs: int) -> list[Clai
                 per_method[sel.group] = sel
     selections = [per_method[m] for m in sorted(per_method)]
     regrets = [s.regret for s in selections]
-    gains = [_random_regret(s.oracle_value, s.ranking) - s.regret for s in selections]
+    gains = [s.random_regret - s.regret for s in selections]
     rhos = []
     for s in selections:
         pairs = np.array([(v, ref) for _, v, ref in s.ranking if math.isfinite(ref)])

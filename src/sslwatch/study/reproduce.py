@@ -44,6 +44,7 @@ from sslwatch.offline.data import Dataset, load_dataset
 from sslwatch.offline.embed import VIEWS_SUFFIX, extract_embeddings, recalibrate_batchnorm
 from sslwatch.offline.store import ResultStore
 from sslwatch.report import SpectrumKey, write_report
+from sslwatch.study.claims import VERDICT_RULE, Claim, claim_rows, claims_from_rows, write_claims
 from sslwatch.train import SSLMethod, TrainConfig, build_augment, list_checkpoints, train
 from sslwatch.train.loop import load_checkpoint
 from sslwatch.train.recipes import mnist1d_config
@@ -221,6 +222,7 @@ class StudyResult:
     selection: list[dict[str, Any]]
     files: list[Path]
     seconds: float
+    claims: list[Claim] = field(default_factory=list)
 
 
 EpochPrinter = Callable[[str, int, dict[str, float]], None]
@@ -460,11 +462,14 @@ def run_study(
     progress = progress_tables(rows, [progress_run(r) for r in recipes])
     corr = correlation_table(rows, preset.epochs)
     sel = selection_table(rows, recipes, preset.epochs) if preset.selection else []
+    claims = claims_from_rows(rows, preset.epochs)
     files = write_tables(out, progress, corr, sel)
+    files += write_claims(out, claims)
     if report:
         spectra = latest_spectra(data, out, [progress_run(r) for r in recipes])
-        files.extend(_write_report(db, out, spectra))
-    return StudyResult(out, db, progress, corr, sel, files, time.perf_counter() - start)
+        files.extend(_write_report(db, out, spectra, claims))
+    seconds = time.perf_counter() - start
+    return StudyResult(out, db, progress, corr, sel, files, seconds, claims)
 
 
 def progress_run(recipe: MethodRecipe) -> str:
@@ -573,16 +578,11 @@ def selection_table(
                     "oracle_run": sel.oracle_run,
                     "oracle_lp": sel.oracle_value,
                     "regret": sel.regret,
-                    "random_regret": _random_regret(sel.oracle_value, sel.ranking),
+                    "random_regret": sel.random_regret,
                     "candidates": len(sel.ranking),
                 }
             )
     return out
-
-
-def _random_regret(oracle: float, ranking: Sequence[tuple[str, float, float]]) -> float:
-    refs = [ref for _, _, ref in ranking if math.isfinite(ref)]
-    return float(oracle - np.mean(refs)) if refs and math.isfinite(oracle) else math.nan
 
 
 def selection_summary(sel: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -679,11 +679,21 @@ def latest_spectra(data: Dataset, out: Path, runs: Sequence[str]) -> dict[Spectr
     return spectra
 
 
-def _write_report(db: Path, out: Path, spectra: dict[SpectrumKey, np.ndarray]) -> list[Path]:
-    """The study's HTML report; none when the report extra (matplotlib, jinja2) is missing."""
+def _write_report(
+    db: Path, out: Path, spectra: dict[SpectrumKey, np.ndarray], claims: Sequence[Claim]
+) -> list[Path]:
+    """The study's HTML report, the judged claims at its top; none when the report extra
+    (matplotlib, jinja2) is missing."""
     path = out / "report.html"
     try:
-        write_report(db, path, spectra=spectra, title="sslwatch reproduction study")
+        write_report(
+            db,
+            path,
+            spectra=spectra,
+            title="sslwatch reproduction study",
+            claims=claim_rows(claims),
+            claims_rule=VERDICT_RULE,
+        )
     except ImportError:
         return []
     return [path]
