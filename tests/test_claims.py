@@ -396,10 +396,13 @@ def test_smoke_study_gives_well_formed_claims(tmp_path: Path) -> None:
 
     preset = replace(PRESETS["smoke"], max_samples=300, views_samples=32)
     result = run_study(preset, tmp_path, report=False)
+    names = {p.name for p in result.files}
+    assert {"claims.json", "claims.md"} <= names
     with ResultStore(result.db) as store:
         rows = store.tidy_rows()
-    claims = claims_from_rows(rows, preset.epochs)
-    data = check_claims_json(write_claims(tmp_path, claims)[0])
+    claims = result.claims
+    assert claim_rows(claims) == claim_rows(claims_from_rows(rows, preset.epochs))
+    data = check_claims_json(tmp_path / "claims.json")
     assert {row["method"] for row in data} >= {"simclr", "simsiam", "all"}
     # one trained epoch: no correlation over checkpoints rests on MIN_N points
     assert all(c.verdict == "inconclusive" for c in claims if c.method != "all")

@@ -262,6 +262,39 @@ def test_names_are_escaped(tmp_path: Path) -> None:
     assert '<img src="x">' not in page and "&lt;img src=&#34;x&#34;&gt;" in page
 
 
+def test_claims_table_follows_the_verdict(rows: list[dict[str, Any]]) -> None:
+    claims = [
+        {
+            "paper": "Xu et al. 2024",
+            "claim": "silhouette <b>tracks</b> LP",
+            "method": "simclr",
+            "statistic": "Spearman(silhouette, LP) > 0",
+            "value": 0.625,
+            "ci": [0.25, None],
+            "n": 12,
+            "verdict": "holds",
+        },
+        {
+            "paper": "Garrido et al. 2023",
+            "claim": "RankMe beats a random pick",
+            "method": "all",
+            "statistic": "mean gain > 0",
+            "value": None,
+            "ci": [None, None],
+            "n": 0,
+            "verdict": "inconclusive",
+        },
+    ]
+    html = render_report(rows, n_boot=50, claims=claims, claims_rule="the rule")
+    table = html[html.index('id="claims-table"') : html.index("</table>", html.index("claims"))]
+    assert html.index('id="verdict"') < html.index('id="claims"') < html.index('id="trust"')
+    assert "silhouette &lt;b&gt;tracks&lt;/b&gt; LP" in table and "<b>tracks" not in table
+    assert 'data-value="0.625"' in table and "[0.25, nan]" in table and "[nan, nan]" in table
+    assert table.count("<tr><td>") == 2 and '<td class="pos"><b>holds</b>' in table
+    assert "the rule" in html
+    assert 'id="claims"' not in render_report(rows, n_boot=50)
+
+
 def test_write_report_refuses_a_missing_store(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no results store"):
         write_report(tmp_path / "missing.db", tmp_path / "r.html")

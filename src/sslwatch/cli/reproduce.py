@@ -160,6 +160,7 @@ def _run(
 ) -> None:
     from dataclasses import replace
 
+    from sslwatch.study.claims import claims_text
     from sslwatch.study.reproduce import PRESETS, run_study
 
     if preset_name not in PRESETS:
@@ -193,6 +194,12 @@ def _run(
     for path in result.files:
         console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"done in {result.seconds:.0f} s")
+    console.print(
+        "\n" + claims_text(result.claims, width=max(60, console.width)),
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -49,6 +49,8 @@ def page_context(
     source: str,
     spectra: dict[str, dict[str, np.ndarray]],
     failures: Sequence[Mapping[str, Any]],
+    claims: Sequence[Mapping[str, Any]] = (),
+    claims_rule: str = "",
 ) -> dict[str, Any]:
     """Every variable of the template."""
     settings = dict(result.settings)
@@ -64,6 +66,8 @@ def page_context(
         "notes": list(result.notes),
         "verdict": result.verdict or verdict(result),
         "online_lines": _online_lines(result),
+        "claims": _claim_rows(claims),
+        "claims_rule": claims_rule,
         "settings": settings,
         "confidence_pct": f"{100 * float(settings['confidence']):g}",
         "trust": _trust_table(result, several),
@@ -252,6 +256,32 @@ def _definition_rows(result: Analysis) -> list[Row]:
             }
         )
     return rows
+
+
+_VERDICT_CLASS = {"holds": "pos", "does not hold": "neg"}
+
+
+def _claim_rows(claims: Sequence[Mapping[str, Any]]) -> list[Row]:
+    """Judged claims as display rows; the value and interval keep their exact numbers."""
+    out = []
+    for c in claims:
+        value = c["value"] if c["value"] is not None else math.nan
+        low, high = (math.nan if v is None else v for v in c["ci"])
+        out.append(
+            {
+                "paper": str(c["paper"]),
+                "claim": str(c["claim"]),
+                "method": str(c["method"]),
+                "statistic": str(c["statistic"]),
+                "value": format_number(value),
+                "raw": repr(value),
+                "ci": f"[{format_number(low)}, {format_number(high)}]",
+                "n": str(c["n"]),
+                "verdict": str(c["verdict"]),
+                "cls": _VERDICT_CLASS.get(str(c["verdict"]), ""),
+            }
+        )
+    return out
 
 
 def _failure_rows(failures: Sequence[Mapping[str, Any]]) -> list[Row]:

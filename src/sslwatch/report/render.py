@@ -45,6 +45,8 @@ def render_report(
     title: str = "sslwatch report",
     origin: str = "results",
     failures: Sequence[Mapping[str, Any]] = (),
+    claims: Sequence[Mapping[str, Any]] = (),
+    claims_rule: str = "",
     **analyze_kwargs: Any,
 ) -> str:
     """The report page as one HTML string.
@@ -59,6 +61,9 @@ def render_report(
         title: page title.
         origin: what the rows came from (e.g. the database path), shown in the header.
         failures: ``ResultStore.failures()`` rows, listed under the diagnoses.
+        claims: judged claims of the papers (``study.claims.claim_rows``: ``paper,
+            claim, method, statistic, value, ci, n, verdict``), shown after the verdict;
+            ``claims_rule`` is the verdict rule printed under them.
 
     Raises:
         ValueError: a spectrum names an unknown run or is not valid singular values, or
@@ -83,7 +88,14 @@ def render_report(
     spectra_by_run = normalise_spectra(spectra, runs)
     template = _environment().get_template(TEMPLATE)
     context = page_context(
-        obs, result, title=title, source=origin, spectra=spectra_by_run, failures=failures
+        obs,
+        result,
+        title=title,
+        source=origin,
+        spectra=spectra_by_run,
+        failures=failures,
+        claims=claims,
+        claims_rule=claims_rule,
     )
     return template.render(**context)
 
@@ -94,11 +106,14 @@ def write_report(
     *,
     spectra: Mapping[SpectrumKey, Any] | None = None,
     title: str | None = None,
+    claims: Sequence[Mapping[str, Any]] = (),
+    claims_rule: str = "",
     **analyze_kwargs: Any,
 ) -> Path:
     """Analyse a results store and write the self-contained HTML report to ``out``.
 
-    The file is replaced atomically. Returns its path.
+    The file is replaced atomically. Returns its path. ``spectra``, ``claims`` and
+    ``claims_rule`` are as in :func:`render_report`.
 
     Raises:
         FileNotFoundError: ``db`` is a path that does not exist.
@@ -124,6 +139,8 @@ def write_report(
         title=title or f"sslwatch report: {Path(label).name}",
         origin=label,
         failures=failures,
+        claims=claims,
+        claims_rule=claims_rule,
         **analyze_kwargs,
     )
     target = Path(out)
