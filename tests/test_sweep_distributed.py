@@ -14,6 +14,8 @@ import json
 import math
 import os
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +246,28 @@ def test_torchrun_variables_are_read_and_checked(
     )
     assert summary.n_ok == 1 and summary.world_size is None
     assert not (tmp_path / "d.db").exists()
+
+
+def test_rank0_removes_merged_shards_and_keeps_conflicting_ones(
+    ckpt_root: Path, tmp_path: Path
+) -> None:
+    from sslwatch.offline.sweep import _merge_shards
+
+    db = tmp_path / "m.db"
+    one = [str(ckpt_root / "runs/alpha/epoch_0.pt")]
+    run_sweep(sm.reference_config(ckpt_root, db, checkpoints=one, metrics=["rankme"], params={}))
+    clean, clash = shard_store_path(db, 0, 2), shard_store_path(db, 1, 2)
+    for shard in (clean, clash):
+        shutil.copy(db, shard)
+    con = sqlite3.connect(clash)
+    con.execute("UPDATE results SET value = value * 2")
+    con.commit()
+    con.close()
+    before = table(db)
+
+    assert _merge_shards([clean], db, keep=False, when="of this run") is None
+    assert not clean.exists() and not Path(f"{clean}-wal").exists()
+    problem = _merge_shards([clash], db, keep=False, when="of this run")
+    assert problem is not None and "disagree with" in problem and "kept" in problem
+    assert clash.exists()  # kept for the user to inspect and merge by hand
+    assert table(db) == before  # the first value stays

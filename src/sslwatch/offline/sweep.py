@@ -1846,7 +1846,7 @@ def _distributed_sweep(
     gathered: list[Any] | None = [None] * world if rank == 0 else None
     mine_out = (str(shard) if mine else None, list(outcomes.values()))
     dist.gather_object(mine_out, gathered, dst=0, group=group)
-    problem: str | None = plan.problem
+    problem: str | None = None
     merged: tuple[str, ...] = ()
     if rank == 0:
         assert gathered is not None
@@ -1859,6 +1859,7 @@ def _distributed_sweep(
                     f"rank {r} wrote {path}, which rank 0 cannot see; put --db on a file "
                     "system every rank shares, then merge the shards with sslwatch merge"
                 )
+        # Every shard beside --db: this run's, and any an earlier run had to keep.
         shards = shard_stores(config.db)
         merged = tuple(map(str, shards))
         if shards and problem is None:
