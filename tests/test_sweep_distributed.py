@@ -265,6 +265,8 @@ def test_rank0_removes_merged_shards_and_keeps_conflicting_ones(
     con.close()
     before = table(db)
 
+    assert _merge_shards([clean], db, keep=True, when="of this run") is None  # --keep-shards
+    assert clean.exists()
     assert _merge_shards([clean], db, keep=False, when="of this run") is None
     assert not clean.exists() and not Path(f"{clean}-wal").exists()
     problem = _merge_shards([clash], db, keep=False, when="of this run")
