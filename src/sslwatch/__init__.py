@@ -11,7 +11,7 @@ from sslwatch.core.evaluate import Evaluation, MetricValue, evaluate
 from sslwatch.core.registry import REGISTRY, MetricSpec
 from sslwatch.metrics.clustering import KMeansResult, cluster_agreement, kmeans, silhouette
 from sslwatch.metrics.entropy import entropy
-from sslwatch.metrics.probes import knn_accuracy, linear_probe, stratified_split
+from sslwatch.metrics.probes import knn_accuracy, linear_probe, ridge_probe, stratified_split
 from sslwatch.metrics.spectrum import (
     SecondMoments,
     alpha_req,
@@ -53,6 +53,7 @@ __all__ = [
     "nesum",
     "participation_ratio",
     "rankme",
+    "ridge_probe",
     "second_moments",
     "silhouette",
     "singular_values",

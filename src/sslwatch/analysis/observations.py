@@ -20,7 +20,7 @@ from sslwatch.core.registry import REGISTRY, MetricSpec
 
 PointKey = tuple[str, str, str | None, int | None, int | None]
 
-REFERENCES: Final = ("linear_probe", "knn_accuracy", "label_ami")
+REFERENCES: Final = ("linear_probe", "ridge_probe", "knn_accuracy", "label_ami")
 """Label-based references, in the order :func:`~sslwatch.analysis.analyze` picks the first
 one present."""
 

@@ -19,7 +19,14 @@ from sslwatch.core.context import MetricContext
 from sslwatch.core.spec import Measurement, MetricSpec
 from sslwatch.metrics.clustering import cluster_agreement, silhouette
 from sslwatch.metrics.entropy import entropy, gaussian_entropy_from_eigenvalues
-from sslwatch.metrics.probes import fit_linear_probe, knn_accuracy, linear_probe
+from sslwatch.metrics.probes import (
+    DEFAULT_RIDGE_L2_GRID,
+    fit_linear_probe,
+    fit_ridge_probe,
+    knn_accuracy,
+    linear_probe,
+    ridge_probe,
+)
 from sslwatch.metrics.spectrum import (
     alpha_req,
     alpha_req_from_eigenvalues,
@@ -141,6 +148,12 @@ def _linear_probe(ctx: MetricContext, p: Mapping[str, Any]) -> Measurement:
     fit = fit_linear_probe(train_z, train_y, l2=p["l2"], seed=ctx.seed)
     outcome = {"l2": fit.l2, "passes": fit.n_passes, "converged": fit.converged}
     return Measurement(fit.score(test_z, test_y), outcome)
+
+
+def _ridge_probe(ctx: MetricContext, p: Mapping[str, Any]) -> Measurement:
+    train_z, train_y, test_z, test_y = _probe_data(ctx)
+    fit = fit_ridge_probe(train_z, train_y, l2=p["l2"], seed=ctx.seed, l2_grid=p["l2_grid"])
+    return Measurement(fit.score(test_z, test_y), {"l2": fit.l2})
 
 
 def _knn_accuracy(ctx: MetricContext, p: Mapping[str, Any]) -> float:
@@ -373,6 +386,20 @@ METRICS: tuple[MetricSpec, ...] = (
         revision=2,
         description="linear-probe accuracy on a seeded stratified split",
         citation="standard SSL protocol",
+    ),
+    MetricSpec(
+        name="ridge_probe",
+        kind="labels",
+        needs="labels",
+        compute=_ridge_probe,
+        function=ridge_probe,
+        higher_is_better=True,
+        cross_architecture=True,
+        default=True,
+        params={"l2": None, "l2_grid": DEFAULT_RIDGE_L2_GRID},
+        context_params=PROBE_CONTEXT,
+        description="closed-form ridge classifier (one-hot targets) accuracy, stratified split",
+        citation="Rifkin & Klautau, JMLR 2004; Hastie et al., ESL 3.4.1",
     ),
     MetricSpec(
         name="knn_accuracy",

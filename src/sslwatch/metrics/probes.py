@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,10 +34,17 @@ from sslwatch.metrics._validation import as_int, as_labels, as_matrix, is_int, i
 
 __all__ = [
     "DEFAULT_L2_GRID",
+    "DEFAULT_RIDGE_L2_GRID",
     "LinearProbeFit",
+    "RidgeProbeFit",
+    "RidgeStatistics",
     "fit_linear_probe",
+    "fit_ridge_from_statistics",
+    "fit_ridge_probe",
     "knn_accuracy",
     "linear_probe",
+    "ridge_probe",
+    "select_l2",
     "stratified_split",
 ]
 
@@ -488,6 +495,418 @@ def _standardisation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     inv_std = torch.where(constant | (std <= 0), torch.zeros_like(std), 1.0 / std.clamp_min(1e-300))
     inv_std = torch.where(torch.isfinite(inv_std), inv_std, torch.zeros_like(inv_std))
     return mean, inv_std
+
+
+# --------------------------------------------------------------------------- ridge probe
+
+#: L2 strengths searched by the ridge probe when ``l2=None`` (strongest first): 100, 10,
+#: 1, ..., 1e-6. The objective is a *mean* squared error on standardised features, so the
+#: values do not depend on N; scikit-learn's ``RidgeClassifier(alpha=a)`` on N training
+#: rows corresponds to ``l2 = a / N``.
+DEFAULT_RIDGE_L2_GRID: tuple[float, ...] = tuple(10.0**-e for e in range(-2, 7))
+
+# Relative eigenvalue floor of the minimum-norm solution at l2 = 0 (singular covariance).
+_RIDGE_PINV_RTOL = 1e-12
+
+
+@dataclass(frozen=True, eq=False)
+class RidgeStatistics:
+    """Sufficient statistics of labelled rows for the ridge probe (all float64).
+
+    With rows ``x_i`` (D,) and class indices ``y_i``: ``n`` rows, ``total = sum_i x_i``,
+    ``outer = sum_i x_i x_i^T`` (D, D), ``class_sums[c] = sum_{y_i = c} x_i`` (C, D) and
+    ``class_counts[c] = #{i: y_i = c}``; row ``c`` belongs to the label ``classes[c]``.
+    They are sums, so statistics of disjoint row sets add (``a + b``), in any order and
+    across processes; :func:`fit_ridge_from_statistics` solves the probe from them.
+
+    Attributes:
+        n: number of rows.
+        total: (D,) sum of the rows.
+        outer: (D, D) sum of outer products (symmetric).
+        class_sums: (C, D) per-class sums of the rows.
+        class_counts: (C,) int64 rows per class (0 for a class that has none).
+        classes: (C,) sorted distinct labels the class rows stand for.
+    """
+
+    n: int
+    total: torch.Tensor
+    outer: torch.Tensor
+    class_sums: torch.Tensor
+    class_counts: torch.Tensor
+    classes: np.ndarray
+
+    @classmethod
+    def of(cls, z: Any, labels: Any) -> RidgeStatistics:
+        """The statistics of the rows ``z`` (N, D) with labels ``labels`` (N,)."""
+        x = as_matrix(z, name="z", min_rows=1).to(torch.float64)
+        raw = _raw_labels(labels, x.shape[0], "labels")
+        classes, codes = np.unique(raw, return_inverse=True)
+        index = torch.from_numpy(codes.reshape(-1).astype(np.int64)).to(x.device)
+        n_classes = int(classes.shape[0])
+        sums = torch.zeros(n_classes, x.shape[1], dtype=torch.float64, device=x.device)
+        sums.index_add_(0, index, x)
+        return cls(
+            n=int(x.shape[0]),
+            total=x.sum(dim=0),
+            outer=x.T @ x,
+            class_sums=sums,
+            class_counts=torch.bincount(index, minlength=n_classes),
+            classes=classes,
+        )
+
+    @property
+    def dim(self) -> int:
+        """The feature dimension D."""
+        return int(self.total.shape[0])
+
+    def __add__(self, other: RidgeStatistics) -> RidgeStatistics:
+        if not isinstance(other, RidgeStatistics):
+            return NotImplemented
+        if other.dim != self.dim:
+            raise ValueError(
+                f"cannot add ridge statistics of {self.dim} and {other.dim} features; both "
+                "must come from the same representation."
+            )
+        classes = np.union1d(self.classes, other.classes)
+        device = self.total.device
+        sums = torch.zeros(classes.shape[0], self.dim, dtype=torch.float64, device=device)
+        counts = torch.zeros(classes.shape[0], dtype=torch.int64, device=device)
+        for part in (self, other):
+            where = torch.from_numpy(np.searchsorted(classes, part.classes)).to(device)
+            sums.index_add_(0, where, part.class_sums.to(device))
+            counts.index_add_(0, where, part.class_counts.to(device))
+        return RidgeStatistics(
+            n=self.n + other.n,
+            total=self.total + other.total.to(device),
+            outer=self.outer + other.outer.to(device),
+            class_sums=sums,
+            class_counts=counts,
+            classes=classes,
+        )
+
+    def standardisation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and reciprocal population std per feature (0 for constant features).
+
+        From the moments: ``var_j = outer_jj / n - mean_j^2`` (float64; a variance below
+        1e-12 of the feature's mean square counts as constant, rounding of that sum).
+        """
+        if self.n < 1:
+            raise ValueError("ridge statistics of no rows have no mean or std.")
+        mean = self.total / self.n
+        square = torch.diagonal(self.outer) / self.n
+        var = square - mean * mean
+        constant = var <= 1e-12 * square.clamp_min(torch.finfo(torch.float64).tiny)
+        inv_std = torch.where(constant, torch.zeros_like(var), var.clamp_min(1e-300).rsqrt())
+        return mean, inv_std
+
+
+@dataclass(frozen=True, eq=False)
+class RidgeProbeFit:
+    """A fitted ridge classifier (see :func:`fit_ridge_probe`).
+
+    The scores are ``((z - mean) * inv_std) @ weight + bias``; the prediction is the
+    class of the largest score (ties go to the lowest class).
+
+    Attributes:
+        weight: (D, K) float64 weights on standardised features.
+        bias: (K,) unpenalised intercepts (the training class frequencies).
+        mean: (D,) mean of the rows the probe was fitted on.
+        inv_std: (D,) reciprocal feature std the features were standardised with
+            (0 for constant features).
+        classes: (K,) the training classes; column ``j`` predicts ``classes[j]``.
+        l2: the L2 strength of the fit.
+        val_accuracy: ``((l2, held-out accuracy), ...)`` for every grid value scored
+            when the strength was selected on held-out rows, else empty.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    mean: torch.Tensor
+    inv_std: torch.Tensor
+    classes: np.ndarray
+    l2: float
+    val_accuracy: tuple[tuple[float, float], ...] = ()
+
+    def decision_function(self, z: Any) -> torch.Tensor:
+        """Scores (N, K) for embeddings ``z`` (float64, on the probe's device)."""
+        x = _ridge_rows(z, self.weight)
+        return torch.addmm(self.bias, (x - self.mean) * self.inv_std, self.weight)
+
+    def predict(self, z: Any) -> np.ndarray:
+        """Predicted labels (values from :attr:`classes`); ties go to the lowest class."""
+        return self.classes[self.decision_function(z).argmax(dim=1).cpu().numpy()]
+
+    def score(self, z: Any, labels: Any) -> float:
+        """Accuracy on ``(z, labels)``; labels absent from training count as errors."""
+        x = as_matrix(z, name="z", min_rows=1)
+        return _accuracy(self.predict(x), _raw_labels(labels, x.shape[0], "labels"))
+
+
+def _ridge_rows(z: Any, like: torch.Tensor) -> torch.Tensor:
+    x = as_matrix(z, name="z", min_rows=1)
+    if x.shape[1] != like.shape[0]:
+        raise ValueError(
+            f"z has {x.shape[1]} features but the probe was fitted on {like.shape[0]}; "
+            "pass embeddings from the same representation."
+        )
+    return x.to(device=like.device, dtype=torch.float64)
+
+
+class _RidgePath:
+    """The ridge solution for any L2 from one eigendecomposition.
+
+    With ``m``, ``p`` the fit rows' mean and class frequencies, ``s`` the standardising
+    reciprocal stds, ``S = diag(s) (outer / n - m m^T) diag(s) = V diag(e) V^T`` and
+    ``B = diag(s) (class_sums^T / n - m p^T)``, the weights are
+    ``W(l2) = V diag(1 / (e + l2)) V^T B``: every L2 costs one (D, K) product.
+    """
+
+    def __init__(self, stats: RidgeStatistics, inv_std: torch.Tensor) -> None:
+        present = (stats.class_counts > 0).cpu().numpy()
+        if stats.n < 1 or int(present.sum()) < 2:
+            found = stats.classes[present]
+            raise ValueError(
+                f"the ridge probe's training rows hold {int(present.sum())} class(es) "
+                f"({', '.join(repr(c) for c in found[:5])}); a classifier needs at least "
+                "two distinct classes in the training labels."
+            )
+        keep = torch.from_numpy(np.flatnonzero(present)).to(stats.total.device)
+        n = float(stats.n)
+        self.classes = stats.classes[present]
+        self.mean = stats.total / n
+        self.freq = stats.class_counts.index_select(0, keep).to(torch.float64) / n
+        self.inv_std = inv_std.to(torch.float64)
+        cov = stats.outer / n - torch.outer(self.mean, self.mean)
+        cov = (cov + cov.T) / 2 * self.inv_std[:, None] * self.inv_std[None, :]
+        cross = stats.class_sums.index_select(0, keep).T / n - torch.outer(self.mean, self.freq)
+        self.eigenvalues, self.eigenvectors = torch.linalg.eigh(cov)
+        self.projected = self.eigenvectors.T @ (cross * self.inv_std[:, None])  # V^T B
+
+    def _filter(self, l2: float) -> torch.Tensor:
+        """``1 / (e + l2)``; at ``l2 = 0`` the pseudo-inverse (tiny eigenvalues dropped)."""
+        e = self.eigenvalues.clamp_min(0.0)
+        shifted = e + l2
+        floor = _RIDGE_PINV_RTOL * float(e.max().clamp_min(torch.finfo(torch.float64).tiny))
+        return torch.where(shifted > floor, 1.0 / shifted.clamp_min(floor), torch.zeros_like(e))
+
+    def fit(self, l2: float, val: tuple[tuple[float, float], ...] = ()) -> RidgeProbeFit:
+        weight = self.eigenvectors @ (self._filter(l2)[:, None] * self.projected)
+        return RidgeProbeFit(
+            weight=weight,
+            bias=self.freq.clone(),
+            mean=self.mean,
+            inv_std=self.inv_std,
+            classes=self.classes,
+            l2=float(l2),
+            val_accuracy=val,
+        )
+
+    def accuracies(self, z: Any, labels: Any, grid: Sequence[float]) -> list[float]:
+        """Accuracy on ``(z, labels)`` of the fit at each L2 of ``grid``."""
+        x = _ridge_rows(z, self.mean)
+        truth = _raw_labels(labels, x.shape[0], "labels")
+        rotated = ((x - self.mean) * self.inv_std) @ self.eigenvectors
+        out = []
+        for value in grid:
+            scores = torch.addmm(self.freq, rotated, self._filter(value)[:, None] * self.projected)
+            out.append(_accuracy(self.classes[scores.argmax(dim=1).cpu().numpy()], truth))
+        return out
+
+
+def fit_ridge_from_statistics(
+    stats: RidgeStatistics,
+    *,
+    l2: float | None = None,
+    val_z: Any = None,
+    val_y: Any = None,
+    l2_grid: Sequence[float] | None = None,
+    inv_std: torch.Tensor | None = None,
+) -> RidgeProbeFit:
+    """Solve the ridge probe of :func:`fit_ridge_probe` from sufficient statistics.
+
+    Args:
+        stats: the :class:`RidgeStatistics` of the fit rows.
+        l2: L2 strength (>= 0), or ``None`` to pick it by accuracy on ``(val_z, val_y)``
+            over ``l2_grid`` (ties go to the stronger value).
+        val_z, val_y: held-out rows and labels for ``l2=None``.
+        l2_grid: candidates for ``l2=None`` (default :data:`DEFAULT_RIDGE_L2_GRID`).
+        inv_std: reciprocal feature stds to standardise with (default: ``stats``' own).
+
+    Returns:
+        The :class:`RidgeProbeFit`; with ``l2=None`` its ``val_accuracy`` lists every
+        grid value's held-out accuracy.
+
+    Raises:
+        ValueError: fewer than two classes with rows, bad strengths, no held-out rows
+            for ``l2=None``.
+    """
+    grid = _check_l2_grid(l2_grid if l2_grid is not None else DEFAULT_RIDGE_L2_GRID)
+    if inv_std is None:
+        inv_std = stats.standardisation()[1]
+    path = _RidgePath(stats, inv_std)
+    if l2 is not None:
+        return path.fit(_check_l2(l2, "l2"))
+    if val_z is None or val_y is None:
+        raise ValueError("l2=None picks the strength on held-out rows; pass val_z and val_y.")
+    chosen, scores = select_l2(grid, path.accuracies(val_z, val_y, grid))
+    return path.fit(chosen, scores)
+
+
+def select_l2(
+    grid: Sequence[float], accuracies: Sequence[float]
+) -> tuple[float, tuple[tuple[float, float], ...]]:
+    """The strength with the best held-out accuracy, strongest first on ties.
+
+    Returns ``(l2, ((l2, accuracy), ...))`` with the pairs ordered strongest first.
+    """
+    pairs = sorted(zip(grid, accuracies, strict=True), key=lambda pair: -pair[0])
+    best_l2, best_acc = pairs[0]
+    for value, acc in pairs[1:]:
+        if acc > best_acc:  # strict: ties keep the stronger regularisation
+            best_l2, best_acc = value, acc
+    return float(best_l2), tuple((float(v), float(a)) for v, a in pairs)
+
+
+def fit_ridge_probe(
+    train_z: Any,
+    train_y: Any,
+    *,
+    l2: float | None = None,
+    seed: int = 0,
+    l2_grid: Sequence[float] | None = None,
+    val_fraction: float = 0.2,
+) -> RidgeProbeFit:
+    """Fit a closed-form ridge classifier on one-hot targets (regularised least squares).
+
+    Features are standardised with the training rows' population std (constant features
+    are ignored), as in :func:`fit_linear_probe`, so the L2 grid is scale-free. With
+    ``x_i`` the standardised rows, ``Y`` the (N, K) one-hot targets of the ``K`` training
+    classes, the probe minimises
+
+        J(W, b) = (1/N) * sum_i ||Y_i - b - W^T x_i||^2  +  l2 * ||W||_F^2
+
+    (intercept ``b`` unpenalised), whose solution is ``b = `` the class frequencies (on
+    centred features) and ``W = (Sigma + l2 I)^{-1} Sigma_xy`` with ``Sigma`` the
+    covariance of the standardised features and ``Sigma_xy`` their cross-covariance with
+    ``Y``. The prediction is ``argmax_k (x W + b)_k`` (ties go to the lowest class). This
+    is regularised least-squares classification (Rifkin & Klautau, *In Defense of
+    One-Vs-All Classification*, JMLR 2004; ridge regression: Hastie, Tibshirani &
+    Friedman, *The Elements of Statistical Learning*, 2nd ed., sections 3.4.1 and 4.2).
+    It equals scikit-learn's ``RidgeClassifier(alpha=l2 * N)`` on standardised features,
+    whose ``{-1, +1}`` targets double ``W`` (same predictions). At ``l2 = 0`` the
+    minimum-norm least-squares solution is used.
+
+    Everything is computed in float64 from the :class:`RidgeStatistics` of the rows
+    (count, sums, D x D second moment, per-class sums and counts), which add across
+    batches and processes, and one eigendecomposition of ``Sigma`` serves every L2.
+
+    With ``l2=None`` the strength is selected by the convention of
+    :func:`fit_linear_probe`: a seeded :func:`stratified_split` holds out
+    ``val_fraction`` of the training rows, the probe is fitted on the rest (standardised
+    with the *full* training set's std, label-free) for every value of ``l2_grid``, the
+    value with the best held-out accuracy wins (ties go to the stronger regularisation),
+    and the probe is refitted on all training rows with it. ``fit_linear_probe`` stops
+    its walk down the grid one value past the peak to save L-BFGS passes; here every
+    value costs one small product, so the whole grid is scored. If the held-out part is
+    empty (tiny classes), ``l2 = 1 / N`` (scikit-learn's default ``alpha = 1``).
+
+    Args:
+        train_z: (N, D) training embeddings (torch or numpy, any float dtype).
+        train_y: (N,) training labels; at least two distinct classes.
+        l2: L2 strength (>= 0), or ``None`` to select it on a held-out split.
+        seed: seed of the held-out split.
+        l2_grid: candidates for ``l2=None`` (default :data:`DEFAULT_RIDGE_L2_GRID`).
+        val_fraction: held-out fraction for ``l2=None``, in (0, 1).
+
+    Returns:
+        The fitted :class:`RidgeProbeFit` (``l2`` is the strength used).
+
+    Raises:
+        ValueError: on bad embeddings or labels (NaN/Inf, wrong length), fewer than two
+            training classes, or invalid hyper-parameters.
+    """
+    x = as_matrix(train_z, name="train_z", min_rows=2)
+    y_raw = _raw_labels(train_y, x.shape[0], "train_y")
+    if not is_real(val_fraction) or not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(
+            f"val_fraction must be strictly between 0 and 1 (e.g. 0.2); got {val_fraction!r}."
+        )
+    grid = _check_l2_grid(l2_grid if l2_grid is not None else DEFAULT_RIDGE_L2_GRID)
+    classes, codes = np.unique(y_raw, return_inverse=True)
+    if classes.shape[0] < 2:
+        raise ValueError(
+            f"train_y has a single class ({classes[0]!r}); a classifier needs at least "
+            "two distinct classes in the training labels."
+        )
+    tr_idx, va_idx = np.arange(x.shape[0]), np.zeros(0, dtype=np.int64)
+    if l2 is None:
+        tr_idx, va_idx = stratified_split(codes.reshape(-1), test_fraction=val_fraction, seed=seed)
+    tr = torch.from_numpy(tr_idx).to(x.device)
+    fit_stats = RidgeStatistics.of(x.index_select(0, tr), y_raw[tr_idx])
+    full = fit_stats
+    if va_idx.size:
+        va = torch.from_numpy(va_idx).to(x.device)
+        full = fit_stats + RidgeStatistics.of(x.index_select(0, va), y_raw[va_idx])
+    inv_std = full.standardisation()[1]
+    if l2 is not None:
+        return fit_ridge_from_statistics(full, l2=l2, inv_std=inv_std)
+    if va_idx.size == 0:
+        return fit_ridge_from_statistics(full, l2=1.0 / x.shape[0], inv_std=inv_std)
+    sub = fit_ridge_from_statistics(
+        fit_stats,
+        val_z=x.index_select(0, va),
+        val_y=y_raw[va_idx],
+        l2_grid=grid,
+        inv_std=inv_std,
+    )
+    final = fit_ridge_from_statistics(full, l2=sub.l2, inv_std=inv_std)
+    return replace(final, val_accuracy=sub.val_accuracy)
+
+
+def ridge_probe(
+    train_z: Any,
+    train_y: Any,
+    test_z: Any,
+    test_y: Any,
+    l2: float | None = None,
+    *,
+    seed: int = 0,
+    l2_grid: Sequence[float] | None = None,
+    val_fraction: float = 0.2,
+) -> float:
+    """Ridge-probe accuracy: a closed-form ridge classifier on one-hot targets.
+
+    Fits the probe of :func:`fit_ridge_probe` on ``(train_z, train_y)`` (objective
+    ``(1/N) ||Y - 1 b^T - X W||^2 + l2 ||W||_F^2`` on features standardised with the
+    training std, intercept unpenalised; ``l2=None`` selects the strength from
+    :data:`DEFAULT_RIDGE_L2_GRID` by accuracy on a seeded stratified 20% split of the
+    training set, as :func:`linear_probe` does) and returns its accuracy on
+    ``(test_z, test_y)``. Regularised least-squares classification: Rifkin & Klautau,
+    JMLR 2004; ridge: Hastie, Tibshirani & Friedman, ESL, sections 3.4.1 and 4.2.
+
+    Args:
+        train_z: (N, D) training embeddings (torch or numpy, any float dtype).
+        train_y: (N,) training labels; at least two distinct classes.
+        test_z: (M, D) test embeddings.
+        test_y: (M,) test labels; labels absent from training count as errors.
+        l2: L2 strength (>= 0), or ``None`` to select it (see :func:`fit_ridge_probe`).
+        seed, l2_grid, val_fraction: see :func:`fit_ridge_probe`.
+
+    Returns:
+        The fraction of test rows whose label is predicted correctly, in [0, 1].
+
+    Raises:
+        ValueError: on bad embeddings or labels, a feature-count mismatch between train
+            and test, fewer than two training classes, or invalid hyper-parameters.
+    """
+    x_tr = as_matrix(train_z, name="train_z", min_rows=2)
+    x_te = as_matrix(test_z, name="test_z", min_rows=1)
+    _check_same_dim(x_tr, x_te)
+    _raw_labels(test_y, x_te.shape[0], "test_y")
+    fit = fit_ridge_probe(
+        x_tr, train_y, l2=l2, seed=seed, l2_grid=l2_grid, val_fraction=val_fraction
+    )
+    return fit.score(x_te, test_y)
 
 
 # ----------------------------------------------------------------------------------- kNN
