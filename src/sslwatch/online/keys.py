@@ -14,7 +14,16 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["KEY_PRIME", "KEY_SPACE", "NO_KEY", "VIEW_SALT", "KeyHasher", "content_keys"]
+__all__ = [
+    "KEY_PRIME",
+    "KEY_SPACE",
+    "LABEL_SALT",
+    "NO_KEY",
+    "VIEW_SALT",
+    "KeyHasher",
+    "content_keys",
+    "heldout_rows",
+]
 
 KEY_PRIME = 1_048_573
 """The largest prime below 2**20: each of the three hash components lives in Z_p."""
@@ -27,6 +36,11 @@ NO_KEY = torch.iinfo(torch.int64).max
 
 VIEW_SALT = 0x5EED
 """Views are hashed with the seed XOR this salt, independently of the embeddings."""
+
+LABEL_SALT = 0x1AB3
+"""Labelled rows are keyed with the seed XOR this salt: the key picks the held-out rows
+(:func:`heldout_rows`) and orders the two labelled reservoirs, independently of the
+point-metric sample."""
 
 _HASHES = 3
 _LIMB_CHUNK = 1 << 16  # limb columns per exact float64 product (see content_keys)
@@ -170,3 +184,14 @@ class KeyHasher:
         if z.device.type == "cpu":
             return torch.from_numpy(self.numpy(z.numpy(), salt))
         return _keys_torch(z, self._columns(int(z.shape[1]), z.dtype, z.device, salt))
+
+
+def heldout_rows(keys: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Which labelled rows are held out: those whose key is below ``fraction * KEY_SPACE``.
+
+    ``keys`` are the rows' :data:`LABEL_SALT` content keys, so the choice depends on a
+    row's content and the seed only (the same on any number of ranks, in any batch) and
+    holds out each distinct row with probability ``fraction``. ``NO_KEY`` rows (non-finite)
+    are never held out.
+    """
+    return keys < int(fraction * KEY_SPACE)

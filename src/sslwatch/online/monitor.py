@@ -27,6 +27,33 @@ arrival order, or the split across DDP ranks. Distinct rows get pairwise indepen
 uniform keys, so the sample is a uniform sample without replacement of the distinct rows
 ("uniform-like": exact duplicates share a key and enter or leave together).
 
+Labels (optional): ``update(embeddings, labels=y)`` with integer class indices adds two
+label-based references to :meth:`Monitor.compute`, so the trust in each label-free
+metric can be judged while training runs:
+
+* every labelled row gets a label-salted content key; rows whose key is below
+  ``heldout_fraction * KEY_SPACE`` (default 0.2) are *held out* (test rows), the rest are
+  the *train side*. The choice depends only on the row's bits and the seed: the same on
+  any number of ranks and in any batch split;
+* ``ridge_probe``: the ridge classifier of :func:`sslwatch.ridge_probe`, solved from the
+  exact sufficient statistics of *every* train-side row (count, sum, D x D second moment,
+  per-class sums and counts: O(D^2 + C D) float64, summed across ranks), its L2 picked
+  from the grid by accuracy on the held-out rows, and scored on them;
+* ``knn_accuracy``: :func:`sslwatch.knn_accuracy` with a bank of the ``reservoir_size``
+  train-side rows of smallest key, tested on the ``reservoir_size`` held-out rows of
+  smallest key (the same held-out rows the ridge probe is scored on).
+
+Both equal the offline functions on the same rows (``ridge_probe(train_side, y, held,
+y_held, l2=<the chosen l2>)``), and their definitions record ``split="content_key"``.
+Labels are class indices 0..C-1; C is 1 + the largest label seen (agreed across ranks in
+the layout all-reduce, so no class count has to be given). Updates without labels feed
+only the label-free state: the label references use the labelled updates alone. A
+monitor never given labels allocates nothing for them. The split is by embedding
+content: a window spanning several epochs sees each input's embedding once per epoch,
+possibly on both sides; reset the monitor per epoch (the Lightning callback does) to
+keep train and test rows apart. Labels on an accelerator cost one small device read per
+update (their range check).
+
 Distributed: under ``torch.distributed`` (any backend), :meth:`Monitor.compute` sums the
 moments over the process group (``process_group``, default: the world group that DDP
 training uses) and gathers the reservoirs (uneven sizes per rank are fine) through
@@ -54,11 +81,13 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Unpack
 
+import numpy as np
 import torch
 
 from sslwatch.core.context import MetricContext, resolve_k
@@ -67,11 +96,18 @@ from sslwatch.core.evaluate import Evaluation, MetricValue, compute_metrics, def
 from sslwatch.core.registry import REGISTRY, MetricSpec
 from sslwatch.metrics._threads import blas_threads
 from sslwatch.metrics._validation import as_int, as_matrix
+from sslwatch.metrics.probes import RidgeStatistics, fit_ridge_from_statistics, knn_accuracy
 from sslwatch.metrics.spectrum import SecondMoments
 from sslwatch.online.alarms import AlarmEvent, AlarmTracker, CollapseAlarms, CollapseWarning
-from sslwatch.online.keys import KEY_SPACE, VIEW_SALT, KeyHasher
-from sslwatch.online.settings import MonitorOptions, MonitorSettings
-from sslwatch.online.state import FiniteRows, StreamBatch, StreamState, finite_rows
+from sslwatch.online.keys import KEY_SPACE, LABEL_SALT, VIEW_SALT, KeyHasher, heldout_rows
+from sslwatch.online.settings import LABEL_METRICS, MAX_CLASSES, MonitorOptions, MonitorSettings
+from sslwatch.online.state import (
+    FiniteRows,
+    LabelBatch,
+    StreamBatch,
+    StreamState,
+    finite_rows,
+)
 
 __all__ = [
     "CollapseAlarms",  # re-exported: the alarms a Monitor takes, beside it
@@ -172,7 +208,7 @@ class Monitor:
             neither ``metrics`` nor ``options``).
         **options: the other settings by keyword (``reservoir_size``, ``k``, ``seed``,
             ``alarms``, ``on_error``, ``params``, ``gram_dtype``, ``moment_fraction``,
-            ``blas_threads``), each documented, defaulted and checked by
+            ``blas_threads``, ``heldout_fraction``), each documented, defaulted and checked by
             :class:`~sslwatch.online.settings.MonitorSettings`.
     """
 
@@ -202,6 +238,7 @@ class Monitor:
         self._needs_moments = any(s.kind == "spectrum" for s in candidates)
         self._needs_sample = any(s.kind == "sample" for s in candidates)
         self._needs_views = any(s.uses_views for s in candidates)
+        self._needs_labels = any(s.kind == "labels" for s in candidates)
         self.name = name
         self.dim = dim
         self.process_group = process_group
@@ -238,8 +275,10 @@ class Monitor:
 
     @property
     def metrics(self) -> list[str]:
-        """The metric names this monitor computes (views metrics once views are seen)."""
-        return [s.name for s in self._specs(has_views=self._state.view_shape != (0, 0))]
+        """The metric names this monitor computes (views metrics once views are seen,
+        label references once labels are)."""
+        has_views = self._state.view_shape != (0, 0)
+        return [s.name for s in self._specs(has_views=has_views, has_labels=self._state.has_labels)]
 
     @property
     def n_updates(self) -> int:
@@ -251,14 +290,25 @@ class Monitor:
         """The step of the last update (``step=`` if given, else a running counter)."""
         return self._last_step
 
-    def update(self, embeddings: Any, views: Any = None, *, step: int | None = None) -> None:
-        """Fold one batch of embeddings (and optionally its views) into the state.
+    def update(
+        self,
+        embeddings: Any,
+        views: Any = None,
+        *,
+        labels: Any = None,
+        step: int | None = None,
+    ) -> None:
+        """Fold one batch of embeddings (and optionally its views and labels) into the state.
 
         Args:
             embeddings: (B, D) torch tensor (any float dtype incl. fp16/bf16, any device)
                 or numpy array. Detached; no gradient is kept.
             views: optional (n, q, d) augmented views (q >= 2) for the view metrics and
                 for clustering agreement across views.
+            labels: optional (B,) integer class indices (0..C-1; torch or numpy, any
+                device) of the embedding rows, for the label references
+                ``ridge_probe`` and ``knn_accuracy`` (see the module docstring). Ignored
+                when neither is among the monitor's metrics.
             step: the training step, for reports (default: a counter of updates).
 
         Rows with NaN/Inf are skipped and reported (a :class:`NonFiniteWarning` on CPU
@@ -266,20 +316,24 @@ class Monitor:
         per step).
 
         Raises:
-            ValueError: a wrongly shaped input, or a width different from earlier updates.
+            ValueError: a wrongly shaped input, a width different from earlier updates,
+                or labels that are not one non-negative integer class index per row.
         """
         device = embeddings.device if isinstance(embeddings, torch.Tensor) else torch.device("cpu")
         threads = self.settings.blas_threads
         blas = blas_threads(threads) if device.type == "cpu" else contextlib.nullcontext()
         with torch.no_grad(), _no_autocast(device), blas:
-            self._update(embeddings, views, step)
+            self._update(embeddings, views, labels, step)
 
-    def _update(self, embeddings: Any, views: Any, step: int | None) -> None:
+    def _update(self, embeddings: Any, views: Any, labels: Any, step: int | None) -> None:
         if self._input_dtype is None and hasattr(embeddings, "dtype"):
             self._input_dtype = _dtype_name(embeddings)
         z = as_matrix(embeddings, name="embeddings", min_rows=0, check_finite=False)
         step = self._updates if step is None else int(step)
         self._check_width(z)
+        codes = None
+        if labels is not None and self._needs_labels:
+            codes = _label_codes(labels, int(z.shape[0]))
         st = self._state
         if st.row_dtype is None:
             st.row_dtype = z.dtype
@@ -287,7 +341,10 @@ class Monitor:
             z = z.to(st.row_dtype)
         if st.device != z.device:
             st.to(z.device)
-        batch = self._embedding_batch(self._screen(z, step, "embedding rows"))
+        screened = self._screen(z, step, "embedding rows")
+        batch = self._embedding_batch(screened)
+        if codes is not None:
+            batch.labelled = self._label_batch(screened, codes)
         if views is not None and self._needs_views:
             screened = self._screen(self._view_matrix(views), step, "view samples")
             batch.view_rows = screened.rows
@@ -331,6 +388,18 @@ class Monitor:
             nonfinite=screened.nonfinite,
             gram32=self._gram32(z),
         )
+
+    def _label_batch(self, screened: FiniteRows, codes: tuple[torch.Tensor, int]) -> LabelBatch:
+        """The labelled rows of one update, keyed and split into train side and held out."""
+        labels, n_classes = codes
+        z = screened.rows
+        labels = labels.to(z.device)
+        if screened.kept is not None:  # host path: the non-finite rows were dropped
+            labels = labels[torch.from_numpy(screened.kept)]
+        keys = screened.mask_keys(self._hasher(z, LABEL_SALT))
+        held = heldout_rows(keys, self.settings.heldout_fraction)
+        train = ~held if screened.mask is None else screened.mask & ~held
+        return LabelBatch(z, labels, keys, train, held, n_classes)
 
     def compute(self, *, step: int | None = None, epoch: int | None = None) -> MonitorResult:
         """Metric values over everything seen since the last :meth:`reset` (all ranks).
@@ -439,23 +508,28 @@ class Monitor:
     def _records(self, snap: Mapping[str, Any], ctx: MetricContext) -> list[MetricValue]:
         """Every selected metric's value (NaN where it failed, with a warning), the same
         on every rank."""
-        specs = self._specs(has_views=ctx.views is not None)
+        labelled = snap["labelled"]
+        specs = self._specs(has_views=ctx.views is not None, has_labels=labelled is not None)
         n = snap["count"]
         records: list[MetricValue]
         if snap["seen"] == 0 and ctx.views is None:
             records = self._nan_records(specs, ctx, "no finite embeddings since the last reset")
         else:
+            free = [s for s in specs if s.kind != "labels"]
             try:
                 if self._needs_moments and n >= 1 and snap["total"].numel():
                     ctx.moments = SecondMoments(n=n, total=snap["total"], outer=snap["outer"])
                     self._warn_float32_rank_deficient(n, ctx.d, specs)
                 records = compute_metrics(
-                    ctx, specs, self._overrides, on_error=self.settings.on_error
+                    ctx, free, self._overrides, on_error=self.settings.on_error
                 )
             except Exception as exc:
                 if self.settings.on_error == "raise":
                     raise
-                records = self._nan_records(specs, ctx, f"{type(exc).__name__}: {exc}")
+                records = self._nan_records(free, ctx, f"{type(exc).__name__}: {exc}")
+            by_name = {r.name: r for r in records}
+            by_name.update((r.name, r) for r in self._label_records(labelled, ctx, specs))
+            records = [by_name[s.name] for s in specs]
         if self.settings.moment_fraction < 1.0:
             records = [self._with_fraction(r) for r in records]
         agreed = self._state.broadcast_values([r.value for r in records])
@@ -463,6 +537,92 @@ class Monitor:
             r if _same(r.value, v) else replace(r, value=v)
             for r, v in zip(records, agreed, strict=True)
         ]
+
+    def _label_records(
+        self, labelled: Mapping[str, Any] | None, ctx: MetricContext, specs: list[MetricSpec]
+    ) -> list[MetricValue]:
+        """The label references over the labelled state (NaN, with a warning, where one
+        cannot be computed: no labels, too few rows or classes)."""
+        label_specs = [s for s in specs if s.kind == "labels"]
+        if not label_specs:
+            return []
+        bank_z, bank_y = (None, None) if labelled is None else labelled["bank"]
+        held_z, held_y = (None, None) if labelled is None else labelled["held"]
+        rows = [z for z in (bank_z, held_z) if z is not None]
+        codes = [y for y in (bank_y, held_y) if y is not None]
+        label_ctx = replace(
+            ctx,
+            sample=torch.cat(rows) if rows else None,
+            labels=torch.cat(codes).cpu().numpy() if codes else None,
+            probe_test_fraction=self.settings.heldout_fraction,
+            timings={},
+            _cache={},
+        )
+        out = []
+        for spec in label_specs:
+            p = {**spec.params, **self._overrides.get(spec.name, {})}
+            definition = definition_for(spec, label_ctx, p)
+            definition = replace(definition, params={**definition.params, "split": "content_key"})
+            start, error, outcome = time.perf_counter(), None, None
+            try:
+                if labelled is None:
+                    raise ValueError("no labelled rows since the last reset; pass labels=")
+                if held_z is None or held_y is None:
+                    raise ValueError("no held-out labelled rows yet (too few labelled rows)")
+                if spec.name == "knn_accuracy":
+                    if bank_z is None:
+                        raise ValueError("no train-side labelled rows yet")
+                    value = knn_accuracy(
+                        bank_z,
+                        bank_y,
+                        held_z,
+                        held_y,
+                        k=p["k_neighbors"],
+                        temperature=p["temperature"],
+                    )
+                else:
+                    value, outcome = self._ridge(labelled, held_z, held_y, p)
+                    definition = replace(definition, n=outcome["n_train"] + int(held_z.shape[0]))
+            except Exception as exc:
+                if self.settings.on_error == "raise":
+                    raise
+                error = f"{type(exc).__name__}: {exc}"
+                warnings.warn(
+                    f"sslwatch monitor {self.name!r}: metric {spec.name!r} failed: {error}",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                value = math.nan
+            if outcome is not None:
+                definition = replace(definition, outcome=outcome)
+            seconds = time.perf_counter() - start
+            ctx.timings[spec.name] = seconds
+            out.append(MetricValue(spec.name, float(value), definition, seconds, error))
+        return out
+
+    def _ridge(
+        self,
+        labelled: Mapping[str, Any],
+        held_z: torch.Tensor,
+        held_y: torch.Tensor,
+        p: Mapping[str, Any],
+    ) -> tuple[float, dict[str, Any]]:
+        """Ridge-probe accuracy on the held-out rows from the train-side statistics."""
+        counts = labelled["class_counts"]
+        stats = RidgeStatistics(
+            n=labelled["count"],
+            total=labelled["total"],
+            outer=labelled["outer"],
+            class_sums=labelled["class_sums"],
+            class_counts=counts,
+            classes=np.arange(int(counts.shape[0])),
+        )
+        held = held_y.cpu().numpy()
+        fit = fit_ridge_from_statistics(
+            stats, l2=p["l2"], val_z=held_z, val_y=held, l2_grid=p["l2_grid"]
+        )
+        outcome = {"l2": fit.l2, "n_train": stats.n, "n_test": int(held_z.shape[0])}
+        return fit.score(held_z, held), outcome
 
     def _raise_alarms(
         self, tracker: AlarmTracker, result: MonitorResult, d: int, step: int | None
@@ -476,10 +636,11 @@ class Monitor:
         self.alarm_events.extend(events)
         return tuple(events)
 
-    def _specs(self, *, has_views: bool) -> list[MetricSpec]:
-        if self.settings.metrics is None:
-            return REGISTRY.select(None, has_views=has_views, has_labels=False)
-        return REGISTRY.select(self.settings.metrics, has_views=True, has_labels=False)
+    def _specs(self, *, has_views: bool, has_labels: bool = False) -> list[MetricSpec]:
+        if self.settings.metrics is not None:
+            return self.settings.candidates()
+        specs = REGISTRY.select(None, has_views=has_views, has_labels=has_labels)
+        return [s for s in specs if s.kind != "labels" or s.name in LABEL_METRICS]
 
     def _check_width(self, z: torch.Tensor) -> None:
         d = int(z.shape[1])
@@ -602,6 +763,44 @@ class Monitor:
         params = {**record.definition.params, "moment_fraction": self.settings.moment_fraction}
         definition: MetricDefinition = replace(record.definition, params=params)
         return replace(record, definition=definition)
+
+
+def _label_codes(labels: Any, n: int) -> tuple[torch.Tensor, int]:
+    """Checked integer class indices (int64 tensor on the labels' device) and 1 + the
+    largest of them; a ValueError naming the problem otherwise."""
+    if isinstance(labels, torch.Tensor):
+        t = labels.detach()
+    else:
+        arr = np.asarray(labels)
+        if arr.dtype.kind not in "iub":
+            raise ValueError(
+                f"labels must be integer class indices (0..C-1); got dtype {arr.dtype}. "
+                "Pass an integer tensor or array (e.g. labels.long()); map class names "
+                "to indices first."
+            )
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.dtype == torch.bool or t.dtype.is_floating_point or t.dtype.is_complex:
+        raise ValueError(
+            f"labels must be integer class indices (0..C-1); got dtype {t.dtype}. "
+            "Pass an integer tensor or array (e.g. labels.long())."
+        )
+    if t.ndim != 1 or int(t.shape[0]) != n:
+        raise ValueError(
+            f"labels must be 1-D with one class index per embedding row ({n}); got shape "
+            f"{tuple(t.shape)}"
+        )
+    t = t.to(torch.int64)
+    if n == 0:
+        return t, 0
+    low, high = (int(v) for v in torch.stack([t.min(), t.max()]).tolist())
+    if low < 0:
+        raise ValueError(f"labels must be non-negative class indices (0..C-1); got {low}")
+    if high >= MAX_CLASSES:
+        raise ValueError(
+            f"labels must be class indices below {MAX_CLASSES}; got {high}. Map the labels "
+            "to 0..C-1 first."
+        )
+    return t, high + 1
 
 
 def _same(a: float, b: float) -> bool:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
+from sslwatch.core.context import PROBE_TEST_FRACTION
 from sslwatch.core.evaluate import OnError
 from sslwatch.core.registry import REGISTRY, MetricSpec, check_params
 from sslwatch.metrics._validation import as_int
@@ -19,6 +20,8 @@ from sslwatch.online.alarms import DEFAULT_ALARMS, CollapseAlarms
 
 __all__ = [
     "DEFAULT_RESERVOIR_SIZE",
+    "LABEL_METRICS",
+    "MAX_CLASSES",
     "GramDtype",
     "MonitorOptions",
     "MonitorSettings",
@@ -33,6 +36,15 @@ DEFAULT_RESERVOIR_SIZE = 4096
 
 GramDtype = Literal["auto", "float64", "float32"]
 
+LABEL_METRICS = ("ridge_probe", "knn_accuracy")
+"""The label-based references a Monitor streams when ``update`` is given labels: the
+ridge probe from exact sufficient statistics, the kNN classifier on a keyed sample.
+The others (``linear_probe``, ``label_ami``) need every row at once: score them offline."""
+
+MAX_CLASSES = 100_000
+"""Largest class count a Monitor accepts (labels are class indices 0..C-1; the per-class
+sums take C x D float64)."""
+
 
 @dataclass(frozen=True)
 class MonitorSettings:
@@ -40,8 +52,9 @@ class MonitorSettings:
 
     Attributes:
         metrics: registry names to compute; ``None`` = the default label-free set (plus
-            the view metrics once views are passed to ``update``). Label-based
-            references are not available online (no labels): use :func:`sslwatch.evaluate`.
+            the view metrics once views are passed to ``update``, and the references of
+            :data:`LABEL_METRICS` once labels are). Other label-based references are not
+            streamed: use :func:`sslwatch.evaluate`.
         reservoir_size: rows kept for the point metrics (and view samples kept for the
             view metrics); see :data:`DEFAULT_RESERVOIR_SIZE`. Recorded as
             ``sample_size`` in the definitions.
@@ -75,6 +88,11 @@ class MonitorSettings:
             (default 1: the training loop owns the cores, and small per-step products
             on a shared pool mostly wait for threads). ``None`` leaves the pools as they
             are. torch's thread pool is never changed.
+        heldout_fraction: share of the labelled rows held out as test rows of the
+            label references (rows whose label-salted content key is below
+            ``heldout_fraction * KEY_SPACE``: the same rows on any number of ranks);
+            default 0.2, the offline probes' test fraction. Recorded as
+            ``probe_test_fraction`` in their definitions.
     """
 
     metrics: tuple[str, ...] | None = None
@@ -87,6 +105,7 @@ class MonitorSettings:
     gram_dtype: GramDtype = "auto"
     moment_fraction: float = 1.0
     blas_threads: int | None = 1
+    heldout_fraction: float = PROBE_TEST_FRACTION
 
     def __post_init__(self) -> None:
         if self.blas_threads is not None:
@@ -106,21 +125,33 @@ class MonitorSettings:
             raise ValueError(
                 f"alarms must be a CollapseAlarms or None; got {type(self.alarms).__name__}"
             )
+        if not (0.0 < float(self.heldout_fraction) < 1.0):
+            raise ValueError(
+                f"heldout_fraction must be strictly between 0 and 1; got {self.heldout_fraction!r}"
+            )
         metrics = None if self.metrics is None else tuple(self.metrics)
         for metric in metrics or ():
-            if metric in REGISTRY and REGISTRY[metric].needs == "labels":
+            if (
+                metric in REGISTRY
+                and REGISTRY[metric].needs == "labels"
+                and metric not in LABEL_METRICS
+            ):
                 raise ValueError(
-                    f"metric {metric!r} needs labels, which a training-time monitor does "
-                    "not have; compute it offline with sslwatch.evaluate(..., labels=)"
+                    f"metric {metric!r} needs labels and every row at once, which a "
+                    "training-time monitor does not keep; the monitor streams "
+                    f"{', '.join(LABEL_METRICS)} (pass labels= to update); compute "
+                    f"{metric} offline with sslwatch.evaluate(..., labels=)"
                 )
         object.__setattr__(self, "metrics", metrics)
         object.__setattr__(self, "seed", int(self.seed))
         object.__setattr__(self, "moment_fraction", float(self.moment_fraction))
+        object.__setattr__(self, "heldout_fraction", float(self.heldout_fraction))
         object.__setattr__(self, "params", check_params(self.params or {}, self.candidates()))
 
     def candidates(self) -> list[MetricSpec]:
-        """Every metric this monitor may compute (the view metrics included)."""
-        return REGISTRY.select(self.metrics, has_views=True, has_labels=False)
+        """Every metric this monitor may compute (the view and label metrics included)."""
+        specs = REGISTRY.select(self.metrics, has_views=True, has_labels=True)
+        return [s for s in specs if s.kind != "labels" or s.name in LABEL_METRICS]
 
     @property
     def overrides(self) -> dict[str, dict[str, Any]]:
@@ -141,3 +172,4 @@ class MonitorOptions(TypedDict, total=False):
     gram_dtype: GramDtype
     moment_fraction: float
     blas_threads: int | None
+    heldout_fraction: float
