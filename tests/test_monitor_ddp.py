@@ -4,7 +4,8 @@ The test starts two worker processes itself (this file, run as a script), rendez
 through a file store (no port to race for), bounded by a timeout. Rank 0 and rank 1 get
 unequal numbers of batches of unequal sizes; one monitor gets no data at all on rank 1.
 Each rank writes its results; the test compares them with a single in-process monitor fed
-all the batches in another order.
+all the batches in another order. A labelled monitor checks the label references: rank 1
+sees fewer classes than rank 0 (the class count is agreed), one batch comes unlabelled.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sslwatch.online.monitor import Monitor
 
 SPECTRUM = ["rankme", "stable_rank", "alpha_req", "entropy_gaussian"]
 POINTS = ["silhouette", "cluster_agreement", "entropy", "collapse_std"]
+LABELS = ["rankme", "ridge_probe", "knn_accuracy"]
 VIEWS = ["rankme", "lidar", "alignment", "uniformity"]
 RESERVOIR = 96
 TIMEOUT_S = 240
@@ -48,6 +50,16 @@ def make_data() -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     return emb, views
 
 
+def make_labels(emb: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Class indices from the sign pattern of two coordinates: 4 classes in the first 7
+    batches (rank 0's), 2 in the last 3 (rank 1's)."""
+    out = []
+    for i, z in enumerate(emb):
+        code = (z[:, 0] > 0.2).long() + 2 * (z[:, 1] > 0.2).long()
+        out.append(code % (4 if i < 7 else 2))
+    return out
+
+
 def make_monitors() -> dict[str, Monitor]:
     return {
         "spectrum": Monitor(SPECTRUM, name="spectrum", alarms=None),
@@ -60,6 +72,10 @@ def make_monitors() -> dict[str, Monitor]:
         # first batch, so the pending sums must be folded into the raw moments before the
         # all_reduce (and kept after it)
         "spectrum32": Monitor(SPECTRUM, name="spectrum32", alarms=None, gram_dtype="float32"),
+        # label references: statistics summed, labelled reservoirs gathered
+        "labels": Monitor(
+            LABELS, name="labels", reservoir_size=RESERVOIR, alarms=None, heldout_fraction=0.3
+        ),
     }
 
 
@@ -70,7 +86,9 @@ def feed(
     indices: list[int],
     with_rank0_only: bool,
 ) -> None:
+    labels = make_labels(emb)
     for i in indices:
+        monitors["labels"].update(emb[i], labels=None if i == 2 else labels[i], step=i)
         monitors["spectrum"].update(emb[i], step=i)
         monitors["spectrum32"].update(emb[i].float(), step=i)
         monitors["points"].update(emb[i], step=i)
@@ -89,6 +107,7 @@ def summarise(monitors: dict[str, Monitor]) -> dict[str, Any]:
             "n_rows": result.n_rows,
             "n_sample": result.n_sample,
             "n": {k: d.n for k, d in result.definitions.items()},
+            "outcome": {k: repr(d.outcome) for k, d in result.definitions.items()},
             "sample": None if sample is None else sample.tolist(),
         }
     return out
@@ -164,11 +183,12 @@ def test_two_rank_gloo_equals_single_process(tmp_path: Path) -> None:
     expected = summarise(single)
 
     for rank, got in enumerate(ranks):
-        for key in ("spectrum", "points", "views", "rank0_only", "spectrum32"):
+        for key in ("spectrum", "points", "views", "rank0_only", "spectrum32", "labels"):
             g, e = got[key], expected[key]
             assert g["n_rows"] == e["n_rows"], (rank, key)
             assert g["n"] == e["n"], (rank, key)
             assert g["sample"] == e["sample"], (rank, key)  # rank-split-invariant reservoir
+            assert g["outcome"] == e["outcome"], (rank, key)  # e.g. the ridge probe's l2
             for name, value in e["values"].items():
                 gv, ev = float(g["values"][name]), float(value)
                 assert math.isfinite(ev), (key, name)
