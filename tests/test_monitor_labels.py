@@ -175,6 +175,23 @@ def test_nonfinite_rows_drop_their_labels_and_the_sync_free_path_agrees(  # type
         assert res.definitions["ridge_probe"].outcome["n_train"] == len(tr)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_monitor_equals_the_host_monitor(digits) -> None:  # type: ignore[no-untyped-def]
+    x, y = digits
+    results = []
+    for device in ("cpu", "cuda"):
+        mon = Monitor(LABEL_ONLY, reservoir_size=2048, alarms=None)
+        for sl in uneven(len(x)):
+            mon.update(
+                torch.from_numpy(x[sl]).to(device), labels=torch.from_numpy(y[sl]).to(device)
+            )
+        results.append(mon.compute())
+    host, cuda = results
+    assert cuda["knn_accuracy"] == host["knn_accuracy"]
+    assert cuda["ridge_probe"] == host["ridge_probe"]
+    assert cuda.definitions["ridge_probe"].outcome == host.definitions["ridge_probe"].outcome
+
+
 def test_reset_clears_the_label_state_and_the_analysis_takes_both_references(digits) -> None:  # type: ignore[no-untyped-def]
     x, y = digits
     mon = Monitor(LABEL_ONLY, alarms=None)

@@ -1,7 +1,10 @@
-"""Label-based reference metrics: the linear probe and the weighted kNN classifier.
+"""Label-based reference metrics: the linear probe, the ridge probe and the weighted kNN
+classifier.
 
 These are what label-free metrics are judged against: the accuracy of a linear classifier
-(linear evaluation protocol; Zhang, Isola & Efros 2016, Kolesnikov et al. 2019) and of the
+(linear evaluation protocol; Zhang, Isola & Efros 2016, Kolesnikov et al. 2019), of its
+closed-form least-squares twin (ridge regression on one-hot targets, solvable from
+streamed sufficient statistics; Rifkin & Klautau 2004) and of the
 weighted k-nearest-neighbour classifier (Wu, Xiong, Yu & Lin, *Unsupervised Feature
 Learning via Non-Parametric Instance Discrimination*, CVPR 2018; the protocol DINO, Caron
 et al. 2021, reports) trained on frozen embeddings.
