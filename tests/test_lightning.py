@@ -307,7 +307,7 @@ def test_bad_callback_arguments() -> None:
     with pytest.raises(ValueError, match="key mapping is empty"):
         SSLWatchCallback({})
     with pytest.raises(ValueError, match="needs labels"):
-        SSLWatchCallback(metrics=["knn_accuracy"])
+        SSLWatchCallback(metrics=["linear_probe"])
     with pytest.raises(ValueError, match="gram_dtype"):
         SSLWatchCallback(gram_dtype="float16")  # type: ignore[arg-type]
 
@@ -583,3 +583,87 @@ def test_decisions_at_validation_end_read_a_fresh_value(tmp_path: Path, when: st
     for step, score in saved.items():  # each checkpoint scored with its own step's value
         assert score == pytest.approx(computed[step], rel=1e-6)
     assert float(stop.best_score) == pytest.approx(max(saved.values()), rel=1e-6)
+
+
+# -- labels -----------------------------------------------------------------------------------
+
+
+class LabelledSimCLR(TinySimCLR):
+    """TinySimCLR on (x, y) batches; returns the labels as an output too."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        x, y = batch
+        return {**super().training_step((x,), batch_idx), "y": y}
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        x, y = batch
+        return {**super().validation_step((x,), batch_idx), "y": y}
+
+
+def labelled_loader(n: int = 96, batch: int = 24, seed: int = 0) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 3
+    x = torch.randn(n, 16, generator=gen) + 2.0 * nn.functional.one_hot(y, 16).float()
+    return DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=False)
+
+
+@pytest.mark.parametrize("how", ["output key", "function of the batch"])
+def test_labels_reach_the_monitors(tmp_path: Path, how: str) -> None:
+    torch.manual_seed(0)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def feats(outputs: Any, batch: Any, module: Any) -> torch.Tensor:
+        seen.append((outputs["feats"].detach().clone(), batch[1].clone()))
+        return outputs["feats"]
+
+    labels_key: Any = "y" if how == "output key" else (lambda out, batch, module: batch[1])
+    opts: dict[str, Any] = {"reservoir_size": 64, "alarms": None}
+    callback = SSLWatchCallback(feats, name="backbone", labels_key=labels_key, **opts)
+    tr = trainer(tmp_path, callback, max_epochs=1, logger=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(workers|LeafSpec|training batches)")
+        tr.fit(LabelledSimCLR(), labelled_loader())
+    (result,) = callback.results
+    plain, hand = Monitor(name="backbone", **opts), Monitor(name="backbone", **opts)
+    for z, y in seen:
+        plain.update(z)
+        hand.update(z, labels=y)
+    without, expected = plain.compute(), hand.compute()
+    assert set(expected) - set(without), "labels add the label-based references"
+    assert set(result) == set(expected)
+    for metric in expected:
+        assert result[metric] == pytest.approx(expected[metric], rel=1e-9, nan_ok=True)
+
+
+def test_labels_with_layers_and_a_row_mismatch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    model = LabelledSimCLR()
+    model.backbone.register_forward_hook(
+        lambda m, a, o: seen.append(o.detach().clone()) if m.training else None
+    )
+    opts: dict[str, Any] = {"reservoir_size": 64, "alarms": None}
+
+    def doubled(outputs: Any, batch: Any, module: Any) -> dict[str, torch.Tensor]:
+        return {"doubled": torch.cat([outputs["z"], outputs["z"]])}
+
+    callback = SSLWatchCallback(doubled, layers={"backbone": "backbone"}, labels_key="y", **opts)
+    tr = trainer(tmp_path, callback, max_epochs=1, logger=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr.fit(model, labelled_loader())
+    mismatch = [str(w.message) for w in caught if "rows for" in str(w.message)]
+    assert len(mismatch) == 1 and "'doubled' has 48 rows for 24 labels" in mismatch[0]
+    assert tr.global_step == 4  # the run went on
+    ys = [y for _, y in labelled_loader()]
+    hand = Monitor(name="backbone", **opts)
+    for i, out in enumerate(seen):  # two views per batch, the batch's labels on each
+        hand.update(out, labels=ys[i // 2])
+    expected = hand.compute()
+    got = next(r for r in callback.results if r.name == "backbone")
+    assert got.n_rows == 2 * 96
+    assert set(got) == set(expected)
+    for metric in expected:
+        assert got[metric] == pytest.approx(expected[metric], rel=1e-9, nan_ok=True)
+    unlabelled = next(r for r in callback.results if r.name == "doubled")
+    assert set(got) - set(unlabelled)  # fed without labels: no label-based references

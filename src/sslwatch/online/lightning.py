@@ -36,6 +36,14 @@ Where the embeddings come from (``key`` and ``layers``, either or both):
   convolution maps by their global spatial average, (N, T, D) sequences by the mean
   over tokens, by default.
 
+``labels_key`` (an output key, or a function ``(outputs, batch, pl_module) -> labels``,
+e.g. ``lambda out, batch, module: batch[1]``) gives each row's class label; the
+monitors then add the label-based references (``knn_accuracy``, ``ridge_probe``), so
+the trust in each label-free metric can be judged while training runs. The same labels
+go to every representation with one row per label; a watched layer that ran k times in
+the step (k views) gets them on each call. A representation whose row count differs is
+fed without labels (a warning, once).
+
 ``views_key`` (a string, or ``{representation: key}``) names an output holding (n, q, d)
 augmented views for LiDAR, alignment and uniformity; view metrics in an explicit
 ``metrics`` list are dropped for representations that have no views. A missing key is a
@@ -114,6 +122,7 @@ ENV_FLAG = "SSLWATCH_CALLBACK"
 
 Extractor = Callable[[Any, Any, Any], Any]
 _TRUE = {"1", "true", "yes", "on"}
+_ARGUMENT = {"embeddings": "key", "views": "views_key", "labels": "labels_key"}
 
 
 class SSLWatchCallback(pl.Callback):
@@ -134,6 +143,8 @@ class SSLWatchCallback(pl.Callback):
             or ``"tokens"``.
         select: a function picking the tensor of a layer's tuple/dict output.
         views_key: output key (or ``{representation: key}``) of (n, q, d) views, or None.
+        labels_key: output key of the batch's labels, or a function
+            ``(outputs, batch, pl_module) -> labels``; ``None``: no labels.
         name: representation name for a single string ``key`` (default: the key).
         metrics: registry names (``None``: the default label-free set).
         every_n_steps: compute and log every N optimizer steps (``None``: not by step).
@@ -167,6 +178,7 @@ class SSLWatchCallback(pl.Callback):
         layout: Layout | Mapping[str, Layout] = "auto",
         select: Select | Mapping[str, Select] | None = None,
         views_key: str | Mapping[str, str] | None = None,
+        labels_key: str | Extractor | None = None,
         name: str | None = None,
         metrics: Iterable[str] | None = None,
         every_n_steps: int | None = None,
@@ -216,6 +228,12 @@ class SSLWatchCallback(pl.Callback):
         self._captured: dict[str, list[torch.Tensor]] = {}
         self._feed = False
         self.views_key = views_key
+        if labels_key is not None and not (isinstance(labels_key, str) or callable(labels_key)):
+            raise ValueError(
+                "labels_key must be an output key (str) or a function (outputs, batch, "
+                f"pl_module) -> labels; got {type(labels_key).__name__}"
+            )
+        self.labels_key = labels_key
         self.every_n_steps = every_n_steps
         self.on_epoch_end = on_epoch_end
         self.validation = validation
@@ -292,7 +310,7 @@ class SSLWatchCallback(pl.Callback):
             f"{stage}:{what}:{key}",
             f"the {step} output has no {what} key {key!r} (it has {got}); return e.g. "
             f"{{'loss': loss, {key!r}: z}} from {step}, or pass "
-            f"{'key' if what == 'embeddings' else 'views_key'}=... to the callback. "
+            f"{_ARGUMENT[what]}=... to the callback. "
             "Those batches are not monitored.",
         )
         return None
@@ -331,6 +349,29 @@ class SSLWatchCallback(pl.Callback):
             out[rep] = (value, views)
         return out
 
+    def _labels(self, outputs: Any, batch: Any, pl_module: pl.LightningModule, stage: str) -> Any:
+        """The batch's labels from ``labels_key`` (``None``: none, or a warned-about miss)."""
+        if self.labels_key is None:
+            return None
+        if isinstance(self.labels_key, str):
+            return self._lookup(outputs, self.labels_key, stage, "labels")
+        return self.labels_key(outputs, batch, pl_module)
+
+    def _matching(self, labels: Any, rows: Any, rep: str, stage: str) -> Any:
+        """``labels`` when there is one per row of ``rows``, else ``None`` (warned once):
+        a mismatch must not stop training."""
+        if labels is None:
+            return None
+        n_labels, n_rows = len(labels), int(getattr(rows, "shape", (len(rows),))[0])
+        if n_labels == n_rows:
+            return labels
+        self._warn_once(
+            f"{stage}:labels:{rep}",
+            f"{rep!r} has {n_rows} rows for {n_labels} labels in a batch; its rows are fed "
+            "without labels (give labels_key a function returning one label per row).",
+        )
+        return None
+
     def _update(
         self,
         stage: str,
@@ -340,12 +381,15 @@ class SSLWatchCallback(pl.Callback):
         batch: Any,
     ) -> None:
         step = trainer.global_step
+        labels = self._labels(outputs, batch, pl_module, stage)
         for rep, (embeddings, views) in self._extract(outputs, batch, pl_module, stage).items():
-            self._monitor(stage, rep).update(embeddings, views, step=step)
+            mine = self._matching(labels, embeddings, rep, stage)
+            self._monitor(stage, rep).update(embeddings, views, labels=mine, step=step)
         captured, self._captured = self._captured, {}
         for rep, calls in captured.items():
             for rows in calls:  # one entry per forward call of the layer (e.g. per view)
-                self._monitor(stage, rep).update(rows, step=step)
+                mine = self._matching(labels, rows, rep, stage)
+                self._monitor(stage, rep).update(rows, labels=mine, step=step)
 
     # -- layers ---------------------------------------------------------------------------
 
