@@ -101,7 +101,9 @@ def _analyze_kwargs(
 # Options shared by both commands.
 ReferenceOpt = Annotated[
     str | None,
-    typer.Option(help="Label-based reference (default: linear_probe, else knn_accuracy, ...)."),
+    typer.Option(
+        help="Label-based reference (default: linear_probe, else ridge_probe, knn_accuracy, ...)."
+    ),
 ]
 ReferenceRepOpt = Annotated[
     str | None,

@@ -113,7 +113,7 @@ def evaluate(
         z: (N, D) embeddings, torch or numpy, any float dtype, CPU or GPU.
         views: optional (n, q, d) augmented views (q >= 2) for LiDAR, alignment,
             uniformity, and for clustering agreement across views.
-        labels: optional length-N labels; adds ``linear_probe``, ``knn_accuracy``
+        labels: optional length-N labels; adds ``linear_probe``, ``ridge_probe``, ``knn_accuracy``
             (on a seeded stratified 80/20 split of the sample) and ``label_ami``.
         k: k-means clusters. Default: the number of label classes when labels are
             given, else 10 (clipped to [2, N - 1]); see :func:`sslwatch.core.context.resolve_k`.
