@@ -306,3 +306,26 @@ def test_layerwatch_repr_and_type() -> None:
     assert isinstance(lw, LayerWatch) and "attached" in repr(lw)
     lw.remove()
     assert "removed" in repr(lw)
+
+
+def test_monitor_watch_and_the_package_export_are_the_same_entry() -> None:
+    import sslwatch
+
+    torch.manual_seed(0)
+    model = SmallCNN().train()
+    x = images(40, seed=1)
+    opts: dict[str, Any] = {"metrics": METRICS, "reservoir_size": 64, "alarms": None}
+    values = []
+    for entry in (Monitor.watch, sslwatch.watch):
+        with entry(model, {"head": "head"}, **opts) as lw:
+            model(x)
+            values.append(dict(lw.compute()["head"]))
+        assert isinstance(lw, sslwatch.LayerWatch) and not lw.attached
+    with torch.no_grad():
+        by_hand = Monitor(name="head", **opts)
+        by_hand.update(model(x))
+        expected = dict(by_hand.compute())
+    for got in values:
+        assert got.keys() == expected.keys()
+        for metric, value in expected.items():
+            assert got[metric] == pytest.approx(value, rel=1e-9, abs=1e-12)

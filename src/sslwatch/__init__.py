@@ -24,6 +24,7 @@ from sslwatch.metrics.spectrum import (
     stable_rank,
 )
 from sslwatch.metrics.views import alignment, collapse_std, lidar, uniformity
+from sslwatch.online.hooks import LayerWatch, watch
 from sslwatch.online.monitor import CollapseAlarms, CollapseWarning, Monitor, MonitorResult
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "CollapseWarning",
     "Evaluation",
     "KMeansResult",
+    "LayerWatch",
     "MetricDefinition",
     "MetricSpec",
     "MetricValue",
@@ -60,4 +62,5 @@ __all__ = [
     "stable_rank",
     "stratified_split",
     "uniformity",
+    "watch",
 ]

@@ -9,6 +9,7 @@
   independent of batch split, order and rank;
 - :mod:`~sslwatch.online.alarms`: collapse alarms;
 - :mod:`~sslwatch.online.budget`: a stride governor that bounds the monitor's cost;
+- :mod:`~sslwatch.online.hooks`: any layer through forward hooks, one Monitor per layer;
 - :mod:`~sslwatch.online.sinks`: writers of results for plain loops (store, CSV,
   TensorBoard);
 - :mod:`~sslwatch.online.lightning`: the Lightning callback (the only module that

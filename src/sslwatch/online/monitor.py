@@ -85,7 +85,7 @@ import time
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from typing import Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack
 
 import numpy as np
 import torch
@@ -101,6 +101,9 @@ from sslwatch.metrics.spectrum import SecondMoments
 from sslwatch.online.alarms import AlarmEvent, AlarmTracker, CollapseAlarms, CollapseWarning
 from sslwatch.online.keys import KEY_SPACE, LABEL_SALT, VIEW_SALT, KeyHasher, heldout_rows
 from sslwatch.online.settings import LABEL_METRICS, MAX_CLASSES, MonitorOptions, MonitorSettings
+
+if TYPE_CHECKING:
+    from sslwatch.online.hooks import LayerWatch
 from sslwatch.online.state import (
     FiniteRows,
     LabelBatch,
@@ -448,6 +451,14 @@ class Monitor:
             warnings.filterwarnings("ignore", message=r".*was called before the ``update``")
             rows: torch.Tensor | None = self._state.compute()["rows"]
         return rows
+
+    @classmethod
+    def watch(cls, model: torch.nn.Module, layers: Any, **kwargs: Any) -> LayerWatch:
+        """Watch submodules through forward hooks, one Monitor per layer: see
+        :func:`sslwatch.online.hooks.watch` (same arguments)."""
+        from sslwatch.online.hooks import watch
+
+        return watch(model, layers, **kwargs)
 
     def reset(self) -> None:
         """Start a new window: clear moments, reservoirs and non-finite counts.
