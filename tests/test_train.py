@@ -15,6 +15,7 @@ from torch import nn
 from sslwatch.offline.embed import extract_embeddings, recalibrate_batchnorm
 from sslwatch.train import (
     BYOL,
+    MLP,
     Conv1dNet,
     ImageAugment,
     MNIST1DAugment,
@@ -86,9 +87,53 @@ def test_resnet18_cifar_shape_and_size() -> None:
     assert ResNet18Cifar(in_channels=1)(torch.randn(2, 1, 16, 16)).shape == (2, 512)
 
 
+def test_mlp_shapes_and_flattening() -> None:
+    net = MLP(in_features=784)
+    assert net.out_dim == 128
+    images = torch.randn(5, 1, 28, 28)
+    assert net(images).shape == (5, 128)
+    # it flattens: an image and its flat copy give the same features
+    net.eval()
+    torch.testing.assert_close(net(images), net(images.reshape(5, 784)))
+    assert MLP(in_features=40, widths=(16, 8))(torch.randn(3, 1, 40)).shape == (3, 8)
+    # a plain linear stack: Linear(784->512), Linear(512->256), Linear(256->128), no bias
+    n_linear = 784 * 512 + 512 * 256 + 256 * 128
+    n_bn = 2 * (512 + 256 + 128)
+    assert sum(p.numel() for p in net.parameters()) == n_linear + n_bn
+    with pytest.raises(ValueError, match="784 values per sample"):
+        net(torch.randn(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="in_features"):
+        MLP(in_features=0)
+
+
+def test_mlp_trains_with_its_input_size_filled_in(tmp_path: Path) -> None:
+    images = torch.rand(32, 1, 8, 8)
+    cfg = TrainConfig(
+        method="simclr",
+        method_kwargs=SMALL_HEADS["simclr"],
+        backbone="mlp",
+        backbone_kwargs={"widths": [16, 8]},
+        augment="none",
+        epochs=1,
+        batch_size=16,
+        out_dir=str(tmp_path),
+        progress=False,
+    )
+    result = train(cfg, images)
+    assert math.isfinite(result.losses[0])
+    assert read_checkpoint_metadata(result.checkpoints[-1])["backbone_kwargs"] == {
+        "in_features": 64,
+        "widths": [16, 8],
+    }
+    loaded = load_checkpoint(result.checkpoints[-1])
+    assert isinstance(loaded.backbone, MLP) and loaded.backbone.in_features == 64
+    torch.testing.assert_close(loaded.backbone(images), result.method.backbone(images))
+
+
 def test_build_backbone_registry() -> None:
     assert isinstance(build_backbone("conv1d"), Conv1dNet)
     assert isinstance(build_backbone("ResNet18_Cifar"), ResNet18Cifar)
+    assert isinstance(build_backbone("mlp", in_features=10), MLP)
     with pytest.raises(ValueError, match="Unknown backbone"):
         build_backbone("vit")
 
@@ -531,3 +576,26 @@ def test_mnist1d_recipes_are_valid_configs() -> None:
     cfg = mnist1d_config("moco", epochs=5, lr=1e-3, method_kwargs={"queue_size": 64})
     assert cfg.lr == 1e-3 and cfg.method_kwargs["queue_size"] == 64
     assert cfg.method_kwargs["temperature"] == MNIST1D_METHOD_KWARGS["moco_v2"]["temperature"]
+
+
+def test_mnist_recipes_are_valid_configs() -> None:
+    from sslwatch.train.recipes import MNIST_METHOD_KWARGS, RECIPE_BOOKS, mnist_config
+
+    assert RECIPE_BOOKS["mnist"] is mnist_config
+    for name in MNIST_METHOD_KWARGS:
+        cfg = mnist_config(name, epochs=1)
+        assert cfg.method == name and cfg.backbone == "small_conv2d" and cfg.augment == "image"
+        method = build_from_config(cfg, (1, 28, 28))
+        assert method.backbone.out_dim == 128
+        aug = build_augment(cfg.augment, (1, 28, 28), **cfg.augment_kwargs)
+        assert isinstance(aug, ImageAugment)
+        assert aug(torch.rand(4, 1, 28, 28), torch.Generator().manual_seed(0)).shape == (
+            4,
+            1,
+            28,
+            28,
+        )
+    # no flips: a mirrored digit is another glyph
+    assert mnist_config("simclr").augment_kwargs["hflip"] is False
+    mlp = mnist_config("simclr", backbone="mlp")
+    assert build_from_config(mlp, (1, 28, 28)).backbone.in_features == 784

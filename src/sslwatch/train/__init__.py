@@ -10,6 +10,7 @@ and embeddings, :mod:`sslwatch.metrics.probes` for the linear probe). Used by
 from sslwatch.train.augment import ImageAugment, MNIST1DAugment, build_augment
 from sslwatch.train.backbones import (
     BACKBONES,
+    MLP,
     Conv1dNet,
     ResNet18Cifar,
     SmallConv2d,
@@ -44,6 +45,7 @@ __all__ = [
     "BACKBONES",
     "BYOL",
     "METHODS",
+    "MLP",
     "MNIST1D_METHOD_KWARGS",
     "Conv1dNet",
     "ImageAugment",

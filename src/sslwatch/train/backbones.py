@@ -11,6 +11,8 @@ name (registry)        input                           output
 ``conv1d``             (B, L) or (B, C, L), e.g. L=40  (B, widths[-1]) = (B, 128)
 ``small_conv2d``       (B, C, H, W), e.g. 28x28, 8x8   (B, widths[-1]) = (B, 128)
 ``resnet18_cifar``     (B, C, H, W), e.g. 32x32        (B, 512)
+``mlp``                (B, ...) with in_features       (B, widths[-1]) = (B, 128)
+                       values per sample, flattened
 =====================  ==============================  ==========================
 """
 
@@ -24,6 +26,7 @@ from torch import nn
 
 __all__ = [
     "BACKBONES",
+    "MLP",
     "Conv1dNet",
     "ResNet18Cifar",
     "SmallConv2d",
@@ -200,15 +203,64 @@ class ResNet18Cifar(nn.Module):
         return out.mean(dim=(-2, -1))
 
 
+class MLP(nn.Module):
+    """Fully connected backbone: flatten, then stages of ``Linear -> BatchNorm1d -> ReLU``.
+
+    Any input (B, ...) is flattened to (B, in_features), so one MLP serves signals and
+    images alike; it has no notion of locality, which makes it the second architecture
+    of the reproduction study (clustering metrics compared within and across
+    architectures, Xu et al. 2024). ``out_dim = widths[-1]`` (128 by default, the width
+    of the convolutional backbones).
+
+    Args:
+        in_features: values per sample (e.g. 784 for 1x28x28, 40 for MNIST-1D).
+        widths: output sizes of the stages.
+    """
+
+    def __init__(self, in_features: int, widths: Sequence[int] = (512, 256, 128)) -> None:
+        super().__init__()
+        w = _check_widths(widths, "widths")
+        if int(in_features) < 1:
+            raise ValueError(f"in_features must be >= 1; got {in_features}.")
+        self.in_features = int(in_features)
+        layers: list[nn.Module] = []
+        prev = self.in_features
+        for width in w:
+            layers += [
+                nn.Linear(prev, width, bias=False),
+                nn.BatchNorm1d(width),
+                nn.ReLU(inplace=True),
+            ]
+            prev = width
+        self.features = nn.Sequential(*layers)
+        self.out_dim = w[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map (B, ...) with ``in_features`` values per sample to (B, out_dim)."""
+        if x.ndim < 2 or x[0].numel() != self.in_features:
+            raise ValueError(
+                f"MLP expects (B, ...) with {self.in_features} values per sample; got shape "
+                f"{tuple(x.shape)}."
+            )
+        out: torch.Tensor = self.features(x.reshape(x.shape[0], -1))
+        return out
+
+
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "conv1d": Conv1dNet,
     "small_conv2d": SmallConv2d,
     "resnet18_cifar": ResNet18Cifar,
+    "mlp": MLP,
 }
+
+SHAPE_KWARGS: dict[str, str] = {"mlp": "in_features"}
+"""Backbones sized by their flattened input (``in_features``) rather than by
+``in_channels``; the training loop fills the one the backbone takes."""
 
 
 def build_backbone(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered backbone by name (``conv1d``, ``small_conv2d``, ``resnet18_cifar``).
+    """Build a registered backbone by name (``conv1d``, ``small_conv2d``,
+    ``resnet18_cifar``, ``mlp``).
 
     Raises:
         ValueError: on an unknown name.

@@ -48,7 +48,7 @@ from sslwatch._files import atomic_path
 from sslwatch._version import __version__
 from sslwatch.metrics._validation import as_int, is_int
 from sslwatch.train.augment import build_augment
-from sslwatch.train.backbones import build_backbone
+from sslwatch.train.backbones import SHAPE_KWARGS, build_backbone
 from sslwatch.train.methods import SSLMethod, build_method, canonical_method_name
 
 __all__ = [
@@ -88,9 +88,10 @@ class TrainConfig:
     Attributes:
         method: ``simclr``, ``moco_v2``, ``simsiam``, ``byol`` or ``vicreg``.
         method_kwargs: keyword arguments of the method (head sizes, temperature, ...).
-        backbone: ``conv1d``, ``small_conv2d`` or ``resnet18_cifar``.
+        backbone: ``conv1d``, ``small_conv2d``, ``resnet18_cifar`` or ``mlp``.
         backbone_kwargs: keyword arguments of the backbone; ``in_channels`` defaults to
-            the data's channel count.
+            the data's channel count (``in_features``, for ``mlp``, to the values per
+            sample).
         augment: ``auto`` (by input rank), ``mnist1d``, ``image`` or ``none``.
         augment_kwargs: keyword arguments of the augmentation.
         epochs: number of passes over the data.
@@ -352,7 +353,9 @@ def _resolve_device(name: str) -> torch.device:
 
 def _backbone_kwargs(config: TrainConfig, sample_shape: tuple[int, ...]) -> dict[str, Any]:
     kwargs = dict(config.backbone_kwargs)
-    if "in_channels" not in kwargs:
+    if SHAPE_KWARGS.get(config.backbone.lower()) == "in_features":
+        kwargs.setdefault("in_features", math.prod(sample_shape))
+    elif "in_channels" not in kwargs:
         kwargs["in_channels"] = 1 if len(sample_shape) == 1 else int(sample_shape[0])
     out: dict[str, Any] = _jsonable(kwargs)
     return out

@@ -10,18 +10,30 @@ per-step cosine decay, weight decay 1e-4, the default :class:`MNIST1DAugment`. H
 smaller than the papers' (ImageNet/ResNet-50) heads, to suit a 128-d backbone and a CPU
 (``hidden_dim=None``: the backbone's width, 128, as SimCLR and MoCo v2 use their
 backbone's width).
+
+:func:`mnist_config` does the same for 28x28 grey digits (the 5000 real MNIST digits of
+``--data mnist5k``) with the :class:`~sslwatch.train.SmallConv2d` backbone (128-d
+features) and :class:`~sslwatch.train.ImageAugment` without flips (a flipped digit is
+another glyph), with the same heads (:data:`MNIST_METHOD_KWARGS`).
 """
 
 from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from typing import Any
 
 from sslwatch.train.loop import TrainConfig
 from sslwatch.train.methods import canonical_method_name
 
-__all__ = ["MNIST1D_METHOD_KWARGS", "mnist1d_config"]
+__all__ = [
+    "MNIST1D_METHOD_KWARGS",
+    "MNIST_METHOD_KWARGS",
+    "RECIPE_BOOKS",
+    "mnist1d_config",
+    "mnist_config",
+]
 
 MNIST1D_METHOD_KWARGS: dict[str, dict[str, Any]] = {
     "simclr": {"hidden_dim": None, "proj_dim": 128, "temperature": 0.2},
@@ -50,6 +62,43 @@ _COMMON: dict[str, Any] = {
 }
 
 
+MNIST_METHOD_KWARGS: dict[str, dict[str, Any]] = copy.deepcopy(MNIST1D_METHOD_KWARGS)
+
+_MNIST_COMMON: dict[str, Any] = {
+    "backbone": "small_conv2d",
+    "augment": "image",
+    "augment_kwargs": {"crop_scale": [0.3, 1.0], "hflip": False, "jitter": 0.5},
+    "batch_size": 256,
+    "optimizer": "adamw",
+    "lr": 2e-3,
+    "weight_decay": 1e-4,
+    "scheduler": "cosine",
+    "warmup_epochs": 1,
+}
+
+
+def _config(
+    common: dict[str, Any],
+    kwargs: dict[str, dict[str, Any]],
+    method: str,
+    epochs: int,
+    seed: int,
+    out_dir: str | os.PathLike[str] | None,
+    overrides: dict[str, Any],
+) -> TrainConfig:
+    key = canonical_method_name(method)
+    fields: dict[str, Any] = copy.deepcopy(common)
+    method_kwargs = copy.deepcopy(kwargs[key])
+    method_kwargs.update(overrides.pop("method_kwargs", {}))
+    fields.update(
+        method=key, method_kwargs=method_kwargs, epochs=epochs, seed=seed, out_dir=out_dir
+    )
+    fields.update(overrides)
+    if fields["warmup_epochs"] > fields["epochs"]:
+        fields["warmup_epochs"] = fields["epochs"]
+    return TrainConfig(**fields)
+
+
 def mnist1d_config(
     method: str,
     *,
@@ -62,14 +111,24 @@ def mnist1d_config(
 
     ``method_kwargs`` given in ``overrides`` are merged into the recipe's method kwargs.
     """
-    key = canonical_method_name(method)
-    fields: dict[str, Any] = copy.deepcopy(_COMMON)
-    method_kwargs = copy.deepcopy(MNIST1D_METHOD_KWARGS[key])
-    method_kwargs.update(overrides.pop("method_kwargs", {}))
-    fields.update(
-        method=key, method_kwargs=method_kwargs, epochs=epochs, seed=seed, out_dir=out_dir
-    )
-    fields.update(overrides)
-    if fields["warmup_epochs"] > fields["epochs"]:
-        fields["warmup_epochs"] = fields["epochs"]
-    return TrainConfig(**fields)
+    return _config(_COMMON, MNIST1D_METHOD_KWARGS, method, epochs, seed, out_dir, overrides)
+
+
+def mnist_config(
+    method: str,
+    *,
+    epochs: int = 10,
+    seed: int = 0,
+    out_dir: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> TrainConfig:
+    """The validated configuration of ``method`` on 28x28 grey digits in [0, 1]
+    (``mnist5k``); any field can be overridden, ``method_kwargs`` are merged."""
+    return _config(_MNIST_COMMON, MNIST_METHOD_KWARGS, method, epochs, seed, out_dir, overrides)
+
+
+RECIPE_BOOKS: dict[str, Callable[..., TrainConfig]] = {
+    "mnist1d": mnist1d_config,
+    "mnist": mnist_config,
+}
+"""The recipe functions by name, as a study preset names them."""
