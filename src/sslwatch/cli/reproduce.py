@@ -10,6 +10,7 @@ import typer
 from rich import box
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from sslwatch.cli import app, console, fail
 from sslwatch.report.formatting import direction_arrow
@@ -84,12 +85,13 @@ def _correlation_table(rows: list[dict[str, Any]]) -> Table:
             continue
         half = later.get((r["method"], r["representation"], r["metric"]))
         table.add_row(
-            str(r["method"]),
+            # plain text, never markup: a user-typed method name, and "[nan, nan]"
+            Text(str(r["method"])),
             str(r["representation"]),
             str(r["metric"]),
             direction_arrow(str(r["direction"])),
             str(r["n"]),
-            f"{_rho(r['spearman'])} [{_rho(r['spearman_lo'])}, {_rho(r['spearman_hi'])}]",
+            Text(f"{_rho(r['spearman'])} [{_rho(r['spearman_lo'])}, {_rho(r['spearman_hi'])}]"),
             "" if half is None else _rho(half["spearman"]),
         )
     table.caption = (
@@ -108,9 +110,9 @@ def _selection_table(rows: list[dict[str, Any]]) -> Table:
         )
     for r in rows:
         table.add_row(
-            str(r["method"]),
+            Text(str(r["method"])),
             str(r["metric"]),
-            _short_run(str(r["selected_run"])),
+            Text(_short_run(str(r["selected_run"]))),
             f"{r['selected_lp']:.3f}",
             f"{r['oracle_lp']:.3f}",
             f"{r['regret']:.3f}",
@@ -150,6 +152,44 @@ def _summary_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+_VERDICT_STYLE = {"tracks": "green", "moves against": "red", "inconclusive": "dim"}
+
+
+def _variants_table(rows: list[dict[str, Any]]) -> Table:
+    """Per method, each declared variant's Spearman with LP [90% CI] and its verdict."""
+    from sslwatch.study.claims import CONFIDENCE
+
+    table = _compact_table("Metric variants: rank correlation with backbone LP accuracy")
+    for col, justify in (
+        ("method", "left"),
+        ("variant", "left"),
+        ("n", "right"),
+        (f"Spearman ρ [{CONFIDENCE:.0%} CI]", "right"),
+        ("verdict", "left"),
+    ):
+        table.add_column(col, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    method = None
+    for r in rows:
+        if method is not None and r["method"] != method:
+            table.add_section()
+        low, high = r["ci"]
+        table.add_row(
+            # plain text, never markup: user-typed method names, and "[nan, nan]"
+            Text(str(r["method"])) if r["method"] != method else "",
+            Text(str(r["variant"]) + (" *" if r["default"] else "")),
+            str(r["n"]),
+            Text(f"{_rho(r['spearman'])} [{_rho(low)}, {_rho(high)}]"),
+            Text(str(r["verdict"]), style=_VERDICT_STYLE.get(str(r["verdict"]), "")),
+        )
+        method = r["method"]
+    table.caption = (
+        "* sslwatch's default; k=C: k-means k = number of classes; tracks / moves against: "
+        "the whole interval above / below 0; variants.md says how each is computed"
+    )
+    table.caption_justify = "left"
+    return table
+
+
 def _run(
     preset_name: str,
     out: Path,
@@ -157,6 +197,7 @@ def _run(
     methods: str | None,
     seed: int,
     epochs: int | None,
+    variants: bool = False,
 ) -> None:
     from dataclasses import replace
 
@@ -173,27 +214,37 @@ def _run(
         f"{escape(str(out))}",
         soft_wrap=True,
     )
+    chosen = [m.strip() for m in methods.split(",")] if methods else None
     try:
         result = run_study(
-            preset,
-            out,
-            data_spec=data,
-            methods=[m.strip() for m in methods.split(",")] if methods else None,
-            seed=seed,
-            printer=_EpochPrinter(),
+            preset, out, data_spec=data, methods=chosen, seed=seed, printer=_EpochPrinter()
         )
     except (FileNotFoundError, ValueError) as exc:
         raise fail(str(exc)) from None
+    files, seconds = list(result.files), result.seconds
+    variant_rows = None
+    if variants:
+        from sslwatch.study.variants import run_variants
+
+        console.print("\nscoring the metric variants on the progress runs' checkpoints")
+        try:
+            found = run_variants(out, preset=preset, data_spec=data, seed=seed, methods=chosen)
+        except (FileNotFoundError, ValueError) as exc:
+            raise fail(str(exc)) from None
+        variant_rows, seconds = found.rows, seconds + found.seconds
+        files += found.files
     console.print(_correlation_table(result.correlations))
     if result.selection:
         from sslwatch.study.reproduce import selection_summary
 
         console.print(_selection_table(result.selection))
         console.print(_summary_table(selection_summary(result.selection)))
+    if variant_rows is not None:
+        console.print(_variants_table(variant_rows))
     console.print(f"results store: {result.db}", markup=False, highlight=False, soft_wrap=True)
-    for path in result.files:
+    for path in files:
         console.print(f"wrote {path}", markup=False, highlight=False, soft_wrap=True)
-    console.print(f"done in {result.seconds:.0f} s")
+    console.print(f"done in {seconds:.0f} s")
     console.print(
         "\n" + claims_text(result.claims, width=max(60, console.width)),
         markup=False,
@@ -225,6 +276,15 @@ def reproduce(
     methods: Annotated[str | None, typer.Option(help="Comma-separated subset of methods.")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override the preset's epochs.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of training and scoring.")] = 0,
+    variants: Annotated[
+        bool,
+        typer.Option(
+            "--variants",
+            help="Also score the declared metric variants (silhouette distance, k, "
+            "representation, entropy estimator) on the progress runs' checkpoints and "
+            "judge which track LP; writes variants.json and variants.md.",
+        ),
+    ] = False,
 ) -> None:
     """Progress and selection studies: how well each label-free metric tracks LP accuracy."""
-    _run(preset, out, data, methods, seed, epochs)
+    _run(preset, out, data, methods, seed, epochs, variants)
