@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-import sslwatch.offline.sweep as sweep_mod
+import sslwatch.offline.sweep.checkpoint as sweep_checkpoint
 import sweep_models as sm
 from sslwatch.core.evaluate import evaluate
 from sslwatch.core.registry import REGISTRY
@@ -227,8 +227,8 @@ def test_rerun_of_a_finished_sweep_does_no_model_work(
     db = tmp_path / "copy.db"
     shutil.copy(reference["db"], db)
     calls = {"load": 0, "embed": 0}
-    real_load, real_embed = sweep_mod.load_model, sweep_mod.extract_embeddings
-    real_iter = sweep_mod.iter_embeddings
+    real_load, real_embed = sweep_checkpoint.load_model, sweep_checkpoint.extract_embeddings
+    real_iter = sweep_checkpoint.iter_embeddings
 
     def counting_load(*a: Any, **k: Any) -> Any:
         calls["load"] += 1
@@ -242,9 +242,9 @@ def test_rerun_of_a_finished_sweep_does_no_model_work(
         calls["embed"] += 1
         return real_iter(*a, **k)
 
-    monkeypatch.setattr(sweep_mod, "load_model", counting_load)
-    monkeypatch.setattr(sweep_mod, "extract_embeddings", counting_embed)
-    monkeypatch.setattr(sweep_mod, "iter_embeddings", counting_iter)
+    monkeypatch.setattr(sweep_checkpoint, "load_model", counting_load)
+    monkeypatch.setattr(sweep_checkpoint, "extract_embeddings", counting_embed)
+    monkeypatch.setattr(sweep_checkpoint, "iter_embeddings", counting_iter)
     summary = run_sweep(config(ckpt_root, db))
     assert calls == {"load": 0, "embed": 0}
     assert (summary.n_skipped, summary.n_loaded, summary.n_values) == (4, 0, 0)

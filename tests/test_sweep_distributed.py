@@ -251,7 +251,7 @@ def test_torchrun_variables_are_read_and_checked(
 def test_rank0_removes_merged_shards_and_keeps_conflicting_ones(
     ckpt_root: Path, tmp_path: Path
 ) -> None:
-    from sslwatch.offline.sweep import _merge_shards
+    from sslwatch.offline.sweep.distributed import _merge_shards
 
     db = tmp_path / "m.db"
     one = [str(ckpt_root / "runs/alpha/epoch_0.pt")]

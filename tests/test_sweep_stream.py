@@ -24,7 +24,9 @@ from sslwatch.offline.checkpoints import load_model
 from sslwatch.offline.data import Dataset
 from sslwatch.offline.embed import extract_embeddings
 from sslwatch.offline.store import ResultStore
-from sslwatch.offline.sweep import _prepare, _stream_forward, run_sweep
+from sslwatch.offline.sweep import run_sweep
+from sslwatch.offline.sweep.checkpoint import _stream_forward
+from sslwatch.offline.sweep.prepare import _prepare
 
 SPECTRUM = {s.name for s in REGISTRY.select(None, has_labels=True) if s.kind == "spectrum"}
 
