@@ -109,7 +109,9 @@ VARIANT_RULE: Final = (
     f"Spearman correlation with backbone linear-probe accuracy over the progress run's "
     f"epochs 1..E, with its {CONFIDENCE:.0%} percentile-bootstrap interval; tracks: the "
     "whole interval above 0; moves against: wholly below 0; inconclusive: it contains 0, "
-    f"is undefined, or rests on fewer than {MIN_N} checkpoints (the claims' rule, bound 0)."
+    f"is undefined, or rests on fewer than {MIN_N} checkpoints (the claims' rule, bound 0). "
+    "Entropy has no better direction: Xu et al. report it falling while LP rises (moves "
+    "against) for SimCLR and MoCo-v2."
 )
 
 DEFAULTS_NOTE: Final = (
