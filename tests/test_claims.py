@@ -27,6 +27,7 @@ from sslwatch.study.claims import (
     claims_markdown,
     claims_text,
     judge,
+    transfer_representation,
     write_claims,
 )
 
@@ -40,13 +41,17 @@ def add_points(
     method: str,
     values: Mapping[str, Sequence[float]],
     epochs: Sequence[int],
+    *,
+    architecture: str = "conv1d",
+    representation: str = "backbone",
 ) -> None:
-    """Store ``values[metric][i]`` on the backbone at checkpoint ``epochs[i]`` of ``run``."""
-    run_id = store.ensure_run(run, method=method, architecture="conv1d")
+    """Store ``values[metric][i]`` on ``representation`` at checkpoint ``epochs[i]`` of
+    ``run``."""
+    run_id = store.ensure_run(run, method=method, architecture=architecture)
     for i, epoch in enumerate(epochs):
         point = store.ensure_point(run_id, path=f"/ckpt/{run}/epoch={epoch}.pt", epoch=epoch)
         rows = [
-            ("backbone", MetricDefinition(metric=m, params={}, n=600, d=64), v[i])
+            (representation, MetricDefinition(metric=m, params={}, n=600, d=64), v[i])
             for m, v in values.items()
         ]
         store.record_results(point, rows)
@@ -298,8 +303,7 @@ def test_selection_claims_against_exact_bootstrap(tmp_path: Path) -> None:
                     [EPOCHS],
                 )
         rows = store.tidy_rows()
-    claims = [c for c in claims_from_rows(rows, EPOCHS) if c.paper == "Garrido et al. 2023"]
-    within, beats, correlates = claims
+    within, beats, correlates = selection_claims(claims_from_rows(rows, EPOCHS))
     assert within.n == beats.n == correlates.n == 5
     assert within.value == pytest.approx(np.mean(regrets))
     lo, hi = exact_percentile_interval(regrets)
@@ -319,8 +323,13 @@ def test_selection_claims_against_exact_bootstrap(tmp_path: Path) -> None:
     assert correlates.n == len(rhos) and correlates.value == pytest.approx(np.mean(rhos))
 
 
+def selection_claims(claims: Sequence[Claim]) -> list[Claim]:
+    """The three claims on RankMe's selection (regret, against random, correlation)."""
+    return [c for c in claims if c.paper == "Garrido et al. 2023" and "LP on" not in c.statistic]
+
+
 def test_selection_that_ranks_like_the_oracle_holds(tracking_store: list[dict[str, Any]]) -> None:
-    within, beats, correlates = claims_from_rows(tracking_store, EPOCHS)[-3:]
+    within, beats, correlates = selection_claims(claims_from_rows(tracking_store, EPOCHS))
     assert within.statistic.startswith("mean over methods of the LP regret")
     assert (within.value, within.ci, within.n, within.verdict) == (0.0, (0.0, 0.0), 5, "holds")
     assert beats.verdict == "holds" and beats.value == pytest.approx(0.1)
@@ -334,7 +343,7 @@ def test_absent_data_are_inconclusive_with_n_zero(tracking_store: list[dict[str,
     assert {c.method for c in empty} == {"simclr", "moco_v2", "simsiam", "all"}
     # progress runs only (no selection sweep): a single candidate per method is no choice
     progress_only = [r for r in tracking_store if r["run"].startswith("progress/")]
-    garrido = [c for c in claims_from_rows(progress_only, EPOCHS) if c.method == "all"]
+    garrido = selection_claims(claims_from_rows(progress_only, EPOCHS))
     assert len(garrido) == 3 and all(c.n == 0 for c in garrido)
     # a method the study did not train keeps its rows
     simclr_only = [r for r in tracking_store if r["run"] == "progress/simclr"]
@@ -344,6 +353,186 @@ def test_absent_data_are_inconclusive_with_n_zero(tracking_store: list[dict[str,
 
 def test_claims_are_reproducible(tracking_store: list[dict[str, Any]]) -> None:
     assert claims_from_rows(tracking_store, EPOCHS) == claims_from_rows(tracking_store, EPOCHS)
+
+
+# --------------------------------------------------------------------------- architectures
+
+
+def two_architectures(
+    store: ResultStore, metric: str, conv: Any, mlp: Any, *, mlp_lp_shift: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """SimCLR's progress run (conv1d) and ``arch/mlp/simclr`` (mlp), ``metric`` built by
+    ``conv`` and ``mlp`` from each run's LP; returns (metric, LP) of both over epochs 1..E."""
+    out = []
+    for k, (run, arch, fn, shift) in enumerate(
+        (
+            ("progress/simclr", "conv1d", conv, 0.0),
+            ("arch/mlp/simclr", "mlp", mlp, mlp_lp_shift),
+        )
+    ):
+        values = progress_values(10 + k, {metric: fn})
+        values["linear_probe"] = [v + shift for v in values["linear_probe"]]
+        add_points(store, run, "simclr", values, range(EPOCHS + 1), architecture=arch)
+        out += [np.array(values[metric][1:]), np.array(values["linear_probe"][1:])]
+    return out[0], out[1], out[2], out[3]
+
+
+def pooling_claim(rows: list[dict[str, Any]], metric: str) -> Claim:
+    (hit,) = [
+        c
+        for c in claims_from_rows(rows, EPOCHS)
+        if c.method == "simclr"
+        and c.statistic.startswith(f"mean over architectures of |Spearman({metric}")
+    ]
+    return hit
+
+
+def offset(shift: float) -> Any:
+    def fn(lp: np.ndarray, e: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return tracking(lp, e, rng) + shift
+
+    return fn
+
+
+def test_pooling_loss_against_scipy(tmp_path: Path) -> None:
+    """A metric that tracks LP on each backbone on shifted scales: pooling loses it."""
+    with ResultStore(tmp_path / "r.db") as store:
+        x1, y1, x2, y2 = two_architectures(store, "silhouette", tracking, offset(0.3))
+        rows = store.tidy_rows()
+    claim = pooling_claim(rows, "silhouette")
+
+    def loss(i: np.ndarray, j: np.ndarray) -> float:
+        within = (
+            abs(stats.spearmanr(x1[i], y1[i]).statistic)
+            + abs(stats.spearmanr(x2[j], y2[j]).statistic)
+        ) / 2
+        pooled = stats.spearmanr(
+            np.concatenate([x1[i], x2[j]]), np.concatenate([y1[i], y2[j]])
+        ).statistic
+        return float(within - abs(pooled))
+
+    every = np.arange(EPOCHS)
+    assert claim.n == 2 * EPOCHS
+    assert claim.value == pytest.approx(loss(every, every))
+    assert claim.value > 0.2
+    ref = stats.bootstrap(
+        (every, every),  # each architecture's checkpoints resampled on their own
+        loss,
+        paired=False,
+        vectorized=False,
+        n_resamples=2000,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        rng=np.random.default_rng(1),
+    ).confidence_interval
+    assert claim.ci[0] == pytest.approx(ref.low, abs=0.06)
+    assert claim.ci[1] == pytest.approx(ref.high, abs=0.06)
+    assert claim.verdict == "holds"  # comparable only within one architecture
+
+
+def test_cross_architecture_verdicts(tmp_path: Path) -> None:
+    def scenario(name: str, metric: str, conv: Any, mlp: Any, shift: float = 0.0) -> Claim:
+        with ResultStore(tmp_path / f"{name}.db") as store:
+            two_architectures(store, metric, conv, mlp, mlp_lp_shift=shift)
+            rows = store.tidy_rows()
+        return pooling_claim(rows, metric)
+
+    def noise_above(lp: np.ndarray, e: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return noise(lp, e, rng) + 10.0
+
+    # one scale on both backbones: pooling keeps the association
+    entropy = scenario("same", "entropy", anti_tracking, anti_tracking)
+    assert entropy.verdict == "holds" and abs(entropy.value) < 0.05
+    assert entropy.side == "<" and entropy.bound == 0.3
+    assert "mlp" in entropy.statistic and "conv1d" in entropy.statistic
+    # noise within each backbone, but the better backbone sits higher: pooling *gains*
+    # an association, so "only within one architecture" does not hold
+    gaining = scenario("gain", "silhouette", noise, noise_above, shift=1.0)
+    assert gaining.verdict == "does not hold" and gaining.ci[1] < 0
+    # noise on both: nothing to lose or gain, the interval straddles 0
+    noisy = scenario("noise", "cluster_agreement", noise, noise)
+    assert noisy.verdict == "inconclusive" and noisy.ci[0] < 0 < noisy.ci[1]
+
+
+def test_entropy_on_shifted_scales_is_not_comparable(tmp_path: Path) -> None:
+    with ResultStore(tmp_path / "r.db") as store:
+        # the better backbone sits lower: pooled, the metric hardly ranks LP at all
+        two_architectures(store, "entropy", tracking, offset(-0.4), mlp_lp_shift=0.2)
+        rows = store.tidy_rows()
+    claim = pooling_claim(rows, "entropy")
+    assert claim.ci[0] > 0.3 and claim.verdict == "does not hold"
+
+
+def test_one_architecture_gives_no_cross_architecture_verdict(
+    tracking_store: list[dict[str, Any]],
+) -> None:
+    claims = [
+        c
+        for c in claims_from_rows(tracking_store, EPOCHS)
+        if c.statistic.startswith("mean over architectures")
+    ]
+    assert [c.method for c in claims] == ["all", "all", "all"]
+    assert all(c.n == 0 and c.verdict == "inconclusive" for c in claims)
+    assert all("no method was trained on two backbones" in c.statistic for c in claims)
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+def transfer_store(path: Path, digits_lp: Sequence[Sequence[float]]) -> list[dict[str, Any]]:
+    """Five methods, three selection runs each at epoch E: RankMe 10, 20, 30 on the
+    training data; LP on ``digits`` given per method (``backbone@digits``)."""
+    with ResultStore(path) as store:
+        for k, lps in enumerate(digits_lp):
+            for j, lp in enumerate(lps):
+                run = f"select/m{k}/x={j}"
+                add_points(
+                    store,
+                    run,
+                    f"m{k}",
+                    {"rankme": [10.0 * (j + 1)], "linear_probe": [0.9]},
+                    [EPOCHS],
+                )
+                add_points(
+                    store,
+                    run,
+                    f"m{k}",
+                    {"linear_probe": [lp]},
+                    [EPOCHS],
+                    representation=transfer_representation("digits"),
+                )
+        return store.tidy_rows()
+
+
+def transfer_claim(rows: list[dict[str, Any]]) -> Claim:
+    (hit,) = [c for c in claims_from_rows(rows, EPOCHS) if "LP on" in c.statistic]
+    return hit
+
+
+def test_transfer_claim_holds_does_not_hold_inconclusive(tmp_path: Path) -> None:
+    assert transfer_representation("digits") == "backbone@digits"
+    rising_lp = [[0.7, 0.8, 0.9]] * 5
+    claim = transfer_claim(transfer_store(tmp_path / "a.db", rising_lp))
+    assert (claim.value, claim.ci, claim.n, claim.verdict) == (1.0, (1.0, 1.0), 5, "holds")
+    assert "LP on digits" in claim.statistic and claim.method == "all"
+    falling_lp = [[0.9, 0.8, 0.7]] * 5
+    claim = transfer_claim(transfer_store(tmp_path / "b.db", falling_lp))
+    assert claim.value == -1.0 and claim.verdict == "does not hold"
+    mixed = [[0.7, 0.8, 0.9], [0.9, 0.8, 0.7], [0.7, 0.9, 0.8], [0.8, 0.7, 0.9], [0.9, 0.7, 0.8]]
+    claim = transfer_claim(transfer_store(tmp_path / "c.db", mixed))
+    rhos = [stats.spearmanr([10, 20, 30], lps).statistic for lps in mixed]
+    assert claim.value == pytest.approx(np.mean(rhos)) and claim.n == 5
+    lo, hi = exact_percentile_interval(rhos)
+    # the bootstrap means take steps of 0.1 here: a Monte-Carlo quantile may land one off
+    assert claim.ci[0] == pytest.approx(lo, abs=0.1 + 1e-9)
+    assert claim.ci[1] == pytest.approx(hi, abs=0.1 + 1e-9)
+    assert claim.verdict == "inconclusive"
+
+
+def test_transfer_claim_without_a_second_data_set(tracking_store: list[dict[str, Any]]) -> None:
+    claim = transfer_claim(tracking_store)
+    assert claim.n == 0 and claim.verdict == "inconclusive" and math.isnan(claim.value)
+    assert "none related to its data is at hand offline" in claim.statistic
 
 
 # --------------------------------------------------------------------------- output
@@ -408,7 +597,7 @@ def test_smoke_study_gives_well_formed_claims(tmp_path: Path) -> None:
     assert all(c.verdict == "inconclusive" for c in claims if c.method != "all")
     # two candidate runs for each of the five methods at epoch 1: real regrets, and no
     # correlation across runs (it needs three)
-    within, beats, correlates = claims[-3:]
+    within, beats, correlates = selection_claims(claims)
     assert within.statistic.startswith("mean over methods of the LP regret")
     assert within.n == beats.n == 5 and within.value >= 0.0 and math.isfinite(beats.value)
     assert correlates.n == 0

@@ -12,17 +12,23 @@ import pytest
 from sslwatch.offline.store import ResultStore
 from sslwatch.study.reproduce import (
     MNIST1D_RECIPES,
+    MNIST_RECIPES,
     PRESETS,
     _config,
+    digits_as_mnist,
     run_study,
     selection_run,
     swept_value,
 )
 
 
-def test_recipes_sweep_their_own_value(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    preset = PRESETS["quick"]
-    for recipe in MNIST1D_RECIPES:
+@pytest.mark.parametrize(
+    ("name", "recipes"), [("quick", MNIST1D_RECIPES), ("quick-mnist", MNIST_RECIPES)]
+)
+def test_recipes_sweep_their_own_value(tmp_path, name, recipes) -> None:  # type: ignore[no-untyped-def]
+    preset = PRESETS[name]
+    assert preset.recipes == recipes
+    for recipe in recipes:
         own = swept_value(_config(preset, recipe, tmp_path, 0), recipe)
         assert any(math.isclose(v, own) for v in recipe.sweep_values)
         other = next(v for v in recipe.sweep_values if not math.isclose(v, own))
@@ -110,6 +116,79 @@ def test_reproduce_command_prints_epoch_rows_and_tables(tmp_path) -> None:  # ty
 
     bad = runner.invoke(app, ["reproduce", "--preset", "nope", "--out", str(out)])
     assert bad.exit_code == 2 and "unknown preset 'nope'" in bad.output
+
+
+def test_quick_mnist_preset_configuration(tmp_path: Path) -> None:
+    preset = PRESETS["quick-mnist"]
+    assert preset.data == "mnist5k" and preset.transfer == "digits"
+    assert [r.method for r in preset.recipes] == ["simclr", "moco_v2", "simsiam", "byol", "vicreg"]
+    assert all(len(r.sweep_values) == 3 for r in preset.recipes)
+    for recipe in preset.recipes:
+        cfg = _config(preset, recipe, tmp_path, 0)
+        assert cfg.backbone == "small_conv2d" and cfg.augment == "image"
+        assert cfg.epochs == preset.epochs and cfg.augment_kwargs["hflip"] is False
+    assert [(a.method, a.backbone, a.run) for a in preset.arch_runs] == [
+        ("simclr", "mlp", "arch/mlp/simclr")
+    ]
+    assert "min" in preset.description
+
+
+def test_digits_laid_out_like_mnist() -> None:
+    """scikit-learn's digits, resized to MNIST's 20x20 box and centred in 28x28."""
+    import numpy as np
+    import torch
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    data = digits_as_mnist()
+    assert data.x.shape == (1797, 1, 28, 28) and data.x.dtype == torch.float32
+    assert np.array_equal(data.y, digits.target)
+    assert float(data.x.min()) >= 0.0 and float(data.x.max()) <= 1.0
+    border = torch.ones(28, 28, dtype=torch.bool)
+    border[4:24, 4:24] = False
+    assert float(data.x[:, 0][:, border].abs().max()) == 0.0
+    # bilinear resizing (half-pixel centres) keeps an image's mean brightness up to the
+    # edge effects of its outermost pixels; compare with the plain numpy mean
+    inner = data.x[:, 0, 4:24, 4:24].mean(dim=(1, 2)).numpy()
+    np.testing.assert_allclose(inner, digits.images.mean(axis=(1, 2)) / 16.0, atol=0.03)
+
+
+def test_quick_mnist_runs_one_tiny_epoch(tmp_path: Path) -> None:
+    """The image preset's code path at smoke size: SimCLR on the CNN and on the MLP,
+    one epoch on 256 digits, LP also on scikit-learn's digits at the last epoch."""
+    preset = replace(
+        PRESETS["quick-mnist"],
+        epochs=1,
+        batch_size=64,
+        max_samples=256,
+        views_samples=16,
+        sample_size=None,
+        selection=False,
+        metrics=("rankme", "silhouette", "entropy"),
+    )
+    result = run_study(preset, tmp_path, methods=["simclr"], report=False)
+    assert set(result.progress) == {"progress/simclr", "arch/mlp/simclr"}
+    for run in result.progress:
+        rows = result.progress[run]
+        assert [r["epoch"] for r in rows] == [0, 1]
+        assert 0.0 <= rows[-1]["backbone/linear_probe"] <= 1.0
+    assert 0.0 <= result.progress["progress/simclr"][-1]["backbone@digits/linear_probe"] <= 1.0
+    assert "backbone@digits/linear_probe" not in result.progress["arch/mlp/simclr"][-1]
+    with ResultStore(result.db) as store:
+        rows = store.tidy_rows(representation="backbone@digits")
+        archs = {r["run"]: r["architecture"] for r in store.tidy_rows(metric="rankme")}
+    assert [(r["run"], r["epoch"], r["n"], r["d"]) for r in rows] == [
+        ("progress/simclr", 1, 1797, 128)
+    ]
+    assert archs == {"progress/simclr": "small_conv2d", "arch/mlp/simclr": "mlp"}
+    names = {p.name for p in result.files}
+    assert {"progress_simclr.csv", "progress_simclr_mlp.csv", "claims.json"} <= names
+    assert {r["method"] for r in result.correlations} == {"simclr", "simclr (mlp)"}
+    pooled = [c for c in result.claims if c.statistic.startswith("mean over architectures")]
+    assert [c.method for c in pooled] == ["simclr"] * 3
+    assert all("mlp vs small_conv2d" in c.statistic for c in pooled)
+    (transfer,) = [c for c in result.claims if "LP on digits" in c.statistic]
+    assert transfer.n == 0  # one run per method: no correlation across runs
 
 
 def test_selection_summary_against_hand_computed_regrets() -> None:

@@ -15,6 +15,10 @@ fall" is ``Spearman > -0.3`` -- at most a weak association, so a clearly negativ
 correlation also satisfies "does not track"; "within 0.5 points of the oracle on
 average" is ``mean regret < 0.005`` (linear-probe accuracy is a fraction).
 
+Bounds of the two comparative claims: "comparable only within one architecture" is a
+pooling loss ``> 0``; "comparable across architectures" a pooling loss ``< 0.3`` (at most
+a weak association lost), both defined below.
+
 What is measured (representation: backbone; LP: backbone linear-probe accuracy, as in
 the study's correlation table; epoch 0, the random initialisation, is left out):
 
@@ -24,6 +28,17 @@ the study's correlation table; epoch 0, the random initialisation, is left out):
   bootstrap over checkpoints; and ``|rho_late| - |rho_early|`` of entropy with LP, the
   later half (epochs > E/2, the correlation table's window) against the first half,
   each half resampled on its own. Embedding entropy is the study's ``entropy`` metric.
+* Xu et al.'s cross-architecture claim, on a method trained on two (or more)
+  backbones (its progress run and an ``arch/<backbone>/<method>`` run; the store's
+  ``architecture`` column tells them apart), over epochs 1..E: the *pooling loss*
+  ``mean_a |rho_a| - |rho_pooled|``, where ``rho_a`` is Spearman(metric, LP) over the
+  checkpoints of architecture ``a`` and ``rho_pooled`` the same over the checkpoints of
+  all architectures together. A metric whose values mean the same on every backbone
+  keeps its association when pooled (loss near 0, or negative); one whose scale moves
+  with the backbone loses it. Interval: percentile bootstrap of checkpoints resampled
+  within each architecture. Clustering metrics (silhouette, cluster agreement): loss
+  ``> 0``; entropy: loss ``< 0.3``. The registry's ``cross_architecture`` flag declares
+  the same split; this claim tests it.
 * Garrido et al. 2023 (RankMe), on the runs at the last epoch E (selection runs
   ``select/<method>/...`` and the progress run): RankMe's pick per method by
   :func:`sslwatch.analysis.select_runs`, its regret against the LP oracle and the
@@ -32,6 +47,10 @@ the study's correlation table; epoch 0, the random initialisation, is left out):
   bootstrap over methods (:func:`scipy.stats.bootstrap`): with three runs per method a
   per-method correlation takes only four values and has no useful interval of its own.
   A method with a single candidate run (no selection sweep) is left out.
+  The transfer claim is the last one computed on LP measured on a second, related data
+  set (stored under the representation :func:`transfer_representation`, e.g.
+  ``backbone@digits``), RankMe still read on the training data. A study without such a
+  data set (MNIST-1D has no related one offline) gets the row with ``n = 0``, saying so.
 
 A claim whose data are absent (the method was not trained, the preset has no selection
 sweep) is kept as an ``inconclusive`` row with ``n = 0`` and NaN value; no value is
@@ -65,6 +84,7 @@ __all__ = [
     "claims_markdown",
     "claims_text",
     "judge",
+    "transfer_representation",
     "write_claims",
 ]
 
@@ -93,6 +113,16 @@ TRACKING_METHODS: Final = ("simclr", "moco_v2")
 """Methods for which Xu et al. report that clustering metrics track LP and entropy falls."""
 NON_TRACKING_METHODS: Final = ("simsiam",)
 """Methods for which Xu et al. report that they do not."""
+
+TRANSFER_SEPARATOR: Final = "@"
+
+
+def transfer_representation(data: str) -> str:
+    """Where the backbone's linear probe on a second data set ``data`` is stored:
+    ``backbone@<data>``, a representation of its own, so that the study's reference
+    (``linear_probe`` on ``backbone``) stays one definition per point."""
+    return f"{REPRESENTATION}{TRANSFER_SEPARATOR}{data}"
+
 
 Side = Literal[">", "<"]
 Verdict = Literal["holds", "does not hold", "inconclusive"]
@@ -236,6 +266,37 @@ def _abs_spearman_gain(early: Pair, late: Pair) -> Found:
     return value, (float(low), float(high)), n
 
 
+def _abs_spearman_pooling_loss(pairs: Sequence[Pair]) -> Found:
+    """``mean_a |rho_a| - |rho_pooled|`` (Spearman) over groups ``a`` of pairs; the
+    interval resamples the pairs within each group."""
+    n = int(sum(x.size for x, _ in pairs))
+    nan = (math.nan, (math.nan, math.nan), n)
+    if len(pairs) < 2 or min(x.size for x, _ in pairs) < 3:
+        return nan
+    x_all = np.concatenate([x for x, _ in pairs])
+    y_all = np.concatenate([y for _, y in pairs])
+    within = [abs(correlate(x, y, n_boot=0).spearman.value) for x, y in pairs]
+    value = float(np.mean(within)) - abs(correlate(x_all, y_all, n_boot=0).spearman.value)
+    if not math.isfinite(value):
+        return nan
+    rng = np.random.default_rng(SEED)
+    counts = []
+    rho_within = []
+    for x, y in pairs:
+        idx = rng.integers(0, x.size, size=(N_BOOT, x.size))
+        c = np.apply_along_axis(np.bincount, 1, idx, minlength=x.size)
+        counts.append(c)
+        rho_within.append(np.abs(resampled_correlations(x, y, c)["spearman"]))
+    pooled = np.abs(resampled_correlations(x_all, y_all, np.hstack(counts))["spearman"])
+    losses = np.mean(rho_within, axis=0) - pooled
+    losses = losses[np.isfinite(losses)]
+    if losses.size * 2 < N_BOOT:  # the rule of correlate: most resamples undefined
+        return value, (math.nan, math.nan), n
+    alpha = (1.0 - CONFIDENCE) / 2.0
+    low, high = np.quantile(losses, [alpha, 1.0 - alpha])
+    return value, (float(low), float(high)), n
+
+
 def _mean_over_methods(values: Sequence[float]) -> Found:
     """Mean with a seeded percentile-bootstrap interval over methods."""
     data = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
@@ -354,6 +415,59 @@ def _xu_claims(rows: Sequence[Mapping[str, Any]], epochs: int) -> list[Claim]:
                 _abs_spearman_gain(early, late),
             )
         )
+    return out + _cross_architecture_claims(rows, epochs)
+
+
+_WITHIN_ONLY: Final = (
+    "is comparable only within one architecture: pooling the checkpoints of two backbones "
+    "weakens its association with linear-probe accuracy"
+)
+CROSS_ARCHITECTURE: Final[tuple[tuple[str, str, Side, float, str], ...]] = (
+    ("silhouette", "silhouette", ">", 0.0, _WITHIN_ONLY),
+    ("cluster_agreement", "cluster agreement", ">", 0.0, _WITHIN_ONLY),
+    (
+        "entropy",
+        "embedding entropy",
+        "<",
+        WEAK,
+        "is comparable across architectures: pooling the checkpoints of two backbones "
+        "loses at most a weak association with linear-probe accuracy",
+    ),
+)
+"""(metric, words, side, bound, claim) of the cross-architecture claim."""
+
+
+def _cross_architecture_claims(rows: Sequence[Mapping[str, Any]], epochs: int) -> list[Claim]:
+    runs: dict[str, dict[str, str]] = {}
+    for r in rows:
+        run = str(r["run"])
+        if run.startswith(("progress/", "arch/")) and r.get("method") and r.get("architecture"):
+            per_arch = runs.setdefault(str(r["method"]), {})
+            arch = str(r["architecture"])
+            per_arch[arch] = min(per_arch.get(arch, run), run)
+    methods = sorted(m for m, per_arch in runs.items() if len(per_arch) >= 2)
+    out = []
+    for metric, words, side, bound, claim in CROSS_ARCHITECTURE:
+        statistic = (
+            f"mean over architectures of |Spearman({metric}, LP)| minus |Spearman({metric}, "
+            "LP)| with the architectures' checkpoints pooled"
+        )
+        claim_text = f"{words} {claim}"
+        if not methods:
+            where = f"{REPRESENTATION}; no method was trained on two backbones"
+            out.append(_claim(claim_text, XU, statistic, where, "all", side, bound, NOTHING))
+        for method in methods:
+            per_arch = runs[method]
+            pairs = [
+                _paired(
+                    _series(rows, per_arch[a], metric, epochs),
+                    _series(rows, per_arch[a], REFERENCE, epochs),
+                )
+                for a in sorted(per_arch)
+            ]
+            where = f"{REPRESENTATION}, {' vs '.join(sorted(per_arch))}, epochs 1..{epochs}"
+            found = _abs_spearman_pooling_loss([p for p in pairs if p[0].size])
+            out.append(_claim(claim_text, XU, statistic, where, method, side, bound, found))
     return out
 
 
@@ -389,6 +503,15 @@ def _garrido_claims(rows: Sequence[Mapping[str, Any]], epochs: int) -> list[Clai
             rhos.append(correlate(pairs[:, 0], pairs[:, 1], n_boot=0).spearman.value)
     where = f"{REPRESENTATION}, epoch {epochs}"
     return [
+        *_selection_claims(regrets, gains, rhos, where),
+        *_transfer_claims(rows, epochs),
+    ]
+
+
+def _selection_claims(
+    regrets: Sequence[float], gains: Sequence[float], rhos: Sequence[float], where: str
+) -> list[Claim]:
+    return [
         _claim(
             "RankMe's pick is within 0.5 points of the oracle's accuracy on average",
             GARRIDO,
@@ -420,6 +543,72 @@ def _garrido_claims(rows: Sequence[Mapping[str, Any]], epochs: int) -> list[Clai
             _mean_over_methods(rhos),
         ),
     ]
+
+
+def _at_epoch(
+    rows: Sequence[Mapping[str, Any]], metric: str, representation: str, epoch: int
+) -> dict[str, tuple[str, float]]:
+    """``{run: (method, value)}`` of ``metric`` on ``representation`` at ``epoch``, finite
+    values of selection and progress runs; of several definitions, the one covering the
+    most runs (then the smallest digest)."""
+    by_digest: dict[str, dict[str, tuple[str, float]]] = {}
+    for r in rows:
+        value = r.get("value")
+        if (
+            str(r["run"]).startswith(("select/", "progress/"))
+            and r["metric"] == metric
+            and r["representation"] == representation
+            and r.get("epoch") == epoch
+            and r.get("method")
+            and value is not None
+            and math.isfinite(float(value))
+        ):
+            by_digest.setdefault(str(r.get("digest")), {})[str(r["run"])] = (
+                str(r["method"]),
+                float(value),
+            )
+    if not by_digest:
+        return {}
+    return by_digest[min(by_digest, key=lambda d: (-len(by_digest[d]), d))]
+
+
+def _transfer_claims(rows: Sequence[Mapping[str, Any]], epochs: int) -> list[Claim]:
+    claim = "RankMe also tracks linear-probe accuracy on a related data set it was not trained on"
+    prefix = REPRESENTATION + TRANSFER_SEPARATOR
+    targets = sorted(
+        {
+            str(r["representation"]).removeprefix(prefix)
+            for r in rows
+            if str(r["representation"]).startswith(prefix) and r["metric"] == REFERENCE
+        }
+    )
+    if not targets:
+        statistic = (
+            "mean over methods of Spearman(rankme, LP on a second data set) across the "
+            "method's runs"
+        )
+        where = "no second data set in this study: none related to its data is at hand offline"
+        return [_claim(claim, GARRIDO, statistic, where, "all", ">", 0.0, NOTHING)]
+    rankme = _at_epoch(rows, "rankme", REPRESENTATION, epochs)
+    out = []
+    for target in targets:
+        lp = _at_epoch(rows, REFERENCE, prefix + target, epochs)
+        per_method: dict[str, list[tuple[float, float]]] = {}
+        for run in sorted(set(rankme) & set(lp)):
+            per_method.setdefault(rankme[run][0], []).append((rankme[run][1], lp[run][1]))
+        rhos = [
+            correlate(*np.array(pairs).T, n_boot=0).spearman.value
+            for _, pairs in sorted(per_method.items())
+            if len(pairs) >= 3
+        ]
+        statistic = (
+            f"mean over methods of Spearman(rankme, LP on {target}) across the method's runs"
+        )
+        where = f"rankme on the training data, {prefix + target}, epoch {epochs}"
+        out.append(
+            _claim(claim, GARRIDO, statistic, where, "all", ">", 0.0, _mean_over_methods(rhos))
+        )
+    return out
 
 
 def claims_from_rows(rows: Sequence[Mapping[str, Any]], epochs: int) -> list[Claim]:

@@ -44,10 +44,17 @@ from sslwatch.offline.data import Dataset, load_dataset
 from sslwatch.offline.embed import VIEWS_SUFFIX, extract_embeddings, recalibrate_batchnorm
 from sslwatch.offline.store import ResultStore
 from sslwatch.report import SpectrumKey, write_report
-from sslwatch.study.claims import VERDICT_RULE, Claim, claim_rows, claims_from_rows, write_claims
+from sslwatch.study.claims import (
+    VERDICT_RULE,
+    Claim,
+    claim_rows,
+    claims_from_rows,
+    transfer_representation,
+    write_claims,
+)
 from sslwatch.train import SSLMethod, TrainConfig, build_augment, list_checkpoints, train
 from sslwatch.train.loop import load_checkpoint
-from sslwatch.train.recipes import mnist1d_config
+from sslwatch.train.recipes import RECIPE_BOOKS
 
 REPRESENTATIONS = ("backbone", "projector")
 REFERENCE = "linear_probe"
@@ -97,8 +104,32 @@ def swept_value(config: TrainConfig, recipe: MethodRecipe) -> float:
 
 
 @dataclass(frozen=True)
+class ArchRun:
+    """A progress run of ``method`` (its preset recipe) on a second backbone, named
+    ``arch/<backbone>/<method>``: the data of the cross-architecture claim."""
+
+    method: str
+    backbone: str
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def run(self) -> str:
+        """The run's name in the store."""
+        return f"arch/{self.backbone}/{self.method}"
+
+
+@dataclass(frozen=True)
 class Preset:
-    """A complete, named study configuration."""
+    """A complete, named study configuration.
+
+    ``recipe_book`` names the recipe function of :data:`sslwatch.train.recipes.RECIPE_BOOKS`
+    that gives each method's base configuration (``None``: a plain
+    :class:`~sslwatch.train.TrainConfig` with the preset's backbone and batch size).
+    ``arch_runs`` are progress runs on other backbones. ``transfer`` names a related
+    labelled data set (see :data:`TRANSFER_DATA`) on which the last epoch's backbone is
+    also linear-probed, stored under the representation
+    :func:`~sslwatch.study.claims.transfer_representation`.
+    """
 
     name: str
     data: str
@@ -115,10 +146,28 @@ class Preset:
     description: str = ""
     metrics: tuple[str, ...] | None = None
     """Label-free metrics to compute (``None``: the default set of the inputs)."""
+    recipe_book: str | None = None
+    arch_runs: tuple[ArchRun, ...] = ()
+    transfer: str | None = None
 
 
 # MNIST-1D: the validated recipes of sslwatch.train.recipes, one swept value each side.
 MNIST1D_RECIPES = (
+    MethodRecipe("simclr", "method_kwargs.temperature", (0.1, 0.2, 0.5)),
+    MethodRecipe("moco_v2", "method_kwargs.temperature", (0.07, 0.2, 0.5)),
+    MethodRecipe("simsiam", "weight_decay", (0.0, 1e-4, 1e-2)),
+    MethodRecipe("byol", "method_kwargs.momentum", (0.9, 0.99, 0.999)),
+    MethodRecipe(
+        "vicreg",
+        "method_kwargs.sim_coeff",
+        (5.0, 25.0, 100.0),
+        {"method_kwargs": {"sim_coeff": 25.0}},
+    ),
+)
+
+# MNIST (mnist5k): the recipes of sslwatch.train.recipes.mnist_config, one swept value
+# each side.
+MNIST_RECIPES = (
     MethodRecipe("simclr", "method_kwargs.temperature", (0.1, 0.2, 0.5)),
     MethodRecipe("moco_v2", "method_kwargs.temperature", (0.07, 0.2, 0.5)),
     MethodRecipe("simsiam", "weight_decay", (0.0, 1e-4, 1e-2)),
@@ -136,6 +185,7 @@ PRESETS: dict[str, Preset] = {
         name="demo",
         data="mnist1d",
         backbone="conv1d",
+        recipe_book="mnist1d",
         epochs=8,
         batch_size=256,
         recipes=tuple(r for r in MNIST1D_RECIPES if r.method in ("simclr", "simsiam")),
@@ -149,6 +199,7 @@ PRESETS: dict[str, Preset] = {
         name="quick",
         data="mnist1d",
         backbone="conv1d",
+        recipe_book="mnist1d",
         epochs=20,
         batch_size=256,
         recipes=MNIST1D_RECIPES,
@@ -158,12 +209,30 @@ PRESETS: dict[str, Preset] = {
         name="smoke",
         data="mnist1d",
         backbone="conv1d",
+        recipe_book="mnist1d",
         epochs=1,
         batch_size=128,
         recipes=tuple(replace(r, sweep_values=r.sweep_values[:2]) for r in MNIST1D_RECIPES),
         views_samples=64,
         max_samples=600,
         description="test-sized: every method, 1 epoch, 600 samples",
+    ),
+    "quick-mnist": Preset(
+        name="quick-mnist",
+        data="mnist5k",
+        backbone="small_conv2d",
+        recipe_book="mnist",
+        epochs=10,
+        batch_size=256,
+        recipes=MNIST_RECIPES,
+        views_samples=500,
+        sample_size=2000,
+        arch_runs=(ArchRun("simclr", "mlp"),),
+        transfer="digits",
+        description=(
+            "five methods on 5000 real MNIST digits (small 2-D CNN; SimCLR also with an MLP), "
+            "progress and selection, LP also on scikit-learn's digits (about 30 min on 2 cores)"
+        ),
     ),
     "full": Preset(
         name="full",
@@ -249,6 +318,22 @@ def load_study_data(preset: Preset, data_spec: str | None = None, seed: int = 0)
     return data
 
 
+def digits_as_mnist() -> Dataset:
+    """scikit-learn's 1797 ``digits`` laid out like MNIST: each 8x8 image (pixel / 16, in
+    [0, 1] like ``mnist5k``'s pixel / 255) resized bilinearly to 20x20 and centred in a
+    28x28 frame, as MNIST's digits are size-normalised to a 20x20 box and centred."""
+    digits = load_dataset("digits")
+    x = nn.functional.interpolate(digits.x, size=(20, 20), mode="bilinear", align_corners=False)
+    x = nn.functional.pad(x.clamp(0.0, 1.0), (4, 4, 4, 4))
+    meta = {**digits.meta, "layout": "8x8 bilinear to 20x20, centred in 28x28 (MNIST's)"}
+    return Dataset("digits", x.contiguous(), digits.y, None, meta)
+
+
+TRANSFER_DATA: dict[str, Callable[[], Dataset]] = {"digits": digits_as_mnist}
+"""Related labelled data sets, at hand offline, that a preset's ``transfer`` names: the
+last epoch's backbone is linear-probed on them too (Garrido et al.'s transfer claim)."""
+
+
 def _config(preset: Preset, recipe: MethodRecipe, out_dir: Path, seed: int) -> TrainConfig:
     """The run's training configuration: the preset's base plus the recipe's overrides."""
     common: dict[str, Any] = {
@@ -259,8 +344,8 @@ def _config(preset: Preset, recipe: MethodRecipe, out_dir: Path, seed: int) -> T
         "device": preset.device,
     }
     overrides = copy.deepcopy(recipe.overrides)
-    if preset.backbone == "conv1d":
-        return mnist1d_config(recipe.method, **common, **overrides)
+    if preset.recipe_book is not None:
+        return RECIPE_BOOKS[preset.recipe_book](recipe.method, **common, **overrides)
     method_kwargs = overrides.pop("method_kwargs", {})
     return TrainConfig(
         method=recipe.method,
@@ -282,8 +367,11 @@ def score_model(
     config: TrainConfig,
     seed: int = 0,
     with_labels: bool = True,
+    transfer: Dataset | None = None,
 ) -> dict[str, Evaluation]:
-    """Score one checkpoint: backbone and projector, label-free metrics and references."""
+    """Score one checkpoint: backbone and projector, label-free metrics and references;
+    with ``transfer``, also the backbone's linear probe on that data set (under the
+    representation :func:`~sslwatch.study.claims.transfer_representation`)."""
     model = copy.deepcopy(method).eval()
     net = nn.Sequential(model.backbone, model.projector)
     if epoch == 0:
@@ -319,6 +407,16 @@ def score_model(
             sample_size=preset.sample_size,
             seed=seed,
             params={"linear_probe": {"l2": PROBE_L2}} if labelled else None,
+            on_error="warn",
+        )
+    if transfer is not None and with_labels:
+        z = extract_embeddings(model.backbone, transfer.x, batch_size=512, progress=False)
+        out[transfer_representation(transfer.name)] = evaluate(
+            z["output"],
+            labels=transfer.y,
+            metrics=["linear_probe"],
+            seed=seed,
+            params={"linear_probe": {"l2": PROBE_L2}},
             on_error="warn",
         )
     return out
@@ -364,17 +462,23 @@ def train_and_score(
     seed: int = 0,
     score_every_epoch: bool = True,
     printer: EpochPrinter | None = None,
+    arch: ArchRun | None = None,
+    transfer: Dataset | None = None,
 ) -> None:
     """Train one run (resuming from its checkpoints) and score the checkpoints it needs.
 
     Every epoch is scored as it completes when ``score_every_epoch``; otherwise only the
     last epoch. Scores already stored are skipped, so an interrupted study resumes.
+    ``arch`` trains the recipe on that run's backbone instead of the preset's;
+    ``transfer`` is linear-probed at the last epoch.
     """
     config = _config(preset, recipe, out_dir, seed)
+    if arch is not None:
+        config = replace(config, backbone=arch.backbone, backbone_kwargs=dict(arch.backbone_kwargs))
     run_id = store.ensure_run(
         run,
         method=recipe.method,
-        architecture=preset.backbone,
+        architecture=config.backbone,
         meta={
             "train_config": config.to_dict(),
             "preset": preset.name,
@@ -386,7 +490,15 @@ def train_and_score(
 
     def on_epoch(epoch: int, method: SSLMethod, path: Path | None) -> None:
         if epoch in wanted and epoch not in done and path is not None:
-            scores = score_model(method, data, epoch=epoch, preset=preset, config=config, seed=seed)
+            scores = score_model(
+                method,
+                data,
+                epoch=epoch,
+                preset=preset,
+                config=config,
+                seed=seed,
+                transfer=transfer if epoch == preset.epochs else None,
+            )
             _store_scores(store, run_id, path, epoch, scores)
             done.add(epoch)
             if printer is not None:
@@ -425,6 +537,9 @@ def run_study(
     recipes = [r for r in preset.recipes if methods is None or r.method in methods]
     if not recipes:
         raise ValueError(f"no method selected; the preset has {[r.method for r in preset.recipes]}")
+    by_method = {r.method: r for r in recipes}
+    arch_runs = [a for a in preset.arch_runs if a.method in by_method]
+    transfer = TRANSFER_DATA[preset.transfer]() if preset.transfer is not None else None
     db = out / "results.db"
     with ResultStore(db) as store:
         for recipe in recipes:
@@ -437,6 +552,19 @@ def run_study(
                 out_dir=out / "runs" / progress_run(recipe),
                 seed=seed,
                 printer=printer,
+                transfer=transfer,
+            )
+        for arch in arch_runs:
+            train_and_score(
+                preset,
+                by_method[arch.method],
+                data,
+                store,
+                run=arch.run,
+                out_dir=out / "runs" / arch.run,
+                seed=seed,
+                printer=printer,
+                arch=arch,
             )
         if preset.selection:
             for recipe in recipes:
@@ -456,20 +584,27 @@ def run_study(
                         seed=seed,
                         score_every_epoch=False,
                         printer=printer,
+                        transfer=transfer,
                     )
         rows = store.tidy_rows()
 
-    progress = progress_tables(rows, [progress_run(r) for r in recipes])
+    tracked = [progress_run(r) for r in recipes] + [a.run for a in arch_runs]
+    progress = progress_tables(rows, tracked)
     corr = correlation_table(rows, preset.epochs)
     sel = selection_table(rows, recipes, preset.epochs) if preset.selection else []
     claims = claims_from_rows(rows, preset.epochs)
     files = write_tables(out, progress, corr, sel)
     files += write_claims(out, claims)
     if report:
-        spectra = latest_spectra(data, out, [progress_run(r) for r in recipes])
+        spectra = latest_spectra(data, out, tracked)
         files.extend(_write_report(db, out, spectra, claims))
     seconds = time.perf_counter() - start
     return StudyResult(out, db, progress, corr, sel, files, seconds, claims)
+
+
+def _is_progress(run: str) -> bool:
+    """A run scored at every epoch: a method's progress run or a second-backbone run."""
+    return run.startswith(("progress/", "arch/"))
 
 
 def progress_run(recipe: MethodRecipe) -> str:
@@ -513,9 +648,10 @@ def correlation_table(rows: Sequence[dict[str, Any]], epochs: int) -> list[dict[
     """Spearman and Kendall of every label-free metric with backbone LP accuracy.
 
     Two windows: all trained epochs (1..E) and the later half (epochs > E/2), per
-    progress run (one run per method).
+    progress run (one run per method, and the second-backbone runs; ``architecture``
+    tells them apart).
     """
-    progress_rows = [r for r in rows if str(r["run"]).startswith("progress/")]
+    progress_rows = [r for r in rows if _is_progress(str(r["run"]))]
     out = []
     for window, min_epoch in (("all", 1), ("later half", epochs // 2 + 1)):
         for c in correlations(
@@ -531,7 +667,7 @@ def correlation_table(rows: Sequence[dict[str, Any]], epochs: int) -> list[dict[
                 continue
             out.append(
                 {
-                    "method": c.method or c.group,
+                    "method": _method_label(c.method or c.group, c.group, c.architecture),
                     "window": window,
                     "representation": c.representation,
                     "metric": c.metric,
@@ -544,6 +680,11 @@ def correlation_table(rows: Sequence[dict[str, Any]], epochs: int) -> list[dict[
                 }
             )
     return out
+
+
+def _method_label(method: str, run: str, architecture: str | None) -> str:
+    """The method, with the backbone in brackets for a second-backbone run."""
+    return f"{method} ({architecture})" if run.startswith("arch/") else method
 
 
 def selection_table(
@@ -655,7 +796,9 @@ def write_tables(
     """Write every table as CSV and Markdown into ``out``; return the files."""
     files = []
     for run, rows in progress.items():
-        files += _write(out / f"progress_{run.split('/')[-1]}", rows)
+        parts = run.split("/")
+        name = "_".join([parts[-1], *parts[1:-1]]) if parts[0] == "arch" else parts[-1]
+        files += _write(out / f"progress_{name}", rows)
     files += _write(out / "correlations", corr)
     files += _write(out / "selection", sel)
     files += _write(out / "selection_summary", selection_summary(sel))
