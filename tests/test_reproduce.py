@@ -153,9 +153,14 @@ def test_digits_laid_out_like_mnist() -> None:
     np.testing.assert_allclose(inner, digits.images.mean(axis=(1, 2)) / 16.0, atol=0.03)
 
 
-def test_quick_mnist_runs_one_tiny_epoch(tmp_path: Path) -> None:
+def test_quick_mnist_runs_one_tiny_epoch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The image preset's code path at smoke size: SimCLR on the CNN and on the MLP,
-    one epoch on 256 digits, LP also on scikit-learn's digits at the last epoch."""
+    one epoch on 256 digits, LP also on 300 of scikit-learn's digits at the last epoch."""
+    from sslwatch.study import reproduce
+
+    monkeypatch.setitem(
+        reproduce.TRANSFER_DATA, "digits", lambda: digits_as_mnist().subset(range(300))
+    )
     preset = replace(
         PRESETS["quick-mnist"],
         epochs=1,
@@ -178,7 +183,7 @@ def test_quick_mnist_runs_one_tiny_epoch(tmp_path: Path) -> None:
         rows = store.tidy_rows(representation="backbone@digits")
         archs = {r["run"]: r["architecture"] for r in store.tidy_rows(metric="rankme")}
     assert [(r["run"], r["epoch"], r["n"], r["d"]) for r in rows] == [
-        ("progress/simclr", 1, 1797, 128)
+        ("progress/simclr", 1, 300, 128)
     ]
     assert archs == {"progress/simclr": "small_conv2d", "arch/mlp/simclr": "mlp"}
     names = {p.name for p in result.files}

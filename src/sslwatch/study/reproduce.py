@@ -7,9 +7,15 @@ Two studies, both stored in one results database and written as CSV and Markdown
   label-free metric and the label-based references (linear probe, kNN, AMI of k-means vs
   labels), then correlate each label-free metric with the backbone linear-probe accuracy
   (Spearman and Kendall; over all trained epochs and over the later half of training).
+  A preset's ``arch_runs`` train a method on a second backbone too (runs
+  ``arch/<backbone>/<method>``, scored every epoch) for Xu et al.'s cross-architecture
+  claim.
 * **Selection study** (Garrido et al. 2023, RankMe): a sweep of one hyperparameter per
   method at the same epoch budget; select a run per method by each label-free metric
   and by the linear-probe oracle; report the selected run's accuracy and the regret.
+  A preset's ``transfer`` data set (a related one at hand offline, e.g. scikit-learn's
+  digits for MNIST) is linear-probed too at the last epoch, stored as the representation
+  ``backbone@<name>``, for Garrido et al.'s transfer claim.
 
 Scoring protocol (recorded in every definition through the run metadata): embeddings in
 eval mode on all samples of the data set; the random initialisation (epoch 0) is scored
@@ -226,12 +232,12 @@ PRESETS: dict[str, Preset] = {
         batch_size=256,
         recipes=MNIST_RECIPES,
         views_samples=500,
-        sample_size=2000,
         arch_runs=(ArchRun("simclr", "mlp"),),
         transfer="digits",
         description=(
-            "five methods on 5000 real MNIST digits (small 2-D CNN; SimCLR also with an MLP), "
-            "progress and selection, LP also on scikit-learn's digits (about 30 min on 2 cores)"
+            "five methods on 5000 real MNIST digits (small 2-D CNN; SimCLR also on an MLP), "
+            "progress and selection, LP also on scikit-learn's digits (about 25 min on 2 idle "
+            "cores)"
         ),
     ),
     "full": Preset(
