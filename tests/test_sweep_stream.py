@@ -123,7 +123,8 @@ def test_the_stream_keeps_moments_and_the_sample_never_every_row(ckpt_root: Path
     for rep, (ps,) in streamed.streams.items():
         assert not ps.keep_all and ps.moments is not None
         assert ps.moments.n == n  # every row in the moments...
-        kept = torch.cat(ps.parts)
+        assert not ps.parts and ps.sample is not None and ps.filled == 300
+        kept = ps.sample
         assert kept.shape == (300, streamed.dim(rep))  # ...only the sample held
         assert torch.equal(kept, z[rep][torch.from_numpy(want_rows)])
         zz = z[rep].double()

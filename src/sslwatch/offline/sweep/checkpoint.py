@@ -231,7 +231,12 @@ class _PassStream:
     sample_rows: np.ndarray | None  # sorted row ids of the sample (streamed route), or None
     sample_labels: np.ndarray | None
     moments: SecondMoments | None = None
-    parts: list[torch.Tensor] = field(default_factory=list)
+    parts: list[torch.Tensor] = field(default_factory=list)  # every row (keep_all route)
+    # The sample's rows, in one buffer allocated at the first batch: appending many
+    # small copies between the large per-batch buffers fragments the heap, and the
+    # process's memory then grows with N after all.
+    sample: torch.Tensor | None = None
+    filled: int = 0
     seconds: float = 0.0  # accumulating the moments
     seen: int = 0
     bad_rows: int = 0
@@ -275,6 +280,7 @@ class _PassStream:
         if self.bad_rows:  # the pass cannot be scored; only the count goes on
             self.parts.clear()
             self.moments = None
+            self.sample, self.filled = None, 0
             return
         if self.keep_all:
             self.parts.append(zp)
@@ -287,7 +293,12 @@ class _PassStream:
         if self.sample_rows is not None:
             local = _rows_within(self.sample_rows, start, len(zb))
             if local.numel():
-                self.parts.append(zb[local])
+                if self.sample is None:
+                    shape = (len(self.sample_rows), *zb.shape[1:])
+                    self.sample = torch.empty(shape, dtype=zb.dtype)
+                end = self.filled + local.numel()
+                self.sample[self.filled : end] = zb[local]
+                self.filled = end
 
 
 def _rows_within(rows: np.ndarray, start: int, size: int) -> torch.Tensor:
@@ -334,7 +345,7 @@ class _Streamed:
         specs = REGISTRY.select(names, has_views=False, has_labels=p.labels is not None)
         overrides = check_params(params, specs)
         point = any(s.kind in ("sample", "labels") for s in specs)
-        sample = torch.cat(ps.parts) if point and ps.parts else None
+        sample = ps.sample[: ps.filled] if point and ps.sample is not None else None
         labels = ps.sample_labels if point else p.labels
         n_points = p.n_total if sample is None else int(sample.shape[0])
         k = resolve_k(prep.k, n_points, labels)
