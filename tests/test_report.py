@@ -262,6 +262,15 @@ def test_names_are_escaped(tmp_path: Path) -> None:
     assert '<img src="x">' not in page and "&lt;img src=&#34;x&#34;&gt;" in page
 
 
+def test_excluded_runs_leave_the_page(store_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    write_report(store_path, out, n_boot=0, exclude_runs=("simsiam-",))
+    page = out.read_text(encoding="utf-8")
+    assert "simsiam-a" not in page and "simclr-lr0.1" in page and "simclr-lr0.3" in page
+    write_report(store_path, out, n_boot=0)
+    assert "simsiam-a" in out.read_text(encoding="utf-8")
+
+
 def test_claims_table_follows_the_verdict(rows: list[dict[str, Any]]) -> None:
     claims = [
         {

@@ -108,12 +108,14 @@ def write_report(
     title: str | None = None,
     claims: Sequence[Mapping[str, Any]] = (),
     claims_rule: str = "",
+    exclude_runs: Sequence[str] = (),
     **analyze_kwargs: Any,
 ) -> Path:
     """Analyse a results store and write the self-contained HTML report to ``out``.
 
     The file is replaced atomically. Returns its path. ``spectra``, ``claims`` and
-    ``claims_rule`` are as in :func:`render_report`.
+    ``claims_rule`` are as in :func:`render_report`; runs whose names start with one of
+    ``exclude_runs`` are left out.
 
     Raises:
         FileNotFoundError: ``db`` is a path that does not exist.
@@ -128,8 +130,9 @@ def write_report(
             raise FileNotFoundError(f"no results store at {path}; run `sslwatch sweep` first")
         store, label, close = ResultStore(path), str(path), True
     try:
-        rows = store.tidy_rows()
-        failures = store.failures()
+        prefixes = tuple(exclude_runs)
+        rows = [r for r in store.tidy_rows() if not str(r["run"]).startswith(prefixes)]
+        failures = [f for f in store.failures() if not str(f["run"]).startswith(prefixes)]
     finally:
         if close:
             store.close()

@@ -76,6 +76,7 @@ from sslwatch.analysis import RunSelection, correlate, resampled_correlations, s
 __all__ = [
     "CONFIDENCE",
     "MIN_N",
+    "VARIANTS_NOTE",
     "VERDICTS",
     "VERDICT_RULE",
     "Claim",
@@ -84,6 +85,8 @@ __all__ = [
     "claims_markdown",
     "claims_text",
     "judge",
+    "metric_series",
+    "spearman_interval",
     "transfer_representation",
     "write_claims",
 ]
@@ -95,6 +98,12 @@ MIN_N: Final = 5
 N_BOOT: Final = 2000
 SEED: Final = 0
 VERDICTS: Final = ("holds", "does not hold", "inconclusive")
+VARIANTS_NOTE: Final = (
+    "Judged on sslwatch's default variants (Euclidean silhouette on raw backbone "
+    "embeddings, k = number of classes, AMI across two augmented views, kNN entropy with "
+    "k = 3); `sslwatch reproduce --variants` judges the other declared choices "
+    "(variants.md)."
+)
 VERDICT_RULE: Final = (
     f"Verdict: holds when the whole {CONFIDENCE:.0%} bootstrap interval is on the claimed "
     "side of the bound, does not hold when it is wholly on the other side, inconclusive "
@@ -202,8 +211,14 @@ Found = tuple[float, tuple[float, float], int]
 NOTHING: Final[Found] = (math.nan, (math.nan, math.nan), 0)
 
 
-def _series(rows: Sequence[Mapping[str, Any]], run: str, metric: str, epochs: int) -> Series:
-    """``{epoch: value}`` of ``metric`` on the backbone of ``run``, epochs 1..``epochs``,
+def metric_series(
+    rows: Sequence[Mapping[str, Any]],
+    run: str,
+    metric: str,
+    epochs: int,
+    representation: str = REPRESENTATION,
+) -> Series:
+    """``{epoch: value}`` of ``metric`` on ``representation`` of ``run``, epochs 1..``epochs``,
     finite values only; when the run holds several definitions of the metric (a resumed
     study with other settings), the one with the most epochs (then the smallest digest)."""
     by_digest: dict[str, Series] = {}
@@ -213,7 +228,7 @@ def _series(rows: Sequence[Mapping[str, Any]], run: str, metric: str, epochs: in
         if (
             r["run"] != run
             or r["metric"] != metric
-            or r["representation"] != REPRESENTATION
+            or r["representation"] != representation
             or epoch is None
             or not 1 <= int(epoch) <= epochs
             or value is None
@@ -231,7 +246,7 @@ def _paired(a: Series, b: Series) -> Pair:
     return np.array([a[e] for e in common]), np.array([b[e] for e in common])
 
 
-def _spearman(x: np.ndarray, y: np.ndarray) -> Found:
+def spearman_interval(x: np.ndarray, y: np.ndarray) -> Found:
     """Spearman with its seeded percentile-bootstrap interval over the pairs."""
     if x.size == 0:
         return NOTHING
@@ -328,7 +343,7 @@ def _xu_claims(rows: Sequence[Mapping[str, Any]], epochs: int) -> list[Claim]:
     where = f"{REPRESENTATION}, epochs 1..{epochs}"
 
     def series(method: str, metric: str) -> Series:
-        return _series(progress, f"progress/{method}", metric, epochs)
+        return metric_series(progress, f"progress/{method}", metric, epochs)
 
     def with_epoch(method: str, metric: str) -> Pair:
         s = series(method, metric)
@@ -340,7 +355,7 @@ def _xu_claims(rows: Sequence[Mapping[str, Any]], epochs: int) -> list[Claim]:
     def spearman(
         claim: str, statistic: str, method: str, side: Side, bound: float, xy: Pair
     ) -> Claim:
-        return _claim(claim, XU, statistic, where, method, side, bound, _spearman(*xy))
+        return _claim(claim, XU, statistic, where, method, side, bound, spearman_interval(*xy))
 
     out = [
         spearman(
@@ -460,8 +475,8 @@ def _cross_architecture_claims(rows: Sequence[Mapping[str, Any]], epochs: int) -
             per_arch = runs[method]
             pairs = [
                 _paired(
-                    _series(rows, per_arch[a], metric, epochs),
-                    _series(rows, per_arch[a], REFERENCE, epochs),
+                    metric_series(rows, per_arch[a], metric, epochs),
+                    metric_series(rows, per_arch[a], REFERENCE, epochs),
                 )
                 for a in sorted(per_arch)
             ]
@@ -658,7 +673,7 @@ def claims_markdown(claims: Sequence[Claim]) -> str:
         cells = [c.paper, c.claim, c.method, c.statistic, _fmt(c.value), _interval(c), str(c.n)]
         cells = [cell.replace("|", "\\|").replace("\n", " ") for cell in cells]
         lines.append("| " + " | ".join([*cells, f"**{c.verdict}**"]) + " |")
-    return "\n".join([*lines, "", VERDICT_RULE]) + "\n"
+    return "\n".join([*lines, "", VERDICT_RULE, "", VARIANTS_NOTE]) + "\n"
 
 
 def claims_text(claims: Sequence[Claim], width: int = 100) -> str:

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import torch
@@ -51,6 +51,7 @@ from sslwatch.offline.embed import VIEWS_SUFFIX, extract_embeddings, recalibrate
 from sslwatch.offline.store import ResultStore
 from sslwatch.report import SpectrumKey, write_report
 from sslwatch.study.claims import (
+    VARIANTS_NOTE,
     VERDICT_RULE,
     Claim,
     claim_rows,
@@ -364,6 +365,30 @@ def _config(preset: Preset, recipe: MethodRecipe, out_dir: Path, seed: int) -> T
     )
 
 
+def checkpoint_embeddings(
+    method: SSLMethod, data: Dataset, *, preset: Preset, config: TrainConfig, seed: int = 0
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Backbone and projector embeddings of every sample, and the two augmented views of
+    the first ``preset.views_samples`` inputs (eval mode, seeded): what a study scores."""
+    net = nn.Sequential(method.backbone, method.projector).eval()
+    layers = {"backbone": "0", "projector": "1"}
+    emb = extract_embeddings(net, data.x, layers=layers, batch_size=512, progress=False)
+    views: dict[str, torch.Tensor] = {}
+    if preset.views_samples:
+        augment = build_augment(config.augment, tuple(data.x.shape[1:]), **config.augment_kwargs)
+        vemb = extract_embeddings(
+            net,
+            data.x[: preset.views_samples],
+            layers=layers,
+            views=2,
+            augment=lambda x: augment(x, None),
+            seed=seed,
+            progress=False,
+        )
+        views = {rep: vemb[rep + VIEWS_SUFFIX] for rep in layers}
+    return {rep: emb[rep] for rep in layers}, views
+
+
 def score_model(
     method: SSLMethod,
     data: Dataset,
@@ -379,25 +404,10 @@ def score_model(
     with ``transfer``, also the backbone's linear probe on that data set (under the
     representation :func:`~sslwatch.study.claims.transfer_representation`)."""
     model = copy.deepcopy(method).eval()
-    net = nn.Sequential(model.backbone, model.projector)
     if epoch == 0:
+        net = nn.Sequential(model.backbone, model.projector)
         recalibrate_batchnorm(net, _train_inputs(data), batches=8, batch_size=preset.batch_size)
-    layers = {"backbone": "0", "projector": "1"}
-    emb = extract_embeddings(net, data.x, layers=layers, batch_size=512, progress=False)
-    views: dict[str, torch.Tensor] = {}
-    if preset.views_samples:
-        augment = build_augment(config.augment, tuple(data.x.shape[1:]), **config.augment_kwargs)
-        subset = data.x[: preset.views_samples]
-        vemb = extract_embeddings(
-            net,
-            subset,
-            layers=layers,
-            views=2,
-            augment=lambda x: augment(x, None),
-            seed=seed,
-            progress=False,
-        )
-        views = {rep: vemb[rep + VIEWS_SUFFIX] for rep in layers}
+    emb, views = checkpoint_embeddings(model, data, preset=preset, config=config, seed=seed)
     out = {}
     for rep in REPRESENTATIONS:
         # The references are read on the backbone (the representation users keep).
@@ -616,6 +626,11 @@ def _is_progress(run: str) -> bool:
 def progress_run(recipe: MethodRecipe) -> str:
     """Run name of a method's progress run."""
     return f"progress/{recipe.method}"
+
+
+VARIANT_RUN_PREFIX: Final = "variants/"
+"""Runs holding the metric variants of ``reproduce --variants`` (study.variants): kept
+in the store, left out of the report, whose metrics they are not."""
 
 
 def selection_run(recipe: MethodRecipe, value: float) -> str:
@@ -841,7 +856,8 @@ def _write_report(
             spectra=spectra,
             title="sslwatch reproduction study",
             claims=claim_rows(claims),
-            claims_rule=VERDICT_RULE,
+            claims_rule=f"{VERDICT_RULE} {VARIANTS_NOTE}",
+            exclude_runs=(VARIANT_RUN_PREFIX,),
         )
     except ImportError:
         return []

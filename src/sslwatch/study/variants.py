@@ -61,19 +61,20 @@ from sslwatch.core.evaluate import (
 )
 from sslwatch.core.registry import REGISTRY
 from sslwatch.offline.data import Dataset
-from sslwatch.offline.embed import VIEWS_SUFFIX, extract_embeddings
 from sslwatch.offline.store import ResultStore
-from sslwatch.study.claims import CONFIDENCE, MIN_N, _series, _spearman, judge
+from sslwatch.study.claims import CONFIDENCE, MIN_N, judge, metric_series, spearman_interval
 from sslwatch.study.reproduce import (
     REFERENCE,
     REPRESENTATIONS,
+    VARIANT_RUN_PREFIX,
     MethodRecipe,
     Preset,
     _config,
+    checkpoint_embeddings,
     load_study_data,
     progress_run,
 )
-from sslwatch.train import SSLMethod, TrainConfig, build_augment, list_checkpoints
+from sslwatch.train import list_checkpoints
 from sslwatch.train.loop import load_checkpoint
 
 __all__ = [
@@ -84,7 +85,6 @@ __all__ = [
     "VARIANT_VERDICTS",
     "Variant",
     "VariantResult",
-    "checkpoint_embeddings",
     "run_variants",
     "variant_rows",
     "variant_run",
@@ -372,32 +372,6 @@ def _pick(labels: np.ndarray, index: np.ndarray | None) -> np.ndarray:
     return labels if index is None else labels[index]
 
 
-def checkpoint_embeddings(
-    method: SSLMethod, data: Dataset, *, preset: Preset, config: TrainConfig, seed: int = 0
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Backbone and projector embeddings of every sample, and the two augmented views of
-    the first ``preset.views_samples`` inputs, exactly as
-    :func:`sslwatch.study.reproduce.score_model` extracts them (eval mode, same seed and
-    batch sizes) for a trained checkpoint."""
-    net = nn.Sequential(method.backbone, method.projector).eval()
-    layers = {"backbone": "0", "projector": "1"}
-    emb = extract_embeddings(net, data.x, layers=layers, batch_size=512, progress=False)
-    views: dict[str, torch.Tensor] = {}
-    if preset.views_samples:
-        augment = build_augment(config.augment, tuple(data.x.shape[1:]), **config.augment_kwargs)
-        vemb = extract_embeddings(
-            net,
-            data.x[: preset.views_samples],
-            layers=layers,
-            views=2,
-            augment=lambda x: augment(x, None),
-            seed=seed,
-            progress=False,
-        )
-        views = {rep: vemb[rep + VIEWS_SUFFIX] for rep in layers}
-    return {rep: emb[rep] for rep in layers}, views
-
-
 # --------------------------------------------------------------------------- the study
 
 
@@ -416,7 +390,7 @@ class VariantResult:
 
 def variant_run(recipe: MethodRecipe) -> str:
     """Run name holding the variants of a method's progress-run checkpoints."""
-    return f"variants/{recipe.method}"
+    return f"{VARIANT_RUN_PREFIX}{recipe.method}"
 
 
 def _stored(
@@ -525,20 +499,14 @@ def variant_rows(
     variant without values is an ``inconclusive`` row with ``n = 0``."""
     out = []
     for method in methods:
-        lp = _series(rows, f"progress/{method}", REFERENCE, epochs)
+        lp = metric_series(rows, f"progress/{method}", REFERENCE, epochs)
         run = f"variants/{method}"
         for variant in GRID:
-            # claims._series reads the backbone: hand it this representation's rows
-            mine = [
-                {**r, "representation": "backbone"}
-                for r in rows
-                if r["run"] == run and r["representation"] == variant.representation
-            ]
-            series = _series(mine, run, variant.metric, epochs)
+            series = metric_series(rows, run, variant.metric, epochs, variant.representation)
             common = sorted(set(series) & set(lp))
             x = np.array([series[e] for e in common])
             y = np.array([lp[e] for e in common])
-            value, (low, high), n = _spearman(x, y)
+            value, (low, high), n = spearman_interval(x, y)
             out.append(
                 {
                     "method": method,
