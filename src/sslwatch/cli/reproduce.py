@@ -264,9 +264,13 @@ def demo(
 
 @app.command()
 def reproduce(
-    preset: Annotated[str, typer.Option(help="quick (MNIST-1D, CPU) or full (CIFAR-10, GPU).")] = (
-        "quick"
-    ),
+    preset: Annotated[
+        str,
+        typer.Option(
+            help="quick (MNIST-1D, CPU), quick-mnist (5000 real MNIST digits, CPU) or full "
+            "(CIFAR-10, GPU)."
+        ),
+    ] = "quick",
     out: Annotated[Path, typer.Option(help="Output folder (resumes if it exists).")] = Path(
         "reproduce-out"
     ),
