@@ -392,10 +392,7 @@ def linear_probe(
         ValueError: on bad embeddings or labels, a feature-count mismatch between train
             and test, fewer than two training classes, or invalid hyper-parameters.
     """
-    x_tr = as_matrix(train_z, name="train_z", min_rows=2)
-    x_te = as_matrix(test_z, name="test_z", min_rows=1)
-    _check_same_dim(x_tr, x_te)
-    _raw_labels(test_y, x_te.shape[0], "test_y")
+    x_tr, x_te = _train_test(train_z, test_z, test_y)
     fit = fit_linear_probe(
         x_tr,
         train_y,
@@ -902,10 +899,7 @@ def ridge_probe(
         ValueError: on bad embeddings or labels, a feature-count mismatch between train
             and test, fewer than two training classes, or invalid hyper-parameters.
     """
-    x_tr = as_matrix(train_z, name="train_z", min_rows=2)
-    x_te = as_matrix(test_z, name="test_z", min_rows=1)
-    _check_same_dim(x_tr, x_te)
-    _raw_labels(test_y, x_te.shape[0], "test_y")
+    x_tr, x_te = _train_test(train_z, test_z, test_y)
     fit = fit_ridge_probe(
         x_tr, train_y, l2=l2, seed=seed, l2_grid=l2_grid, val_fraction=val_fraction
     )
@@ -1031,6 +1025,16 @@ def _accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
             "strings vs numbers); use the same label type for train and test."
         )
     return float(hits.mean())
+
+
+def _train_test(train_z: Any, test_z: Any, test_y: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A probe's train and test matrices, checked (two train rows, one test row, the same
+    D, test labels of the right length)."""
+    x_tr = as_matrix(train_z, name="train_z", min_rows=2)
+    x_te = as_matrix(test_z, name="test_z", min_rows=1)
+    _check_same_dim(x_tr, x_te)
+    _raw_labels(test_y, x_te.shape[0], "test_y")
+    return x_tr, x_te
 
 
 def _check_same_dim(x_tr: torch.Tensor, x_te: torch.Tensor) -> None:
