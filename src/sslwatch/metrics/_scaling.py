@@ -14,7 +14,7 @@ import math
 
 import torch
 
-__all__ = ["unit_rows", "unit_scaled"]
+__all__ = ["times_power_of_two", "unit_rows", "unit_scaled"]
 
 
 def unit_scaled(x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -31,9 +31,14 @@ def unit_scaled(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     e = math.frexp(amax)[1]
     if e == 0:
         return x, 0
-    # In two exact halves: 2^-e alone overflows float32 for subnormal data (e < -127).
+    return times_power_of_two(x, -e), e
+
+
+def times_power_of_two(x: torch.Tensor, e: int) -> torch.Tensor:
+    """``x * 2^e``, in two exact halves: 2^e alone overflows for |e| beyond the dtype's
+    exponent range (float32: subnormal data has e < -127)."""
     half = e // 2
-    return x * math.ldexp(1.0, -half) * math.ldexp(1.0, half - e), e
+    return x * math.ldexp(1.0, half) * math.ldexp(1.0, e - half)
 
 
 def unit_rows(x: torch.Tensor) -> torch.Tensor:

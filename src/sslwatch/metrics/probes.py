@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from sslwatch.metrics._lbfgs import LbfgsResult, SoftmaxObjective, minimise
-from sslwatch.metrics._scaling import unit_rows, unit_scaled
+from sslwatch.metrics._scaling import times_power_of_two, unit_rows, unit_scaled
 from sslwatch.metrics._threads import torch_single_threaded
 from sslwatch.metrics._validation import as_int, as_labels, as_matrix, is_int, is_real
 
@@ -825,13 +825,35 @@ def fit_ridge_probe(
         ValueError: on bad embeddings or labels (NaN/Inf, wrong length), fewer than two
             training classes, or invalid hyper-parameters.
     """
-    x = as_matrix(train_z, name="train_z", min_rows=2)
-    y_raw = _raw_labels(train_y, x.shape[0], "train_y")
+    raw = as_matrix(train_z, name="train_z", min_rows=2)
+    y_raw = _raw_labels(train_y, raw.shape[0], "train_y")
     if not is_real(val_fraction) or not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(
             f"val_fraction must be strictly between 0 and 1 (e.g. 0.2); got {val_fraction!r}."
         )
     grid = _check_l2_grid(l2_grid if l2_grid is not None else DEFAULT_RIDGE_L2_GRID)
+    # The probe is scale-free (standardised features), but the second moments of z at
+    # scales like 2^+-900 over- or underflow float64: fit on z * 2^-e (exact), then
+    # express the standardisation in z's own scale.
+    x, exponent = unit_scaled(raw)
+    fit = _fit_ridge_probe_unit(x, y_raw, l2=l2, seed=seed, grid=grid, val_fraction=val_fraction)
+    return replace(
+        fit,
+        mean=times_power_of_two(fit.mean, exponent),
+        inv_std=times_power_of_two(fit.inv_std, -exponent),
+    )
+
+
+def _fit_ridge_probe_unit(
+    x: torch.Tensor,
+    y_raw: np.ndarray,
+    *,
+    l2: float | None,
+    seed: int,
+    grid: tuple[float, ...],
+    val_fraction: float,
+) -> RidgeProbeFit:
+    """:func:`fit_ridge_probe` on checked rows ``x`` whose largest |entry| is about 1."""
     classes, codes = np.unique(y_raw, return_inverse=True)
     if classes.shape[0] < 2:
         raise ValueError(
