@@ -199,3 +199,30 @@ def test_reset_clears_the_label_state_and_the_analysis_takes_both_references(dig
     mon.reset()
     assert not mon._state.has_labels
     assert "ridge_probe" in REFERENCES and "knn_accuracy" in REFERENCES
+
+
+def test_one_element_states_keep_their_shapes() -> None:
+    """torchmetrics squeezes every one-element tensor of a computed collection to 0-d; the
+    Monitor's state must keep its shapes: a single sampled row, a single class, D = 1."""
+    torch.manual_seed(0)
+    few = Monitor(LABEL_ONLY, alarms=None)
+    few.update(torch.randn(3, 4), labels=torch.tensor([0, 1, 2]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = few.compute()  # one row on a side: no RuntimeError from torch.cat
+    for name in LABEL_ONLY:
+        assert math.isnan(res[name]) or 0.0 <= res[name] <= 1.0
+    assert all("zero-dimensional" not in str(w.message) for w in caught)
+
+    one_class = Monitor(["ridge_probe"], alarms=None)
+    one_class.update(torch.randn(50, 4), labels=torch.zeros(50, dtype=torch.int64))
+    with pytest.warns(RuntimeWarning, match="at least two distinct classes"):
+        assert math.isnan(one_class.compute()["ridge_probe"])
+
+    z = torch.randn(400, 1, dtype=torch.float64)
+    flat = Monitor(["stable_rank", "entropy_gaussian"], alarms=None)
+    flat.update(z)
+    res = flat.compute()
+    var = float(z.var(correction=1))  # one dimension, closed form (sample covariance)
+    assert res["entropy_gaussian"] == pytest.approx(0.5 * math.log(2 * math.pi * math.e * var))
+    assert res["stable_rank"] == pytest.approx(1.0)

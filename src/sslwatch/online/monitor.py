@@ -51,7 +51,10 @@ only the label-free state: the label references use the labelled updates alone. 
 monitor never given labels allocates nothing for them. The split is by embedding
 content: a window spanning several epochs sees each input's embedding once per epoch,
 possibly on both sides; reset the monitor per epoch (the Lightning callback does) to
-keep train and test rows apart. Labels on an accelerator cost one small device read per
+keep train and test rows apart. For the same reason give labels with one view of each
+input only: two views of one input fall on either side independently, and a held-out
+view finds its sibling in the kNN bank (the Lightning callback labels the first forward
+call of a watched layer per step). Labels on an accelerator cost one small device read per
 update (their range check).
 
 Distributed: under ``torch.distributed`` (any backend), :meth:`Monitor.compute` sums the
@@ -108,6 +111,7 @@ from sslwatch.online.state import (
     FiniteRows,
     LabelBatch,
     StreamBatch,
+    StreamSnapshot,
     StreamState,
     finite_rows,
 )
@@ -115,6 +119,7 @@ from sslwatch.online.state import (
 __all__ = [
     "CollapseAlarms",  # re-exported: the alarms a Monitor takes, beside it
     "CollapseWarning",
+    "InvalidLabelsError",
     "Monitor",
     "MonitorResult",
     "MonitorSettings",
@@ -123,6 +128,11 @@ __all__ = [
 
 MOMENT_WARN_BYTES = 1 << 30
 """Above this size of the D x D moment state (1 GiB), a Monitor warns when it learns D."""
+
+
+class InvalidLabelsError(ValueError):
+    """Labels passed to :meth:`Monitor.update` that are not one non-negative integer class
+    index per row; nothing of that update was folded."""
 
 
 class NonFiniteWarning(RuntimeWarning):
@@ -491,7 +501,7 @@ class Monitor:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _context(self, snap: Mapping[str, Any]) -> MetricContext:
+    def _context(self, snap: StreamSnapshot) -> MetricContext:
         """The metrics' inputs from the synced state: N, D, the sample, the views, k."""
         st = self._state
         rows: torch.Tensor | None = snap["rows"]
@@ -516,7 +526,7 @@ class Monitor:
             sample_size=self.settings.reservoir_size,
         )
 
-    def _records(self, snap: Mapping[str, Any], ctx: MetricContext) -> list[MetricValue]:
+    def _records(self, snap: StreamSnapshot, ctx: MetricContext) -> list[MetricValue]:
         """Every selected metric's value (NaN where it failed, with a warning), the same
         on every rank."""
         labelled = snap["labelled"]
@@ -778,25 +788,25 @@ class Monitor:
 
 def _label_codes(labels: Any, n: int) -> tuple[torch.Tensor, int]:
     """Checked integer class indices (int64 tensor on the labels' device) and 1 + the
-    largest of them; a ValueError naming the problem otherwise."""
+    largest of them; an :class:`InvalidLabelsError` naming the problem otherwise."""
     if isinstance(labels, torch.Tensor):
         t = labels.detach()
     else:
         arr = np.asarray(labels)
         if arr.dtype.kind not in "iub":
-            raise ValueError(
+            raise InvalidLabelsError(
                 f"labels must be integer class indices (0..C-1); got dtype {arr.dtype}. "
                 "Pass an integer tensor or array (e.g. labels.long()); map class names "
                 "to indices first."
             )
         t = torch.from_numpy(np.ascontiguousarray(arr))
     if t.dtype == torch.bool or t.dtype.is_floating_point or t.dtype.is_complex:
-        raise ValueError(
+        raise InvalidLabelsError(
             f"labels must be integer class indices (0..C-1); got dtype {t.dtype}. "
             "Pass an integer tensor or array (e.g. labels.long())."
         )
     if t.ndim != 1 or int(t.shape[0]) != n:
-        raise ValueError(
+        raise InvalidLabelsError(
             f"labels must be 1-D with one class index per embedding row ({n}); got shape "
             f"{tuple(t.shape)}"
         )
@@ -805,9 +815,9 @@ def _label_codes(labels: Any, n: int) -> tuple[torch.Tensor, int]:
         return t, 0
     low, high = (int(v) for v in torch.stack([t.min(), t.max()]).tolist())
     if low < 0:
-        raise ValueError(f"labels must be non-negative class indices (0..C-1); got {low}")
+        raise InvalidLabelsError(f"labels must be non-negative class indices (0..C-1); got {low}")
     if high >= MAX_CLASSES:
-        raise ValueError(
+        raise InvalidLabelsError(
             f"labels must be class indices below {MAX_CLASSES}; got {high}. Map the labels "
             "to 0..C-1 first."
         )

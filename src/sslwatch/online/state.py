@@ -27,7 +27,15 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 from sslwatch.metrics.spectrum import ShiftedGram, add_gram, add_gram_device
 from sslwatch.online.keys import NO_KEY
 
-__all__ = ["FiniteRows", "LabelBatch", "StreamBatch", "StreamState", "finite_rows", "on_host"]
+__all__ = [
+    "FiniteRows",
+    "LabelBatch",
+    "StreamBatch",
+    "StreamSnapshot",
+    "StreamState",
+    "finite_rows",
+    "on_host",
+]
 
 _DTYPE_CODES = {torch.float32: 1, torch.float64: 2}
 _CODE_DTYPES = {code: dtype for dtype, code in _DTYPE_CODES.items()}
@@ -530,7 +538,7 @@ class StreamState(Metric):
 
     # -- compute --------------------------------------------------------------------------
 
-    def compute(self) -> dict[str, Any]:
+    def compute(self) -> StreamSnapshot:
         """The (synced) state: counts, symmetrised moments, the two sorted samples, and
         the labelled state (``"labelled"``: ``None`` when no rank saw labels)."""
         self._flush_mixed()
@@ -538,19 +546,21 @@ class StreamState(Metric):
         view_rows, view_keys, _ = _bottom(
             _as_list(self.view_rows), _as_list(self.view_keys), self.reservoir_size
         )
-        return {
-            "labelled": self._labelled() if self.has_labels else None,
-            "count": int(self.count),
-            "seen": int(self.seen),
-            "nonfinite": int(self.nonfinite),
-            "view_nonfinite": int(self.view_nonfinite),
-            "total": self.total,
-            "outer": _symmetric(self.outer),
-            "rows": rows,
-            "keys": keys,
-            "view_rows": view_rows,
-            "view_keys": view_keys,
-        }
+        return StreamSnapshot(
+            {
+                "labelled": self._labelled() if self.has_labels else None,
+                "count": int(self.count),
+                "seen": int(self.seen),
+                "nonfinite": int(self.nonfinite),
+                "view_nonfinite": int(self.view_nonfinite),
+                "total": self.total,
+                "outer": _symmetric(self.outer),
+                "rows": rows,
+                "keys": keys,
+                "view_rows": view_rows,
+                "view_keys": view_keys,
+            }
+        )
 
     def _labelled(self) -> dict[str, Any]:
         """The labelled state: train-side statistics and the two labelled samples."""
@@ -572,6 +582,34 @@ class StreamState(Metric):
             )
             out[name] = (rows, labels)
         return out
+
+
+class StreamSnapshot:
+    """What :meth:`StreamState.compute` returns: the state's values by name, each tensor a
+    copy (later updates do not change it).
+
+    A plain object, not a collection: torchmetrics' compute wrapper squeezes every
+    one-element tensor of a returned collection to 0-d, which would turn one sample row,
+    one class or D = 1 into tensors of the wrong shape.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = _cloned(values)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+
+def _cloned(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, dict):
+        return {k: _cloned(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_cloned(v) for v in value)
+    return value
 
 
 def _symmetric(outer: torch.Tensor) -> torch.Tensor:
