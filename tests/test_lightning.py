@@ -657,8 +657,8 @@ def test_labels_with_layers_and_a_row_mismatch(tmp_path: Path) -> None:
     assert tr.global_step == 4  # the run went on
     ys = [y for _, y in labelled_loader()]
     hand = Monitor(name="backbone", **opts)
-    for i, out in enumerate(seen):  # two views per batch, the batch's labels on each
-        hand.update(out, labels=ys[i // 2])
+    for i, out in enumerate(seen):  # two views per batch, the batch's labels on the first
+        hand.update(out, labels=ys[i // 2] if i % 2 == 0 else None)
     expected = hand.compute()
     got = next(r for r in callback.results if r.name == "backbone")
     assert got.n_rows == 2 * 96
@@ -667,3 +667,50 @@ def test_labels_with_layers_and_a_row_mismatch(tmp_path: Path) -> None:
         assert got[metric] == pytest.approx(expected[metric], rel=1e-9, nan_ok=True)
     unlabelled = next(r for r in callback.results if r.name == "doubled")
     assert set(got) - set(unlabelled)  # fed without labels: no label-based references
+
+
+def test_labels_go_with_one_view_so_siblings_never_inflate_knn(tmp_path: Path) -> None:
+    """Uninformative labels, two near-identical views: fed with both views, each held-out
+    view would find its sibling in the kNN bank (accuracy far above chance)."""
+    torch.manual_seed(0)
+    n, classes = 240, 6
+
+    class TwoNearViews(LabelledSimCLR):
+        def training_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+            x, y = batch
+            z1 = self.backbone(x)
+            z2 = self.backbone(x + 1e-3 * torch.randn_like(x))
+            return {"loss": (z1 - z2).pow(2).mean() + 0 * z1.sum(), "y": y}
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 16, generator=gen)
+    y = torch.randint(0, classes, (n,), generator=gen)  # independent of x
+    loader = DataLoader(TensorDataset(x, y), batch_size=40, shuffle=False)
+    callback = SSLWatchCallback(
+        None, layers={"backbone": "backbone"}, labels_key="y", metrics=["knn_accuracy"],
+        reservoir_size=512, alarms=None,
+    )  # fmt: skip
+    tr = trainer(tmp_path, callback, max_epochs=1, logger=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(workers|LeafSpec|training batches)")
+        tr.fit(TwoNearViews(), loader)
+    (result,) = [r for r in callback.results if r.name == "backbone"]
+    assert result.n_rows == 2 * n
+    assert result["knn_accuracy"] < 0.45  # chance is 1/6; a sibling match gives ~1
+
+
+def test_labels_the_monitor_refuses_are_dropped_with_one_warning(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    callback = SSLWatchCallback(
+        None, layers={"backbone": "backbone"}, reservoir_size=64, alarms=None,
+        labels_key=lambda out, batch, module: batch[1] - 1,  # -1: "unlabelled", as STL-10
+    )  # fmt: skip
+    tr = trainer(tmp_path, callback, max_epochs=1, logger=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tr.fit(LabelledSimCLR(), labelled_loader())
+    refused = [str(w.message) for w in caught if "fed without labels" in str(w.message)]
+    assert len(refused) == 1 and "non-negative" in refused[0]
+    assert tr.global_step == 4  # training went on
+    (result,) = [r for r in callback.results if r.name == "backbone"]
+    assert result.n_rows == 2 * 96 and "knn_accuracy" not in set(result)

@@ -112,7 +112,7 @@ from sslwatch.core.registry import REGISTRY
 from sslwatch.metrics._validation import as_int
 from sslwatch.online.budget import UpdateBudget
 from sslwatch.online.hooks import LayerHooks, Layout, Pool, Select, Tokens, poolings, resolve_layers
-from sslwatch.online.monitor import Monitor, MonitorResult
+from sslwatch.online.monitor import InvalidLabelsError, Monitor, MonitorResult
 from sslwatch.online.settings import MonitorOptions, MonitorSettings
 
 __all__ = ["ENV_FLAG", "SSLWatchCallback", "callbacks_factory"]
@@ -139,8 +139,8 @@ class SSLWatchCallback(pl.Callback):
         pool: how a watched layer's convolution maps are pooled: ``"avg"`` (default),
             ``"max"`` or ``"flatten"`` (or a ``{layer: value}`` mapping).
         tokens: how (N, T, D) sequence outputs are pooled: ``"mean"`` (default) or ``"cls"``.
-        layout: how 3-D layer outputs are read: ``"auto"`` (default), ``"channels_first"``
-            or ``"tokens"``.
+        layout: how 3-D layer outputs are read: ``"auto"`` (default), ``"channels_first"``,
+            ``"tokens"`` (N, T, D) or ``"sequence_first"`` (T, N, D).
         select: a function picking the tensor of a layer's tuple/dict output.
         views_key: output key (or ``{representation: key}``) of (n, q, d) views, or None.
         labels_key: output key of the batch's labels, or a function
@@ -384,12 +384,33 @@ class SSLWatchCallback(pl.Callback):
         labels = self._labels(outputs, batch, pl_module, stage)
         for rep, (embeddings, views) in self._extract(outputs, batch, pl_module, stage).items():
             mine = self._matching(labels, embeddings, rep, stage)
-            self._monitor(stage, rep).update(embeddings, views, labels=mine, step=step)
+            self._update_monitor(stage, rep, embeddings, views, mine, step)
         captured, self._captured = self._captured, {}
         for rep, calls in captured.items():
-            for rows in calls:  # one entry per forward call of the layer (e.g. per view)
-                mine = self._matching(labels, rows, rep, stage)
-                self._monitor(stage, rep).update(rows, labels=mine, step=step)
+            # One entry per forward call of the layer (e.g. per view). Labels go with the
+            # first call only: two views of one input would fall on both sides of the
+            # content-key split, and each held-out view would find its sibling in the kNN
+            # bank (an inflated knn_accuracy).
+            for i, rows in enumerate(calls):
+                mine = self._matching(labels, rows, rep, stage) if i == 0 else None
+                self._update_monitor(stage, rep, rows, None, mine, step)
+
+    def _update_monitor(
+        self, stage: str, rep: str, rows: Any, views: Any, labels: Any, step: int
+    ) -> None:
+        """``Monitor.update``; labels it refuses (e.g. -1 for unlabelled rows) are warned
+        about once and the rows fed without them: monitoring must not stop training."""
+        monitor = self._monitor(stage, rep)
+        if labels is not None:
+            try:
+                monitor.update(rows, views, labels=labels, step=step)
+                return
+            except InvalidLabelsError as exc:
+                self._warn_once(
+                    f"{stage}:bad-labels:{rep}",
+                    f"{rep!r}: {exc} Those rows are fed without labels.",
+                )
+        monitor.update(rows, views, step=step)
 
     # -- layers ---------------------------------------------------------------------------
 
