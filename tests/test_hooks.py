@@ -91,6 +91,29 @@ def test_conv_maps_pool_by_spatial_mean_max_or_flatten() -> None:
     torch.testing.assert_close(captured(model, "head", x), model(x))
 
 
+def test_sequence_first_transformers_pool_over_tokens_not_the_batch() -> None:
+    """PyTorch's transformer layers default to (T, N, D): pooling must keep N rows."""
+    torch.manual_seed(0)
+    t, n, d = 7, 4, 16
+    x = torch.randn(t, n, d)
+    for batch_first, seq in ((False, x), (True, x.transpose(0, 1))):
+        net = nn.Sequential(
+            nn.TransformerEncoderLayer(d, 2, 32, dropout=0.0, batch_first=batch_first),
+            nn.Linear(d, d),  # says nothing of the batch order: the layer before decides
+        ).eval()
+        out = net(seq)
+        by_tokens = out.mean(dim=0) if not batch_first else out.mean(dim=1)
+        first = out[0] if not batch_first else out[:, 0]
+        for path in ("0", "1"):
+            want = by_tokens if path == "1" else net[0](seq).mean(dim=0 if not batch_first else 1)
+            torch.testing.assert_close(captured(net.train(), path, seq), want)
+        torch.testing.assert_close(captured(net, "1", seq, tokens="cls"), first)
+    # said outright, whatever the modules say
+    mlp = nn.Sequential(nn.Linear(d, d))
+    torch.testing.assert_close(captured(mlp, "0", x, layout="sequence_first"), mlp(x).mean(dim=0))
+    assert "(T, N, D)" in poolings(["l"], layout="sequence_first")["l"].describe(3)
+
+
 def test_5d_maps_average_every_spatial_dim() -> None:
     conv = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1))
     x = torch.randn(3, 1, 4, 5, 6)

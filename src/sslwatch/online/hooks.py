@@ -23,12 +23,16 @@ Pooling: how one layer's output becomes the (N, D) rows a
   ``pool="avg"`` (default) the global average over the spatial dimensions (N, C);
   ``"max"`` the global maximum (N, C); ``"flatten"`` every value (N, C * prod(spatial)).
 * (N, T, D) token sequences (transformers): ``tokens="mean"`` (default) the mean over
-  the T tokens (N, D); ``"cls"`` the first token ``x[:, 0]`` (N, D).
+  the T tokens (N, D); ``"cls"`` the first token ``x[:, 0]`` (N, D). PyTorch's
+  transformer layers are sequence first, (T, N, D), unless built with
+  ``batch_first=True``: ``layout="sequence_first"`` pools over dim 0 (``x[0]`` for
+  ``"cls"``).
 * A 3-D output is either (N, C, L) (a 1-D convolution) or (N, T, D) (tokens).
   ``layout="auto"`` (default) reads it by the last layer of a known kind that the
   watched module registers (itself included): a convolution, batch/group/instance
   norm or pooling layer means (N, C, L), a Linear, attention, LayerNorm, RMSNorm,
-  Embedding or transformer layer means (N, T, D). A module with none (an activation,
+  Embedding or transformer layer means (N, T, D), or (T, N, D) when the last layer
+  that states ``batch_first`` states False. A module with none (an activation,
   a dropout) is read by the modules registered before it in its parent (in
   ``nn.Sequential``, those that ran before it), then its parent's, and so on; when
   nothing decides, a 3-D output is an error asking for ``layout="channels_first"``
@@ -64,14 +68,14 @@ __all__ = ["LayerHooks", "LayerWatch", "Pooling", "resolve_layers", "watch"]
 
 Pool = Literal["avg", "max", "flatten"]
 Tokens = Literal["mean", "cls"]
-Layout = Literal["auto", "channels_first", "tokens"]
+Layout = Literal["auto", "channels_first", "tokens", "sequence_first"]
 When = Literal["train", "eval", "always"]
 Select = Callable[[Any], Any]
 Sink = Callable[[str, torch.Tensor], None]
 
 _POOLS = ("avg", "max", "flatten")
 _TOKENS = ("mean", "cls")
-_LAYOUTS = ("auto", "channels_first", "tokens")
+_LAYOUTS = ("auto", "channels_first", "tokens", "sequence_first")
 _WHEN = ("train", "eval", "always")
 
 # layers whose output is channels first, (N, C, *spatial)
@@ -117,7 +121,8 @@ class Pooling:
         pool: convolution maps: ``"avg"`` (global average over the spatial dimensions),
             ``"max"`` (global maximum) or ``"flatten"``.
         tokens: (N, T, D) sequences: ``"mean"`` (mean over tokens) or ``"cls"`` (first token).
-        layout: how a 3-D output is read: ``"auto"``, ``"channels_first"`` or ``"tokens"``.
+        layout: how a 3-D output is read: ``"auto"``, ``"channels_first"``, ``"tokens"``
+            (N, T, D) or ``"sequence_first"`` (T, N, D).
         select: a function picking the tensor out of a non-tensor output, or ``None``.
     """
 
@@ -158,6 +163,7 @@ class Pooling:
         three = {
             "channels_first": f"(N, C, L) -> {conv}",
             "tokens": f"(N, T, D) -> {seq}",
+            "sequence_first": f"(T, N, D) -> {seq}",
             "auto": "3-D: undecided (an error; pass layout=)",
         }[self.layout]
         rules = {2: "(N, D) as is", 3: three, 4: f"(N, C, H, W) -> {conv}"}
@@ -184,12 +190,15 @@ class Pooling:
             )
         if x.ndim == 3 and self.layout == "tokens":
             return x.mean(dim=1) if self.tokens == "mean" else x[:, 0]
+        if x.ndim == 3 and self.layout == "sequence_first":
+            return x.mean(dim=0) if self.tokens == "mean" else x[0]
         if x.ndim == 3 and self.layout == "auto":
             raise ValueError(
                 f"layer {name!r} returned shape {tuple(x.shape)}, and neither it nor the "
                 "modules before it tell whether that is (N, C, L) or (N, T, D); pass "
                 "layout='channels_first' (a 1-D convolution map: pooled over L) or "
-                "layout='tokens' (a sequence: pooled over T), or a {layer: layout} mapping"
+                "layout='tokens' (a (N, T, D) sequence: pooled over T; 'sequence_first' for "
+                "(T, N, D)), or a {layer: layout} mapping"
             )
         if self.pool == "flatten":
             return x.flatten(1)
@@ -197,32 +206,46 @@ class Pooling:
         return x.mean(dim=spatial) if self.pool == "avg" else x.amax(dim=spatial)
 
 
-def _last_kind(module: nn.Module) -> Layout | None:
-    """The layout of the last layer of a known kind that ``module`` registers, or None."""
+def _last_kind(module: nn.Module) -> tuple[Layout | None, bool | None]:
+    """The layout of the last layer of a known kind that ``module`` registers (or None),
+    and the ``batch_first`` of the last layer that states one (or None)."""
     kind: Layout | None = None
+    batch_first: bool | None = None
     for m in module.modules():
         if isinstance(m, _CHANNELS_FIRST):
             kind = "channels_first"
         elif isinstance(m, _TOKEN_WISE):
             kind = "tokens"
-    return kind
+        order = getattr(m, "batch_first", None)
+        if isinstance(order, bool):
+            batch_first = order
+    return kind, batch_first
 
 
 def _infer_layout(model: nn.Module, path: str) -> Layout:
     """How a 3-D output of ``model.get_submodule(path)`` is read (see the module docstring):
-    by its own layers, else by those registered before it, one parent at a time."""
-    kind = _last_kind(model.get_submodule(path))
+    by its own layers, else by those registered before it, one parent at a time.
+
+    Token-wise outputs are sequence first (T, N, D) when the nearest layer that states its
+    batch order (``batch_first``: ``nn.TransformerEncoderLayer``, ``nn.MultiheadAttention``,
+    ...), searched the same way, states False, PyTorch's default.
+    """
+    kind, batch_first = _last_kind(model.get_submodule(path))
     parts = path.split(".") if path else []
-    while kind is None and parts:
+    while (kind is None or (kind == "tokens" and batch_first is None)) and parts:
         parent = model.get_submodule(".".join(parts[:-1]))
         children = list(parent.named_children())
         names = [n for n, _ in children]
         before = children[: names.index(parts[-1])] if parts[-1] in names else []
         for _, sibling in reversed(before):
-            kind = _last_kind(sibling)
-            if kind is not None:
+            found, order = _last_kind(sibling)
+            kind = kind or found
+            batch_first = order if batch_first is None else batch_first
+            if kind == "channels_first" or (kind is not None and batch_first is not None):
                 break
         parts = parts[:-1]
+    if kind == "tokens" and batch_first is False:
+        return "sequence_first"
     return kind or "auto"
 
 
@@ -515,7 +538,8 @@ def watch(
             ``model.named_modules()``), or a list of paths (each named by its path).
         pool: convolution maps: ``"avg"`` (default), ``"max"`` or ``"flatten"``.
         tokens: (N, T, D) sequences: ``"mean"`` (default) or ``"cls"``.
-        layout: 3-D outputs: ``"auto"`` (default), ``"channels_first"`` or ``"tokens"``.
+        layout: 3-D outputs: ``"auto"`` (default), ``"channels_first"``, ``"tokens"`` or
+            ``"sequence_first"``.
         select: picks the tensor from a tuple/dict/object output (e.g. ``lambda o: o[0]``).
         when: record forward calls in training mode (``"train"``, default), in eval mode
             (``"eval"``) or both (``"always"``), by the watched module's ``training`` flag.
