@@ -1,11 +1,12 @@
 """`sslwatch sweep` under torchrun and in SLURM job arrays.
 
 The torchrun test is real: two processes on gloo (CPU), launched with
-``python -m torch.distributed.run -m sslwatch sweep``. It starts from the state a crashed
-run leaves behind (a shard store of an earlier 3-rank run beside ``--db``, one checkpoint
-half stored in ``--db``) and must end with the same table as one uninterrupted
-one-process sweep (to 1e-9 relative), each checkpoint embedded by exactly one rank, and
-nothing recomputed that was stored.
+``python -m torch.distributed.run`` running ``sslwatch sweep`` (through
+``torchrun_skewed_listing.py``, where rank 1 lists the checkpoints in another order).
+It starts from the state a crashed run leaves behind (a shard store of an earlier
+3-rank run beside ``--db``, one checkpoint half stored in ``--db``) and must end with
+the same table as one uninterrupted one-process sweep (to 1e-9 relative), each
+checkpoint embedded by exactly one rank, and nothing recomputed that was stored.
 """
 
 from __future__ import annotations
@@ -110,8 +111,7 @@ def test_torchrun_two_ranks_resume_split_and_merge_equal_one_process(
             "--standalone",  # a free local port: no clash with other jobs
             "--nproc-per-node",
             "2",
-            "-m",
-            "sslwatch",
+            str(Path(__file__).with_name("torchrun_skewed_listing.py")),  # python -m sslwatch
             *cli_args(ckpt_root, db, "--summary-json", str(summary)),
         ],
         env=env,

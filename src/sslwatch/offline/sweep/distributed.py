@@ -147,8 +147,14 @@ def _agree(group: Any, world: int, error: str | None) -> None:
 
 @dataclass(frozen=True)
 class _Plan:
-    """Rank 0's plan, sent to every rank: which checkpoints are done, which to share."""
+    """Rank 0's plan, sent to every rank: which checkpoints are done, which to share.
 
+    It carries rank 0's checkpoint list: ranks that listed the folder at another moment
+    (training still writing checkpoints, a lagging network file system) must not read an
+    index as another checkpoint.
+    """
+
+    tasks: tuple[CheckpointTask, ...]
     skipped: tuple[int, ...]  # indices into the task list
     todo: tuple[tuple[int, frozenset[tuple[str, str]]], ...]  # (index, digests stored)
     leftovers: tuple[str, ...]  # shard stores of an earlier run, merged into --db
@@ -182,7 +188,7 @@ def _leader_plan(config: SweepConfig, prep: _Prepared, tasks: list[CheckpointTas
                 (rep, dg) for rep, (digests, _) in (reps or {}).items() for dg in digests
             )
             todo.append((i, known))
-    return _Plan(tuple(skipped), tuple(todo), tuple(map(str, leftovers)), problem)
+    return _Plan(tuple(tasks), tuple(skipped), tuple(todo), tuple(map(str, leftovers)), problem)
 
 
 def _merge_shards(shards: Sequence[Path], db: Path, *, keep: bool, when: str) -> str | None:
@@ -269,6 +275,7 @@ def _distributed_sweep(
     if isinstance(box[0], str):
         raise SweepSetupError(box[0])
     plan: _Plan = box[0]
+    tasks = list(plan.tasks)
     if plan.problem and rank == 0:
         warnings.warn(plan.problem, RuntimeWarning, stacklevel=2)
 
