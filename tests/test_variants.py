@@ -217,6 +217,23 @@ def test_variant_rows_judge_each_variant_like_the_claims() -> None:
     assert absent["n"] == 0 and absent["verdict"] == "inconclusive"
 
 
+def test_variant_rows_read_only_the_point_sample_asked_for() -> None:
+    """A store holding the variants of two seeds: each table reads its own seed's values."""
+    epochs = 8
+    lp = np.linspace(0.5, 0.9, epochs)
+    rows = _rows("progress/m", "linear_probe", "backbone", lp)
+    for seed, values in ((0, lp), (1, -lp)):
+        params = {"sample_size": 500, "seed": seed}
+        for r in _rows("variants/m", "variant/silhouette/euclidean/k=C", "backbone", values):
+            rows.append({**r, "digest": f"s{seed}", "definition": json.dumps({"params": params})})
+    name = "silhouette/euclidean/k=C/backbone"
+    for seed, verdict in ((0, "tracks"), (1, "moves against")):
+        table = {r["variant"]: r for r in variant_rows(rows, ["m"], epochs, sample=(500, seed))}
+        assert table[name]["verdict"] == verdict and table[name]["n"] == epochs
+    other = {r["variant"]: r for r in variant_rows(rows, ["m"], epochs, sample=(None, 0))}
+    assert other[name]["n"] == 0
+
+
 def test_variants_files_are_strict_json_and_markdown(tmp_path: Path) -> None:
     rows = variant_rows([], ["a|b"], 5)
     files = write_variants(tmp_path, rows)

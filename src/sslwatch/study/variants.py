@@ -398,12 +398,17 @@ def _stored(
 ) -> set[tuple[str, str, str]]:
     """``(checkpoint path, representation, metric)`` of the variants stored with this
     sample (size and seed)."""
-    done = set()
-    for r in store.tidy_rows(run=run):
-        params = json.loads(r["definition"]).get("params", {})
-        if params.get("seed") == seed and params.get("sample_size") == sample_size:
-            done.add((str(r["path"]), str(r["representation"]), str(r["metric"])))
-    return done
+    return {
+        (str(r["path"]), str(r["representation"]), str(r["metric"]))
+        for r in store.tidy_rows(run=run)
+        if _of_sample(r, sample_size, seed)
+    }
+
+
+def _of_sample(row: Mapping[str, Any], sample_size: int | None, seed: int) -> bool:
+    """Whether a stored variant value was computed on this point sample (size, seed)."""
+    params = json.loads(row["definition"]).get("params", {})
+    return bool(params.get("seed") == seed and params.get("sample_size") == sample_size)
 
 
 def run_variants(
@@ -486,17 +491,31 @@ def run_variants(
                 computed += 1
         runs = [r for recipe in recipes for r in (progress_run(recipe), variant_run(recipe))]
         rows = store.tidy_rows(run=runs)
-    table = variant_rows(rows, [r.method for r in recipes], preset.epochs)
+    methods = [r.method for r in recipes]
+    table = variant_rows(rows, methods, preset.epochs, sample=(preset.sample_size, seed))
     files = write_variants(out, table)
     return VariantResult(out, db, table, files, computed, time.perf_counter() - start)
 
 
 def variant_rows(
-    rows: Sequence[Mapping[str, Any]], methods: Sequence[str], epochs: int
+    rows: Sequence[Mapping[str, Any]],
+    methods: Sequence[str],
+    epochs: int,
+    *,
+    sample: tuple[int | None, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Per method and variant of :data:`GRID`: Spearman with backbone LP over epochs
     1..``epochs``, its interval, n and verdict (:data:`VARIANT_RULE`); a method or
-    variant without values is an ``inconclusive`` row with ``n = 0``."""
+    variant without values is an ``inconclusive`` row with ``n = 0``.
+
+    ``sample=(sample_size, seed)`` reads only the variant values computed on that point
+    sample (a store may hold the variants of several seeds)."""
+    if sample is not None:
+        rows = [
+            r
+            for r in rows
+            if not str(r["run"]).startswith(VARIANT_RUN_PREFIX) or _of_sample(r, *sample)
+        ]
     out = []
     for method in methods:
         lp = metric_series(rows, f"progress/{method}", REFERENCE, epochs)
