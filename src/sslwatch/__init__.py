@@ -25,13 +25,22 @@ from sslwatch.metrics.spectrum import (
 )
 from sslwatch.metrics.views import alignment, collapse_std, lidar, uniformity
 from sslwatch.online.hooks import LayerWatch, watch
-from sslwatch.online.monitor import CollapseAlarms, CollapseWarning, Monitor, MonitorResult
+from sslwatch.online.monitor import (
+    CollapseAlarms,
+    CollapseWarning,
+    InvalidLabelsError,
+    Monitor,
+    MonitorResult,
+    NonFiniteWarning,
+)
+from sslwatch.online.settings import MonitorSettings
 
 __all__ = [
     "REGISTRY",
     "CollapseAlarms",
     "CollapseWarning",
     "Evaluation",
+    "InvalidLabelsError",
     "KMeansResult",
     "LayerWatch",
     "MetricDefinition",
@@ -39,6 +48,8 @@ __all__ = [
     "MetricValue",
     "Monitor",
     "MonitorResult",
+    "MonitorSettings",
+    "NonFiniteWarning",
     "SecondMoments",
     "__version__",
     "alignment",
