@@ -19,15 +19,10 @@ Both only need the D x D second-moment matrices, so the module is built in three
 The one-shot functions (``rankme(z)``, ...) use the same scalar functions on a spectrum
 computed by the cheapest accurate route (``method``):
 
-* ``"auto"`` (default): for float32 (and upcast float16/bfloat16) input on the CPU with
-  N >= D, the *mixed-precision Gram*: rows are centered at their float32-rounded mean,
-  multiplied in float32 512 rows at a time (BLAS ``ssyrk``, N D^2 flops, about half of a
-  float32 z^T z), summed in float64, and the mean is added back exactly in float64
-  (see ``ShiftedGram``); one ``eigvalsh`` of the D x D result in float64. The error is that
-  of float32 arithmetic: about eps32 * 512 / sqrt(3 N) relative on Gram entries (~1e-7
-  at N = 25,600), observed 1e-9 to 1e-6 on the metrics, the same order as
-  ``torch.linalg.svdvals`` in float32 and as RankMe's own eps = 1e-7. Everywhere else
-  (float64 input, GPU tensors, N < D, |z| outside [2^-30, 2^30]) "auto" is "gram".
+* ``"auto"`` (default): ``"gram"``. Float32 Gram products are not used for one-shot
+  values: they cannot resolve eigenvalues below about 1e-8 of the trace, and on low-rank
+  (collapsing) embeddings that noise floor inflates RankMe by percents; the float64
+  products cost no more on the CPU here (``benchmarks/bench_rankme.py``).
 * ``"gram"``: float64 Gram matrix z^T z (D x D, N >= D) or z z^T (N x N, N < D),
   accumulated over chunks so float32 input is never upcast whole (``dsyrk`` on the CPU,
   float64 ``addmm_`` on other devices), then float64 ``eigvalsh``: float64 accuracy at
@@ -42,7 +37,7 @@ for streaming). Timing: the O(D^3) ``eigvalsh`` synchronises its threads once pe
 on an oversubscribed CPU, ``torch.set_num_threads(1)`` can make it several times faster.
 
 Numerical conventions (shared by every route, so one-shot and streaming values agree to
-float64 round-off, or to float32 round-off where the mixed-precision route runs):
+float64 round-off):
 
 * Float64 Gram accuracy: a singular value sigma_i comes out with an absolute error of
   about eps * sigma_1^2 / sigma_i (eps = 2.2e-16), i.e. at full relative accuracy for the
@@ -455,10 +450,9 @@ def singular_values(z: Any, *, method: Method = "auto") -> np.ndarray:
         z: (N, D) torch.Tensor or numpy array, N >= 2, any float dtype and device.
         method: ``"gram"``: sqrt of the eigenvalues of the float64 Gram matrix (z^T z if
             N >= D else z z^T), absolute error about eps * sigma_1^2 / sigma_i, values
-            below sqrt(D * eps) * sigma_1 exactly 0. ``"auto"``: the same, except for
-            float32 CPU input with N >= D, where the Gram products are float32 (relative
-            error ~1e-7; see the module docstring). ``"svd"``: a float64 SVD of z (slower;
-            full relative accuracy for tiny singular values).
+            below sqrt(D * eps) * sigma_1 exactly 0. ``"auto"`` (default): ``"gram"``.
+            ``"svd"``: a float64 SVD of z (slower; full relative accuracy for tiny
+            singular values).
 
     Returns:
         np.ndarray of length min(N, D).
@@ -501,11 +495,11 @@ def rankme(z: Any, eps: float = 1e-7, *, method: Method = "auto") -> float:
         (exactly exp(-(1+eps)log(1+eps) - (m-1) eps log eps)); an all-zero matrix gives
         NaN (every p_k is 0/0).
 
-    Accuracy: with ``method="gram"`` the result agrees with a float64 SVD to ~1e-15
+    Accuracy: with the default ``"gram"`` route the result agrees with a float64 SVD to ~1e-15
     relative when the spectrum is resolved (1.7e-15 on 25,600 x 2048 float32 data whose
     eigenvalues decay like i^-1, where ``torch.linalg.svdvals`` in float32 is off by
-    1.4e-7); the default mixed-precision route for float32 CPU input is within ~1e-9 to
-    1e-8 there (module docstring). Singular values below sqrt(D * eps) * sigma_1
+    1.4e-7), also on low-rank embeddings whose tail float32 products could not resolve.
+    Singular values below sqrt(D * eps) * sigma_1
     (6.7e-7 * sigma_1 at D = 2048) count as 0; each shifts log RankMe by at most
     ~17 * 6.7e-7 * sigma_1 / sum(sigma). Use ``method="svd"`` if many sit in that band.
 
@@ -549,7 +543,7 @@ def condition_number(z: Any, *, method: Method = "auto") -> float:
 
     A singular value counts as positive above ``sigma_max * max(N, D) * eps``
     (``numpy.linalg.matrix_rank``'s tolerance). ``method="auto"`` uses the float64 Gram
-    route (never the mixed-precision one) only when it resolves sigma_min to about 1e-10
+    route only when it resolves sigma_min to about 1e-10
     relative (full rank at the Gram tolerance and D * eps * kappa^2 / 2 <= 1e-10) and
     otherwise recomputes with a float64 SVD of z, because this ratio is the one metric
     driven by the smallest singular value.
@@ -619,31 +613,17 @@ def alpha_req(z: Any, fit_range: Sequence[int] = (4, 100), *, method: Method = "
 def _singular_values(x: torch.Tensor, method: Method) -> tuple[np.ndarray, float]:
     if method == "svd":
         return _svd_singular_values(x)
-    if method == "auto":
-        mixed = _mixed_pass(x)
-        if mixed is not None:
-            return _mixed_singular_values(mixed), 1.0
     return _gram_singular_values(x)
 
 
 def _covariance_eigenvalues(x: torch.Tensor, method: Method) -> tuple[np.ndarray, float]:
     if method == "svd":
         return _svd_covariance_eigenvalues(x)
-    if method == "auto":
-        mixed = _mixed_pass(x)
-        if mixed is not None:
-            return _mixed_covariance_eigenvalues(mixed), 1.0
     return _gram_covariance_eigenvalues(x)
 
 
 def _both_spectra(x: torch.Tensor, method: Method) -> Spectra:
-    """Both spectra, sharing one pass over x on the mixed-precision route."""
-    mixed = _mixed_pass(x) if method == "auto" else None
-    if mixed is not None:
-        return Spectra(
-            singular_values=_mixed_singular_values(mixed),
-            covariance_eigenvalues=_mixed_covariance_eigenvalues(mixed),
-        )
+    """Both spectra of x by ``method``."""
     return Spectra(
         singular_values=_unscale_sv(*_singular_values(x, method)),
         covariance_eigenvalues=_unscale_eig(*_covariance_eigenvalues(x, method)),
@@ -698,8 +678,9 @@ class ShiftedGram:
     follows exactly in float64 (:meth:`gram`):
     sum_i (z_i - a)(z_i - a)^T = C + v s^T + s v^T + n v v^T with v = m - a. Centring on
     m keeps the float32 rounding relative to the spread of the rows, not their mean.
-    The one-shot mixed-precision route and the Monitor's ``gram_dtype="float32"`` both
-    accumulate through this class.
+    The Monitor's ``gram_dtype="float32"`` accumulates through this class. Its products
+    are float32: eigenvalues below about 1e-8 of the trace of C are round-off, so the
+    spectrum's tail is not resolved (the one-shot functions use float64 products).
     """
 
     def __init__(self, shift: np.ndarray) -> None:
@@ -754,47 +735,6 @@ class ShiftedGram:
         self.n = 0
         self.c_gram.fill(0.0)
         self.c_sum.fill(0.0)
-
-
-@dataclass(frozen=True, eq=False)
-class _MixedPass:
-    """One float32 pass over z (N >= D): its ``ShiftedGram`` around the float32-rounded
-    column mean, and the float64 mean itself."""
-
-    acc: ShiftedGram
-    mean: np.ndarray
-
-
-def _mixed_pass(x: torch.Tensor) -> _MixedPass | None:
-    """The mixed-precision pass, or None where the route does not apply.
-
-    Applies to float32 CPU input with N >= D and _MIXED_MIN < max|z| < _MIXED_MAX (so no
-    float32 square overflows or loses precision to underflow); NaN/Inf input also returns
-    None and is reported by the float64 route.
-    """
-    n, d = x.shape
-    if x.device.type != "cpu" or x.dtype != torch.float32 or n < d:
-        return None
-    lo, hi = torch.aminmax(x)
-    if not ShiftedGram.applies(max(-float(lo), float(hi))):
-        return None
-    a = x.resolve_conj().resolve_neg().numpy()
-    mean = a.sum(axis=0, dtype=np.float64) / n
-    acc = ShiftedGram(mean.astype(np.float32))
-    acc.update(a)
-    return _MixedPass(acc=acc, mean=mean)
-
-
-def _mixed_singular_values(p: _MixedPass) -> np.ndarray:
-    g = p.acc.raw_gram()
-    w = _clean(_eigvalsh_desc(torch.from_numpy(g)), g.shape[0], None)
-    return np.sqrt(w)
-
-
-def _mixed_covariance_eigenvalues(p: _MixedPass) -> np.ndarray:
-    g = p.acc.gram(p.acc.shift.astype(np.float64) - p.mean)  # v = m - mean: centred
-    w = _clean(_eigvalsh_desc(torch.from_numpy(g)), g.shape[0], p.acc.raw_trace())
-    return w / (p.acc.n - 1)
 
 
 def _svd_singular_values(x: torch.Tensor) -> tuple[np.ndarray, float]:
@@ -879,12 +819,14 @@ def _svdvals_desc(y: torch.Tensor) -> np.ndarray | None:
 def _eigvalsh_desc(g: torch.Tensor) -> np.ndarray:
     """Eigenvalues of symmetric float64 g (upper triangle read), descending.
 
-    torch on g's device first; numpy on the CPU, then an SVD, if that fails.
+    On the CPU numpy's LAPACK (about 2x faster than torch's at D = 2048 here); elsewhere
+    torch on g's device, then numpy. An SVD if those fail.
     """
-    try:
-        return _desc(torch.linalg.eigvalsh(g, UPLO="U").cpu().numpy())
-    except RuntimeError:  # torch.linalg.LinAlgError (no convergence), device/dtype errors
-        pass
+    if g.device.type != "cpu":
+        try:
+            return _desc(torch.linalg.eigvalsh(g, UPLO="U").cpu().numpy())
+        except RuntimeError:  # torch.linalg.LinAlgError (no convergence), device/dtype errors
+            pass
     a = g.cpu().numpy()
     try:
         return _desc(np.linalg.eigvalsh(a, UPLO="U"))
