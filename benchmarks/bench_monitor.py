@@ -8,7 +8,7 @@ step (amortised) and the ratio mean(update) / mean(step), for several configurat
 
 * ``default``: exact float64 moments (BLAS ``dsyrk`` on CPU, one BLAS thread) + content
   keys + reservoir;
-* ``gram_dtype=float32``: the mixed-precision route instead (rows centred on a fixed
+* ``gram_dtype=float32``: float32 products instead (rows centred on a fixed
   shift, float32 ``ssyrk`` per batch summed in float64);
 * ``blas_threads=None``: the default with the BLAS library's default thread pool;
 * ``moment_fraction=1/8``, ``1/16``: only a keyed Bernoulli subsample of the rows is
@@ -25,7 +25,10 @@ the same CNN's forward pass (train mode, with autograd, as in a training step) p
 with hooks that only pool each watched layer's output (global average of the conv maps),
 and with a :class:`~sslwatch.online.hooks.LayerWatch` (pooling + ``Monitor.update`` per
 layer), for 1, 2 and 4 watched layers; printed as overhead over the plain forward, in
-total and per watched layer.
+total and per watched layer. Those differences are within the forward pass's run-to-run
+noise on a CPU, so the work each hook adds is also timed directly: the pooling, and the
+pooling plus ``Monitor.update``, of each watched layer's captured output (means over
+repetitions), as a share of one training step (forward and backward).
 
 Then ``compute()`` with the default reservoir (4096 rows) and the default metric set,
 next to the reference a user would otherwise run (``torch.linalg.svdvals`` of all stored
@@ -214,19 +217,15 @@ def bench_dim(dim: int, batch: int, steps: int, warmup: int) -> list[tuple[str, 
     ]
     for name, times in update_times.items():
         rows.append((name, 1e3 * statistics.fmean(times), statistics.fmean(times) / step_mean))
-    # the streamed value is the one-shot value on everything fed: exactly (float64
-    # moments, the default) and to float32 precision (the mixed route)
-    exact = rankme(torch.cat(fed).double())  # the one-shot float64 route
-    for name, oneshot, tol in (
-        ("spectrum only", exact, 1e-9),
-        ("spectrum only, float32", rankme(torch.cat(fed)), 1e-5),
-        ("spectrum only, float32", exact, 1e-5),
-    ):
+    # the streamed value is the one-shot value on everything fed: exactly with float64
+    # moments (the default); with float32 products to what float32 resolves (this CNN's
+    # head is low-rank: most singular values sit below float32's floor, see MonitorSettings)
+    exact = rankme(torch.cat(fed))  # the one-shot route: float64 products
+    for name, tol in (("spectrum only", 1e-9), ("spectrum only, float32", 1e-4)):
         streamed = monitors[name].compute()["rankme"]
-        rel = abs(streamed - oneshot) / abs(oneshot)
-        assert rel <= tol, (name, streamed, oneshot)
-        what = "float64" if oneshot is exact else "mixed (rankme's default)"
-        rows.append((f"check: {name} RankMe vs one-shot {what}: rel. diff {rel:.1e}", 0.0, 0.0))
+        rel = abs(streamed - exact) / abs(exact)
+        assert rel <= tol, (name, streamed, exact)
+        rows.append((f"check: {name} RankMe vs one-shot float64: rel. diff {rel:.1e}", 0.0, 0.0))
     return rows
 
 
@@ -276,6 +275,44 @@ def bench_hooks(dim: int, batch: int, steps: int, warmup: int) -> list[tuple[str
     described = ", ".join(f"{k} (D={v})" for k, v in sizes.items())
     rows.append((f"watched: {described}", 0.0, 0.0))
     return rows
+
+
+def bench_hook_work(dim: int, batch: int, reps: int) -> list[tuple[str, int, float, float, float]]:
+    """Per watched layer: (layer, D, ms pooling, ms pooling + Monitor.update, share of a
+    training step), timed directly on the layer's captured output."""
+    torch.manual_seed(0)
+    model = SmallCNN(dim).train()
+    step = make_step(model, batch)
+    layers = HOOKED_LAYERS[4]
+    captured: dict[str, torch.Tensor] = {}
+    handles = [
+        model.get_submodule(path).register_forward_hook(
+            lambda module, args, out, path=path: captured.__setitem__(path, out.detach())
+        )
+        for path in layers
+    ]
+    step_times = [timed(step)[0] for _ in range(reps)]
+    for handle in handles:
+        handle.remove()
+    step_mean = statistics.fmean(step_times[1:])
+    pools = poolings(layers)
+    rows = []
+    for path in layers:
+        out, pool = captured[path], pools[path]
+        pooled = functools.partial(pool, out, path)
+        pooled()  # warm-up
+        t_pool = statistics.fmean(timed(pooled)[0] for _ in range(reps))
+        monitor = Monitor(alarms=None)
+        fed = functools.partial(_pool_and_update, monitor, pooled)
+        fed()  # warm-up: allocates the D x D state
+        t_both = statistics.fmean(timed(fed)[0] for _ in range(reps))
+        d = int(pooled().shape[1])
+        rows.append((path, d, 1e3 * t_pool, 1e3 * t_both, t_both / step_mean))
+    return rows
+
+
+def _pool_and_update(monitor: Monitor, pooled: Callable[[], torch.Tensor]) -> None:
+    monitor.update(pooled())
 
 
 def bench_compute(dim: int, reservoir: int, n_rows: int) -> list[tuple[str, float]]:
@@ -332,6 +369,13 @@ def main() -> None:
             print(f"  {name}")
         else:
             print(f"  {name:<52} {ms:8.2f} {over:9.2%}")
+    print(f"\nwork per watched layer, timed directly (batch {batch}; share of a training step)")
+    print(f"  {'layer':<12} {'D':>5} {'pool ms':>9} {'+update ms':>11} {'of a step':>10}")
+    total = 0.0
+    for path, d, ms_pool, ms_both, share in bench_hook_work(512, batch, 5 if args.quick else 20):
+        total += share
+        print(f"  {path:<12} {d:>5} {ms_pool:9.3f} {ms_both:11.3f} {share:10.2%}")
+    print(f"  all four layers: {total:.2%} of a training step")
     reservoir = 256 if args.quick else DEFAULT_RESERVOIR_SIZE
     for dim in (512, 2048) if not args.quick else (512,):
         n_rows = 2 * reservoir if args.quick else 4 * reservoir
