@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 import torch
 
 from sslwatch.metrics._lbfgs import LbfgsResult, SoftmaxObjective, minimise
@@ -679,7 +680,7 @@ class _RidgePath:
         cov = stats.outer / n - torch.outer(self.mean, self.mean)
         cov = (cov + cov.T) / 2 * self.inv_std[:, None] * self.inv_std[None, :]
         cross = stats.class_sums.index_select(0, keep).T / n - torch.outer(self.mean, self.freq)
-        self.eigenvalues, self.eigenvectors = torch.linalg.eigh(cov)
+        self.eigenvalues, self.eigenvectors = _eigh(cov)
         self.projected = self.eigenvectors.T @ (cross * self.inv_std[:, None])  # V^T B
 
     def _filter(self, l2: float) -> torch.Tensor:
@@ -711,6 +712,16 @@ class _RidgePath:
             scores = torch.addmm(self.freq, rotated, self._filter(value)[:, None] * self.projected)
             out.append(_accuracy(self.classes[scores.argmax(dim=1).cpu().numpy()], truth))
         return out
+
+
+def _eigh(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (ascending) and eigenvectors of symmetric ``a``: on the CPU LAPACK's
+    divide-and-conquer ``syevd`` through scipy (about 2x faster than torch's at D = 784
+    here), elsewhere ``torch.linalg.eigh``."""
+    if a.device.type != "cpu":
+        return torch.linalg.eigh(a)
+    w, v = scipy.linalg.eigh(a.numpy(), driver="evd", check_finite=False)
+    return torch.from_numpy(w), torch.from_numpy(v)
 
 
 def fit_ridge_from_statistics(
