@@ -99,10 +99,11 @@ N_BOOT: Final = 2000
 SEED: Final = 0
 VERDICTS: Final = ("holds", "does not hold", "inconclusive")
 VARIANTS_NOTE: Final = (
-    "Judged on sslwatch's default variants (Euclidean silhouette on raw backbone "
-    "embeddings, k = number of classes, AMI across two augmented views, kNN entropy with "
-    "k = 3); `sslwatch reproduce --variants` judges the other declared choices "
-    "(variants.md)."
+    "Judged on sslwatch's default variants, fixed before any claim was measured: the "
+    "Euclidean silhouette (scikit-learn's default) on raw backbone embeddings (the "
+    "representation users keep and the probe reads), k = number of classes (as Xu et al. "
+    "choose it), AMI across two augmented views, kNN entropy with k = 3; "
+    "`sslwatch reproduce --variants` judges the other declared choices (variants.md)."
 )
 VERDICT_RULE: Final = (
     f"Verdict: holds when the whole {CONFIDENCE:.0%} bootstrap interval is on the claimed "
