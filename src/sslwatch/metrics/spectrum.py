@@ -118,7 +118,7 @@ _SAFE_MIN = 2.0**-450
 _NEG_RTOL = 1e-6
 # Sample count used in the RankMe paper's experiments.
 _PAPER_N = 25_600
-# Mixed-precision Gram route (CPU, float32 input): rows per float32 product, and the range
+# ShiftedGram (the Monitor's gram_dtype="float32"): rows per float32 product, and the range
 # of max|z| in which float32 squares of centered chunks neither overflow nor underflow.
 _MIXED_CHUNK_ROWS = 512
 _MIXED_MIN = 2.0**-30

@@ -349,9 +349,8 @@ class StreamState(Metric):
     def _fold_mixed(self, a: np.ndarray) -> bool:
         """Fold float32 rows through float32 products around a fixed shift (CPU).
 
-        The scheme of the one-shot mixed-precision route, through the same
-        :class:`~sslwatch.metrics.spectrum.ShiftedGram` (shift: this rank's first batch
-        mean in float32); :meth:`_flush_mixed` adds its exact raw Gram to the moments.
+        Through :class:`~sslwatch.metrics.spectrum.ShiftedGram` (shift: this rank's first
+        batch mean in float32); :meth:`_flush_mixed` adds its exact raw Gram to the moments.
         Returns False (fold in float64 instead) when a value is outside the range where
         float32 squares are safe.
         """
@@ -376,7 +375,7 @@ class StreamState(Metric):
         self._mixed.clear()
 
     def sync(self, *args: Any, **kwargs: Any) -> None:
-        """torchmetrics' sync, after folding pending mixed-precision sums into the state
+        """torchmetrics' sync, after folding pending float32-product sums into the state
         (torchmetrics caches the local state before reducing, so this must come first)."""
         self._flush_mixed()
         super().sync(*args, **kwargs)
