@@ -140,7 +140,7 @@ def test_float32_gram_option_is_close_and_half_inputs_are_accepted() -> None:
     names = ["rankme", "stable_rank", "alpha_req", "participation_ratio"]
     exact = Monitor(names, alarms=None, gram_dtype="float64")
     auto = Monitor(names, alarms=None)  # "auto" is exact
-    fast = Monitor(names, alarms=None, gram_dtype="float32")  # the mixed route
+    fast = Monitor(names, alarms=None, gram_dtype="float32")  # float32 products
     for mon in (exact, auto, fast):
         feed(mon, x32, batches)
     r_exact, r_auto, r_fast = exact.compute(), auto.compute(), fast.compute()
@@ -158,6 +158,31 @@ def test_float32_gram_option_is_close_and_half_inputs_are_accepted() -> None:
     assert res["rankme"] == pytest.approx(
         np_spectrum_oracle(bf.double().numpy())["rankme"], rel=1e-9
     )
+
+
+def test_float32_products_warn_when_the_spectrum_tail_is_round_off() -> None:
+    """Rank 4 plus a mean in D = 64, exact in float32: float32 products leave ~1e-9 of the
+    trace where the true eigenvalues are 0, and RankMe reads it (oracle: float64 SVD)."""
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(-3, 4, size=(3000, 4)), rng.integers(-3, 4, size=(4, 64))
+    low_rank = torch.from_numpy((a @ b + 3).astype(np.float32))
+    oracle = np_spectrum_oracle(low_rank.double().numpy())["rankme"]
+    fast = Monitor(["rankme"], alarms=None, gram_dtype="float32")
+    feed(fast, low_rank, uneven_batches(3000, 5))
+    with pytest.warns(UserWarning, match=r"of 64 covariance eigenvalues are below float32"):
+        inflated = fast.compute()["rankme"]
+    assert inflated > oracle * (1 + 1e-4)  # what the warning is about
+    exact = Monitor(["rankme"], alarms=None)
+    feed(exact, low_rank, uneven_batches(3000, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # float64 products: exact, no warning
+        assert exact.compute()["rankme"] == pytest.approx(oracle, rel=1e-9)
+    full_rank = torch.from_numpy(decaying(3000, 64, seed=4)).float()
+    healthy = Monitor(["rankme"], alarms=None, gram_dtype="float32")
+    feed(healthy, full_rank, uneven_batches(3000, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every eigenvalue resolved: no warning
+        healthy.compute()
 
 
 def test_blas_threads_limit_is_scoped_and_value_neutral() -> None:

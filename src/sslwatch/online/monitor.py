@@ -126,6 +126,9 @@ __all__ = [
     "NonFiniteWarning",
 ]
 
+# Below this fraction of the covariance trace, eigenvalues from float32 products are
+# round-off (the products err by up to about 1e-8 of the trace).
+_FLOAT32_RESOLUTION = 1e-8
 MOMENT_WARN_BYTES = 1 << 30
 """Above this size of the D x D moment state (1 GiB), a Monitor warns when it learns D."""
 
@@ -262,6 +265,7 @@ class Monitor:
         self._state = StreamState(settings.reservoir_size, process_group)
         self._hasher = KeyHasher(settings.seed)
         self._input_dtype: str | None = None
+        self._warned_float32_tail = False
         self._updates = 0
         self._last_step: int | None = None
         self._nonfinite_steps: list[int | None] = []
@@ -544,6 +548,7 @@ class Monitor:
                 records = compute_metrics(
                     ctx, free, self._overrides, on_error=self.settings.on_error
                 )
+                self._warn_float32_unresolved(ctx, specs)
             except Exception as exc:
                 if self.settings.on_error == "raise":
                     raise
@@ -709,6 +714,36 @@ class Monitor:
             f"covariance, whose zero eigenvalues float32 products cannot resolve: "
             f"{', '.join(hit)} are unreliable; feed more than D rows or use "
             "gram_dtype='float64'.",
+            UserWarning,
+            stacklevel=4,
+        )
+
+    def _warn_float32_unresolved(self, ctx: MetricContext, specs: list[MetricSpec]) -> None:
+        """With float32 products, covariance eigenvalues below ~1e-8 of the trace are
+        round-off, not spectrum (float32 products err by up to ~1e-8 of the trace): warn
+        that the spectrum metrics read that noise, e.g. RankMe of a low-rank embedding."""
+        spectral = sorted(s.name for s in specs if s.kind == "spectrum")
+        if (
+            self._warned_float32_tail
+            or self.settings.gram_dtype != "float32"
+            or self._input_dtype != "float32"
+            or ctx.moments is None
+            or ctx.moments.n <= ctx.d
+            or not spectral
+        ):
+            return
+        lam = ctx.spectra.covariance_eigenvalues
+        total = float(lam.sum())
+        floor = _FLOAT32_RESOLUTION * total
+        unresolved = int(np.count_nonzero(lam < floor)) if total > 0 else 0
+        if not unresolved:
+            return
+        self._warned_float32_tail = True
+        warnings.warn(
+            f"sslwatch monitor {self.name!r}: {unresolved} of {ctx.d} covariance eigenvalues "
+            f"are below float32's resolution ({_FLOAT32_RESOLUTION:.0e} of the trace) with "
+            f"gram_dtype='float32': {', '.join(spectral)} read round-off there and can be "
+            "inflated (by percents on low-rank embeddings); use gram_dtype='float64'.",
             UserWarning,
             stacklevel=4,
         )
