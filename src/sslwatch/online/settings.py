@@ -76,7 +76,8 @@ class MonitorSettings:
             exact value, but the unresolved tail of low-rank (collapsing) embeddings
             inflates the spectrum metrics (measured: 1e-5 relative on a small CNN's
             2048-d head; +1.0%, +4.6%, +7.6% at rank 100, 10, 2 in D = 2048); keep the
-            default where collapse is what you watch. On accelerators it is an
+            default where collapse is what you watch (``compute()`` warns when
+            eigenvalues fall below float32's resolution). On accelerators it is an
             uncentred float32 product (TF32 settings apply).
             ``"auto"`` (default) is ``"float64"``: exact; see
             ``benchmarks/bench_monitor.py`` for what each costs next to a training step.
