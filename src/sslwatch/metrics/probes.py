@@ -266,18 +266,9 @@ def fit_linear_probe(
     """
     x = as_matrix(train_z, name="train_z", min_rows=2)
     y_raw = _raw_labels(train_y, x.shape[0], "train_y")
-    classes, codes_np = np.unique(y_raw, return_inverse=True)
-    codes_np = codes_np.reshape(-1).astype(np.int64)
-    if classes.shape[0] < 2:
-        raise ValueError(
-            f"train_y has a single class ({classes[0]!r}); a classifier needs at least two "
-            "distinct classes in the training labels."
-        )
+    classes, codes_np = _training_classes(y_raw)
     max_iter = as_int(max_iter, "max_iter", hint=" (a positive integer)")
-    if not is_real(val_fraction) or not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(
-            f"val_fraction must be strictly between 0 and 1 (e.g. 0.2); got {val_fraction!r}."
-        )
+    _check_val_fraction(val_fraction)
     grid = _check_l2_grid(l2_grid)
     if l2 is not None:
         l2 = _check_l2(l2, "l2")
@@ -838,10 +829,7 @@ def fit_ridge_probe(
     """
     raw = as_matrix(train_z, name="train_z", min_rows=2)
     y_raw = _raw_labels(train_y, raw.shape[0], "train_y")
-    if not is_real(val_fraction) or not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(
-            f"val_fraction must be strictly between 0 and 1 (e.g. 0.2); got {val_fraction!r}."
-        )
+    _check_val_fraction(val_fraction)
     grid = _check_l2_grid(l2_grid if l2_grid is not None else DEFAULT_RIDGE_L2_GRID)
     # The probe is scale-free (standardised features), but the second moments of z at
     # scales like 2^+-900 over- or underflow float64: fit on z * 2^-e (exact), then
@@ -865,15 +853,10 @@ def _fit_ridge_probe_unit(
     val_fraction: float,
 ) -> RidgeProbeFit:
     """:func:`fit_ridge_probe` on checked rows ``x`` whose largest |entry| is about 1."""
-    classes, codes = np.unique(y_raw, return_inverse=True)
-    if classes.shape[0] < 2:
-        raise ValueError(
-            f"train_y has a single class ({classes[0]!r}); a classifier needs at least "
-            "two distinct classes in the training labels."
-        )
+    _, codes = _training_classes(y_raw)
     tr_idx, va_idx = np.arange(x.shape[0]), np.zeros(0, dtype=np.int64)
     if l2 is None:
-        tr_idx, va_idx = stratified_split(codes.reshape(-1), test_fraction=val_fraction, seed=seed)
+        tr_idx, va_idx = stratified_split(codes, test_fraction=val_fraction, seed=seed)
     tr = torch.from_numpy(tr_idx).to(x.device)
     fit_stats = RidgeStatistics.of(x.index_select(0, tr), y_raw[tr_idx])
     full = fit_stats
@@ -1086,6 +1069,25 @@ def _check_l2(value: Any, name: str) -> float:
     if not math.isfinite(out) or out < 0:
         raise ValueError(f"{name} must be a finite non-negative number; got {value!r}.")
     return out
+
+
+def _training_classes(y_raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct training labels and each row's int64 index into them; a
+    ValueError when there is a single class."""
+    classes, codes = np.unique(y_raw, return_inverse=True)
+    if classes.shape[0] < 2:
+        raise ValueError(
+            f"train_y has a single class ({classes[0]!r}); a classifier needs at least two "
+            "distinct classes in the training labels."
+        )
+    return classes, codes.reshape(-1).astype(np.int64)
+
+
+def _check_val_fraction(value: Any) -> None:
+    if not is_real(value) or not 0.0 < float(value) < 1.0:
+        raise ValueError(
+            f"val_fraction must be strictly between 0 and 1 (e.g. 0.2); got {value!r}."
+        )
 
 
 def _check_l2_grid(grid: Sequence[float] | None) -> tuple[float, ...]:
