@@ -9,6 +9,7 @@ import time
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,10 +155,10 @@ def _process(
     return outcome("ok", None, True, n_new)
 
 
-def _forward(
+def _recalibrate(
     model: torch.nn.Module, prep: _Prepared, dev: torch.device, timings: dict[str, float]
-) -> dict[str, torch.Tensor]:
-    """BatchNorm re-estimation (when asked) and the embedding pass, timed."""
+) -> None:
+    """BatchNorm re-estimation on the sweep's data, when the config asks for it, timed."""
     cfg = prep.config
     if cfg.recalibrate_bn:
         t = time.perf_counter()
@@ -166,18 +167,34 @@ def _forward(
             model, prep.dataset, batches=cfg.bn_batches, batch_size=cfg.batch_size, seed=cfg.seed
         )
         timings["recalibrate"] = time.perf_counter() - t
+
+
+def _pass_options(prep: _Prepared, dev: torch.device) -> dict[str, Any]:
+    """The embedding pass's options shared by the whole-matrix and the streamed route."""
+    cfg = prep.config
+    return {
+        "layers": dict(cfg.layers) if cfg.layers is not None else None,
+        "batch_size": cfg.batch_size,
+        "device": dev,
+        "autocast": cfg.autocast,
+        "progress": False,
+    }
+
+
+def _forward(
+    model: torch.nn.Module, prep: _Prepared, dev: torch.device, timings: dict[str, float]
+) -> dict[str, torch.Tensor]:
+    """BatchNorm re-estimation (when asked) and the embedding pass, timed."""
+    cfg = prep.config
+    _recalibrate(model, prep, dev, timings)
     t = time.perf_counter()
     emb = extract_embeddings(
         model,
         prep.dataset,
-        layers=dict(cfg.layers) if cfg.layers is not None else None,
-        batch_size=cfg.batch_size,
-        device=dev,
-        autocast=cfg.autocast,
+        **_pass_options(prep, dev),
         views=cfg.views,
         augment=prep.augment,
         seed=cfg.seed,
-        progress=False,
     )
     timings["embed"] = time.perf_counter() - t
     return emb
@@ -380,27 +397,12 @@ def _stream_forward(
 ) -> _Streamed:
     """BatchNorm re-estimation (when asked) and the embedding pass, reduced batch by batch
     into second moments and sample rows; ``embed`` excludes the reduction's seconds."""
-    cfg = prep.config
-    if cfg.recalibrate_bn:
-        t = time.perf_counter()
-        model.to(dev)
-        recalibrate_batchnorm(
-            model, prep.dataset, batches=cfg.bn_batches, batch_size=cfg.batch_size, seed=cfg.seed
-        )
-        timings["recalibrate"] = time.perf_counter() - t
+    _recalibrate(model, prep, dev, timings)
     t = time.perf_counter()
     dims: dict[str, int] = {}
     streams: dict[str, list[_PassStream]] = {}
     start, reduce_seconds = 0, 0.0
-    batches = iter_embeddings(
-        model,
-        prep.dataset,
-        layers=dict(cfg.layers) if cfg.layers is not None else None,
-        batch_size=cfg.batch_size,
-        device=dev,
-        autocast=cfg.autocast,
-        progress=False,
-    )
+    batches = iter_embeddings(model, prep.dataset, **_pass_options(prep, dev))
     with contextlib.closing(batches):
         for out in batches:
             t0 = time.perf_counter()
