@@ -168,3 +168,28 @@ def reference_db(root: Path) -> tuple[Path, Any]:
         raise RuntimeError(f"reference sweep failed: {summary.failures}")
     os.replace(tmp, db)
     return db, summary
+
+
+def cli_args(root: Path, db: Path, *extra: str, model: str = TINY, probe: bool = True) -> list[str]:
+    """``sslwatch sweep`` arguments of the reference sweep (:data:`REFERENCE`) over the
+    four checkpoints of ``root`` into ``db``, then ``extra``; ``probe=False`` leaves the
+    fixed linear-probe L2 out."""
+    return [
+        "sweep",
+        "--model",
+        model,
+        "--checkpoints",
+        str(root / "runs/*/epoch_*"),
+        "--checkpoints",
+        str(root / "runs/*/checkpoints/*.ckpt"),
+        "--data",
+        "digits",
+        "--db",
+        str(db),
+        "--layers",
+        "backbone=backbone,projector=projector",
+        "--sample-size",
+        str(REFERENCE["sample_size"]),
+        *(("--param", "linear_probe.l2=0.001") if probe else ()),
+        *extra,
+    ]

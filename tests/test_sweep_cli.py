@@ -40,29 +40,6 @@ N_METRICS = len(REGISTRY.select(None, has_labels=True))
 LAUNCH = "import sslwatch.cli.sweep; from sslwatch.cli import app; app()"
 
 
-def sweep_args(root: Path, db: Path, *extra: str, model: str = sm.TINY) -> list[str]:
-    return [
-        "sweep",
-        "--model",
-        model,
-        "--checkpoints",
-        str(root / "runs/*/epoch_*"),
-        "--checkpoints",
-        str(root / "runs/*/checkpoints/*.ckpt"),
-        "--data",
-        "digits",
-        "--db",
-        str(db),
-        "--layers",
-        "backbone=backbone,projector=projector",
-        "--sample-size",
-        SAMPLE,
-        "--param",
-        "linear_probe.l2=0.001",
-        *extra,
-    ]
-
-
 @pytest.fixture(scope="module")
 def ckpt_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.getbasetemp() / "sweep_checkpoints"
@@ -118,7 +95,7 @@ def test_shards_merged_equal_one_unsharded_sweep_and_export(
     for i, db in enumerate(shards):
         summary = tmp_path / f"s{i}.json"
         res = runner.invoke(
-            app, sweep_args(ckpt_root, db, "--shard", f"{i}/2", "--summary-json", str(summary))
+            app, sm.cli_args(ckpt_root, db, "--shard", f"{i}/2", "--summary-json", str(summary))
         )
         assert res.exit_code == 0, res.output
         assert "checkpoints" in res.stdout and "skipped" in res.stdout  # the summary table
@@ -179,7 +156,7 @@ def test_two_workers_give_the_same_table_as_one(
     db = tmp_path / "workers.db"
     summary = tmp_path / "s.json"
     res = runner.invoke(
-        app, sweep_args(ckpt_root, db, "--workers", "2", "--summary-json", str(summary))
+        app, sm.cli_args(ckpt_root, db, "--workers", "2", "--summary-json", str(summary))
     )
     assert res.exit_code == 0, res.output
     info = json.loads(summary.read_text())
@@ -311,7 +288,7 @@ def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(
     env[sm.SLEEP_ENV] = "0.15"  # ~1.2 s of forward passes per checkpoint: killable
     env["OMP_NUM_THREADS"] = str(torch.get_num_threads())  # same arithmetic as in here
     proc = subprocess.Popen(
-        [sys.executable, "-c", LAUNCH, *sweep_args(ckpt_root, db, model=sm.SLOW)],
+        [sys.executable, "-c", LAUNCH, *sm.cli_args(ckpt_root, db, model=sm.SLOW)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -337,7 +314,7 @@ def test_sigkill_mid_sweep_then_rerun_equals_an_uninterrupted_sweep(
 
     summary = tmp_path / "resume.json"
     res = runner.invoke(
-        app, sweep_args(ckpt_root, db, "--summary-json", str(summary), model=sm.SLOW)
+        app, sm.cli_args(ckpt_root, db, "--summary-json", str(summary), model=sm.SLOW)
     )
     assert res.exit_code == 0, res.output
     info = json.loads(summary.read_text())
@@ -378,7 +355,7 @@ def test_bad_checkpoints_fail_one_line_each_and_nothing_is_lost(
     summary = tmp_path / "s.json"
     res = runner.invoke(
         app,
-        sweep_args(
+        sm.cli_args(
             ckpt_root,
             db,
             "--checkpoints",
@@ -408,7 +385,7 @@ def test_bad_checkpoints_fail_one_line_each_and_nothing_is_lost(
     # The documented opt-in loads the pickle-only checkpoint; the others still fail.
     res = runner.invoke(
         app,
-        sweep_args(ckpt_root, db, "--checkpoints", str(bad["pickle"]), "--trust-checkpoints"),
+        sm.cli_args(ckpt_root, db, "--checkpoints", str(bad["pickle"]), "--trust-checkpoints"),
     )
     assert res.exit_code == 0, res.output
     with ResultStore(db) as store:
@@ -422,7 +399,7 @@ def test_missing_data_path_is_a_one_line_error_and_the_store_is_untouched(
     db = tmp_path / "data.db"
     shutil.copy(reference["db"], db)
     for spec in (f"npz:{tmp_path / 'nope' / 'data.npz'}", f"folder:{tmp_path / 'no_images'}"):
-        args = sweep_args(ckpt_root, db)
+        args = sm.cli_args(ckpt_root, db)
         args[args.index("--data") + 1] = spec
         res = runner.invoke(app, args)
         assert res.exit_code == 101, res.output

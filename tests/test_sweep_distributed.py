@@ -62,28 +62,6 @@ def table(db: Path) -> dict[tuple[Any, ...], float]:
     return out
 
 
-def cli_args(root: Path, db: Path, *extra: str, probe: bool = True) -> list[str]:
-    return [
-        "sweep",
-        "--model",
-        sm.TINY,
-        "--checkpoints",
-        str(root / "runs/*/epoch_*"),
-        "--checkpoints",
-        str(root / "runs/*/checkpoints/*.ckpt"),
-        "--data",
-        "digits",
-        "--db",
-        str(db),
-        "--layers",
-        "backbone=backbone,projector=projector",
-        "--sample-size",
-        str(sm.REFERENCE["sample_size"]),
-        *(("--param", "linear_probe.l2=0.001") if probe else ()),
-        *extra,
-    ]
-
-
 @pytest.mark.slow  # two Python processes importing torch
 def test_torchrun_two_ranks_resume_split_and_merge_equal_one_process(
     ckpt_root: Path, tmp_path: Path
@@ -112,7 +90,7 @@ def test_torchrun_two_ranks_resume_split_and_merge_equal_one_process(
             "--nproc-per-node",
             "2",
             str(Path(__file__).with_name("torchrun_skewed_listing.py")),  # python -m sslwatch
-            *cli_args(ckpt_root, db, "--summary-json", str(summary)),
+            *sm.cli_args(ckpt_root, db, "--summary-json", str(summary)),
         ],
         env=env,
         capture_output=True,
@@ -176,7 +154,7 @@ def test_shard_auto_reads_the_slurm_array(ckpt_root: Path, tmp_path: Path) -> No
     runner = CliRunner()
     res = runner.invoke(
         app,
-        cli_args(
+        sm.cli_args(
             ckpt_root,
             db,
             *("--shard", "auto", "--summary-json", str(out), "--metrics", "rankme"),
@@ -193,7 +171,7 @@ def test_shard_auto_reads_the_slurm_array(ckpt_root: Path, tmp_path: Path) -> No
     # Outside an array: exit 101 with one line naming the variables and the way out.
     res = runner.invoke(
         app,
-        cli_args(ckpt_root, tmp_path / "x.db", "--shard", "auto"),
+        sm.cli_args(ckpt_root, tmp_path / "x.db", "--shard", "auto"),
         env={"SLURM_ARRAY_TASK_ID": "", "SLURM_ARRAY_TASK_COUNT": ""},
     )
     assert res.exit_code == EXIT_SETUP_ERROR
