@@ -105,6 +105,21 @@ def find(claims: Sequence[Claim], method: str, start: str) -> Claim:
 # --------------------------------------------------------------------------- the rule
 
 
+def scipy_interval(data: tuple[Any, ...], statistic: Any, *, paired: bool) -> Any:
+    """scipy's percentile-bootstrap interval at the claims' confidence, 2,000 seeded
+    resamples: the oracle of the claims' intervals."""
+    return stats.bootstrap(
+        data,
+        statistic,
+        paired=paired,
+        vectorized=False,
+        n_resamples=2000,
+        confidence_level=CONFIDENCE,
+        method="percentile",
+        rng=np.random.default_rng(1),
+    ).confidence_interval
+
+
 @pytest.mark.parametrize(
     ("ci", "n", "side", "bound", "expected"),
     [
@@ -227,16 +242,11 @@ def test_spearman_claim_against_scipy(tracking_store: list[dict[str, Any]]) -> N
     y = np.array([r["value"] for r in rows if r["metric"] == "linear_probe"])
     assert claim.n == EPOCHS == x.size
     assert claim.value == pytest.approx(stats.spearmanr(x, y).statistic)
-    ref = stats.bootstrap(
+    ref = scipy_interval(
         (x, y),
         lambda a, b: stats.spearmanr(a, b).statistic,
         paired=True,
-        vectorized=False,
-        n_resamples=2000,
-        confidence_level=CONFIDENCE,
-        method="percentile",
-        rng=np.random.default_rng(1),
-    ).confidence_interval
+    )
     # two seeded Monte-Carlo estimates of the same percentile interval
     assert claim.ci[0] == pytest.approx(ref.low, abs=0.06)
     assert claim.ci[1] == pytest.approx(ref.high, abs=0.06)
@@ -261,19 +271,14 @@ def test_entropy_gets_stronger_late_claim_against_scipy(tmp_path: Path) -> None:
     rho_early = stats.spearmanr(ent[early], lp[early]).statistic
     assert claim.value == pytest.approx(abs(rho_late) - abs(rho_early))
     assert claim.n == EPOCHS and claim.verdict == "holds"
-    ref = stats.bootstrap(
+    ref = scipy_interval(
         (np.arange(half), np.arange(half, EPOCHS)),  # indices of each half, resampled apart
         lambda i, j: (
             abs(stats.spearmanr(ent[1:][j], lp[1:][j]).statistic)
             - abs(stats.spearmanr(ent[1:][i], lp[1:][i]).statistic)
         ),
         paired=False,
-        vectorized=False,
-        n_resamples=2000,
-        confidence_level=CONFIDENCE,
-        method="percentile",
-        rng=np.random.default_rng(1),
-    ).confidence_interval
+    )
     assert claim.ci[0] == pytest.approx(ref.low, abs=0.08)
     assert claim.ci[1] == pytest.approx(ref.high, abs=0.08)
 
@@ -415,16 +420,11 @@ def test_pooling_loss_against_scipy(tmp_path: Path) -> None:
     assert claim.n == 2 * EPOCHS
     assert claim.value == pytest.approx(loss(every, every))
     assert claim.value > 0.2
-    ref = stats.bootstrap(
+    ref = scipy_interval(
         (every, every),  # each architecture's checkpoints resampled on their own
         loss,
         paired=False,
-        vectorized=False,
-        n_resamples=2000,
-        confidence_level=CONFIDENCE,
-        method="percentile",
-        rng=np.random.default_rng(1),
-    ).confidence_interval
+    )
     assert claim.ci[0] == pytest.approx(ref.low, abs=0.06)
     assert claim.ci[1] == pytest.approx(ref.high, abs=0.06)
     assert claim.verdict == "holds"  # comparable only within one architecture
