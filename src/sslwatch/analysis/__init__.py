@@ -76,6 +76,7 @@ from sslwatch.analysis.bootstrap import (
     CorrelationEstimate,
     Estimate,
     correlate,
+    resample_counts,
     resampled_correlations,
 )
 from sslwatch.analysis.comparability import (
@@ -124,6 +125,7 @@ __all__ = [
     "latest_values",
     "observations",
     "partition",
+    "resample_counts",
     "resampled_correlations",
     "select_checkpoints",
     "select_runs",

@@ -203,7 +203,7 @@ def correlate(
     intervals: dict[str, tuple[float, float]] = {}
     notes: list[str] = []
     if n_boot > 0:
-        counts = _resample_counts(n, n_boot, np.random.default_rng(seed), strata)
+        counts = resample_counts(n, n_boot, np.random.default_rng(seed), strata)
         intervals, notes = _percentile_intervals(
             resampled_correlations(xa, ya, counts), n_boot, confidence
         )
@@ -224,7 +224,7 @@ def correlate(
     )
 
 
-def _resample_counts(
+def resample_counts(
     n: int, n_boot: int, rng: np.random.Generator, strata: Sequence[Any] | None
 ) -> np.ndarray:
     """``(n_boot, n)`` multiplicities of the pairs in each bootstrap resample; with

@@ -71,7 +71,13 @@ import numpy as np
 from scipy import stats
 
 from sslwatch._files import atomic_path
-from sslwatch.analysis import RunSelection, correlate, resampled_correlations, select_runs
+from sslwatch.analysis import (
+    RunSelection,
+    correlate,
+    resample_counts,
+    resampled_correlations,
+    select_runs,
+)
 
 __all__ = [
     "CONFIDENCE",
@@ -270,16 +276,9 @@ def _abs_spearman_gain(early: Pair, late: Pair) -> Found:
     rng = np.random.default_rng(SEED)
     rho = []
     for x, y in ((x_early, y_early), (x_late, y_late)):
-        idx = rng.integers(0, x.size, size=(N_BOOT, x.size))
-        counts = np.apply_along_axis(np.bincount, 1, idx, minlength=x.size)
+        counts = resample_counts(x.size, N_BOOT, rng, None)
         rho.append(np.abs(resampled_correlations(x, y, counts)["spearman"]))
-    gains = rho[1] - rho[0]
-    gains = gains[np.isfinite(gains)]
-    if gains.size * 2 < N_BOOT:  # the rule of correlate: most resamples undefined
-        return value, (math.nan, math.nan), n
-    alpha = (1.0 - CONFIDENCE) / 2.0
-    low, high = np.quantile(gains, [alpha, 1.0 - alpha])
-    return value, (float(low), float(high)), n
+    return _percentile_found(value, rho[1] - rho[0], n)
 
 
 def _abs_spearman_pooling_loss(pairs: Sequence[Pair]) -> Found:
@@ -299,17 +298,21 @@ def _abs_spearman_pooling_loss(pairs: Sequence[Pair]) -> Found:
     counts = []
     rho_within = []
     for x, y in pairs:
-        idx = rng.integers(0, x.size, size=(N_BOOT, x.size))
-        c = np.apply_along_axis(np.bincount, 1, idx, minlength=x.size)
+        c = resample_counts(x.size, N_BOOT, rng, None)
         counts.append(c)
         rho_within.append(np.abs(resampled_correlations(x, y, c)["spearman"]))
     pooled = np.abs(resampled_correlations(x_all, y_all, np.hstack(counts))["spearman"])
-    losses = np.mean(rho_within, axis=0) - pooled
-    losses = losses[np.isfinite(losses)]
-    if losses.size * 2 < N_BOOT:  # the rule of correlate: most resamples undefined
+    return _percentile_found(value, np.mean(rho_within, axis=0) - pooled, n)
+
+
+def _percentile_found(value: float, resamples: np.ndarray, n: int) -> Found:
+    """``value`` with the percentile interval of its finite bootstrap ``resamples``; no
+    interval when most resamples are undefined (the rule of ``correlate``)."""
+    finite = resamples[np.isfinite(resamples)]
+    if finite.size * 2 < N_BOOT:
         return value, (math.nan, math.nan), n
     alpha = (1.0 - CONFIDENCE) / 2.0
-    low, high = np.quantile(losses, [alpha, 1.0 - alpha])
+    low, high = np.quantile(finite, [alpha, 1.0 - alpha])
     return value, (float(low), float(high)), n
 
 
