@@ -19,7 +19,8 @@ Both only need the D x D second-moment matrices, so the module is built in three
 The one-shot functions (``rankme(z)``, ...) use the same scalar functions on a spectrum
 computed by the cheapest accurate route (``method``):
 
-* ``"auto"`` (default): ``"gram"``. Float32 Gram products are not used for one-shot
+* ``"auto"`` (default): ``"gram"`` (``condition_number`` may then recompute with
+  ``"svd"``, see there). Float32 Gram products are not used for one-shot
   values: they cannot resolve eigenvalues below about 1e-8 of the trace, and on low-rank
   (collapsing) embeddings that noise floor inflates RankMe by percents; the float64
   products cost no more on the CPU here (``benchmarks/bench_rankme.py``).
